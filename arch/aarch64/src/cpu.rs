@@ -1,0 +1,74 @@
+//! The running CPU: its exception level, identity, counter, and per-CPU state.
+
+use aarch64_cpu::registers::{
+    CNTFRQ_EL0, CNTPCT_EL0, CurrentEL, MPIDR_EL1, Readable, TPIDR_EL2, Writeable,
+};
+
+/// State each CPU keeps for itself; `TPIDR_EL2` points at it.
+#[derive(Debug)]
+pub struct PerCpu {
+    /// Bulkhead's CPU index (device-tree order).
+    pub index: usize,
+    /// The CPU's MPIDR affinity value.
+    pub mpidr: u64,
+}
+
+/// The exception level the CPU runs at (0..=3).
+pub fn current_el() -> u8 {
+    CurrentEL.read(CurrentEL::EL) as u8
+}
+
+/// This CPU's MPIDR_EL1.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get()
+}
+
+/// The system counter (CNTPCT_EL0).
+pub fn counter() -> u64 {
+    CNTPCT_EL0.get()
+}
+
+/// The system counter's frequency in Hz (CNTFRQ_EL0), never zero.
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get().max(1)
+}
+
+/// Makes `per_cpu` this CPU's state for the rest of the run.
+pub fn install_per_cpu(per_cpu: &'static PerCpu) {
+    TPIDR_EL2.set(core::ptr::from_ref(per_cpu) as u64);
+}
+
+/// This CPU's state, once [`install_per_cpu`] ran on it.
+pub fn per_cpu() -> Option<&'static PerCpu> {
+    let pointer = TPIDR_EL2.get() as *const PerCpu;
+    // SAFETY: TPIDR_EL2 is zero at reset (checked by `as_ref`) or holds the pointer
+    // `install_per_cpu` stored, which came from a `&'static PerCpu`. Nothing else writes it.
+    unsafe { pointer.as_ref() }
+}
+
+/// This CPU's index, or 0 before per-CPU state exists (only the boot CPU runs then).
+pub fn index() -> usize {
+    per_cpu().map_or(0, |p| p.index)
+}
+
+/// Waits for an interrupt or event (low power idle).
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::wfi();
+}
+
+/// Waits for an event.
+pub fn wait_for_event() {
+    aarch64_cpu::asm::wfe();
+}
+
+/// Wakes CPUs waiting in [`wait_for_event`].
+pub fn send_event() {
+    aarch64_cpu::asm::sev();
+}
+
+/// Stops this CPU for good (interrupts masked, so only a reset wakes it).
+pub fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}

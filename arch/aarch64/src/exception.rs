@@ -1,0 +1,142 @@
+//! EL2 exception vectors. Every exception saves the interrupted context into a [`TrapFrame`]
+//! and calls Rust; for now everything that arrives is unexpected: it is reported (syndrome,
+//! fault address, return address, CPU) and the machine stops cleanly.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use aarch64_cpu::registers::{VBAR_EL2, Writeable};
+use hypervisor::console::CONSOLE;
+
+use crate::{cpu, esr, power};
+
+/// The registers of the interrupted context, as the vector code saves them.
+#[derive(Debug)]
+#[repr(C)]
+pub struct TrapFrame {
+    /// x0..x30.
+    pub registers: [u64; 31],
+    /// ELR_EL2: where the exception was taken.
+    pub elr: u64,
+    /// SPSR_EL2: the interrupted PSTATE.
+    pub spsr: u64,
+    /// ESR_EL2: the syndrome.
+    pub esr: u64,
+    /// FAR_EL2: the faulting virtual address (for aborts).
+    pub far: u64,
+    padding: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 288);
+
+global_asm!(
+    r#"
+.section .text.vectors, "ax"
+.balign 0x800
+.global bulkhead_el2_vectors
+bulkhead_el2_vectors:
+.irp kind, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+.balign 0x80
+    sub sp, sp, #288
+    stp x0, x1, [sp, #0]
+    mov x1, #\kind
+    b bulkhead_el2_vector_common
+.endr
+
+bulkhead_el2_vector_common:
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    stp x18, x19, [sp, #144]
+    stp x20, x21, [sp, #160]
+    stp x22, x23, [sp, #176]
+    stp x24, x25, [sp, #192]
+    stp x26, x27, [sp, #208]
+    stp x28, x29, [sp, #224]
+    mrs x2, elr_el2
+    stp x30, x2, [sp, #240]
+    mrs x2, spsr_el2
+    mrs x3, esr_el2
+    stp x2, x3, [sp, #256]
+    mrs x2, far_el2
+    str x2, [sp, #272]
+    mov x0, sp
+    bl bulkhead_el2_exception
+    ldp x2, x3, [sp, #248]
+    msr elr_el2, x2
+    msr spsr_el2, x3
+    ldp x2, x3, [sp, #16]
+    ldp x4, x5, [sp, #32]
+    ldp x6, x7, [sp, #48]
+    ldp x8, x9, [sp, #64]
+    ldp x10, x11, [sp, #80]
+    ldp x12, x13, [sp, #96]
+    ldp x14, x15, [sp, #112]
+    ldp x16, x17, [sp, #128]
+    ldp x18, x19, [sp, #144]
+    ldp x20, x21, [sp, #160]
+    ldp x22, x23, [sp, #176]
+    ldp x24, x25, [sp, #192]
+    ldp x26, x27, [sp, #208]
+    ldp x28, x29, [sp, #224]
+    ldr x30, [sp, #240]
+    ldp x0, x1, [sp, #0]
+    add sp, sp, #288
+    eret
+"#
+);
+
+unsafe extern "C" {
+    static bulkhead_el2_vectors: u8;
+}
+
+/// Points VBAR_EL2 at Bulkhead's vectors on this CPU.
+pub fn install() {
+    VBAR_EL2.set(core::ptr::addr_of!(bulkhead_el2_vectors) as u64);
+}
+
+/// Where an exception came from and what kind it is (the vector slot).
+fn describe(kind: u64) -> (&'static str, &'static str) {
+    let source = match kind / 4 {
+        0 => "EL2 with SP_EL0",
+        1 => "EL2",
+        2 => "a lower EL (AArch64)",
+        _ => "a lower EL (AArch32)",
+    };
+    let class = match kind % 4 {
+        0 => "synchronous",
+        1 => "IRQ",
+        2 => "FIQ",
+        _ => "SError",
+    };
+    (class, source)
+}
+
+static REPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Called by the vector code with the saved context and the vector slot (0..16).
+#[unsafe(no_mangle)]
+extern "C" fn bulkhead_el2_exception(frame: &mut TrapFrame, kind: u64) {
+    if REPORTING.swap(true, Ordering::AcqRel) {
+        // A second fatal exception while reporting the first (or on another CPU): stop here.
+        cpu::halt();
+    }
+    let (class, source) = describe(kind);
+    let exception_class = esr::exception_class(frame.esr);
+    CONSOLE.print_emergency(format_args!(
+        "bulkhead: unexpected exception: {class} from {source} on cpu {}: {} (EC {exception_class:#04x}) \
+         ESR={:#x} FAR={:#x} ELR={:#x} SPSR={:#x}\n",
+        cpu::index(),
+        esr::class_name(exception_class),
+        frame.esr,
+        frame.far,
+        frame.elr,
+        frame.spsr,
+    ));
+    power::fail();
+}

@@ -1,0 +1,3 @@
+//! UEFI loader (see Cargo.toml description).
+#![no_std]
+#![no_main]

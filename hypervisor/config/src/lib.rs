@@ -1,0 +1,1 @@
+//! Parser and validator for the qvm-syntax system configuration (in progress).
