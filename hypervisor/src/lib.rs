@@ -26,6 +26,9 @@ pub mod addr;
 pub mod board;
 pub mod bootargs;
 pub mod console;
+pub mod console_mux;
+pub mod device;
+pub mod exit;
 pub mod memory;
 
 /// The version printed in the banner.

@@ -1,0 +1,245 @@
+//! Virtual devices and the per-partition table that finds one by guest-physical address.
+//!
+//! Devices see offsets inside their frame and answer with values; side effects that leave
+//! the device (console bytes, interrupts) go into an [`Effects`] list the caller applies.
+//! Unknown registers read as zero and ignore writes.
+
+pub mod pl011;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use crate::addr::GuestPhysAddr;
+use crate::exit::AccessWidth;
+
+/// A side effect a device asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// One byte for the partition's console.
+    ConsoleByte(u8),
+    /// Assert (true) or deassert the device's interrupt line.
+    Interrupt(bool),
+}
+
+/// Side effects collected during one access.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    list: Vec<Effect>,
+}
+
+impl Effects {
+    /// Records an effect.
+    pub fn push(&mut self, effect: Effect) {
+        self.list.push(effect);
+    }
+
+    /// Takes the recorded effects.
+    pub fn drain(&mut self) -> impl Iterator<Item = Effect> + '_ {
+        self.list.drain(..)
+    }
+}
+
+/// A memory-mapped virtual device.
+pub trait MmioDevice: Send {
+    /// Short name for reports.
+    fn name(&self) -> &'static str;
+    /// Size of the device's frame in bytes.
+    fn size(&self) -> u64;
+    /// A load at `offset` (< size) of `width`.
+    fn read(&mut self, offset: u64, width: AccessWidth, effects: &mut Effects) -> u64;
+    /// A store at `offset` (< size) of `width`.
+    fn write(&mut self, offset: u64, width: AccessWidth, value: u64, effects: &mut Effects);
+}
+
+/// Why an access found no device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatchError {
+    /// No device covers the address.
+    NoDevice,
+    /// The access starts inside a device but runs past its end.
+    Straddles,
+}
+
+/// The devices of one partition, sorted by base address, non-overlapping.
+#[derive(Default)]
+pub struct DeviceTable {
+    entries: Vec<(GuestPhysAddr, Box<dyn MmioDevice>)>,
+}
+
+impl DeviceTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds a device at `base`; refuses (returning it) one that would overlap another.
+    pub fn insert(
+        &mut self,
+        base: GuestPhysAddr,
+        device: Box<dyn MmioDevice>,
+    ) -> Result<(), Box<dyn MmioDevice>> {
+        let Some(end) = base.checked_add(device.size()) else {
+            return Err(device);
+        };
+        let overlaps = self.entries.iter().any(|(other_base, other)| {
+            let other_end = other_base.as_u64().saturating_add(other.size());
+            base.as_u64() < other_end && other_base.as_u64() < end.as_u64()
+        });
+        if overlaps || device.size() == 0 {
+            return Err(device);
+        }
+        let at = self.entries.partition_point(|(b, _)| *b < base);
+        self.entries.insert(at, (base, device));
+        Ok(())
+    }
+
+    fn find(
+        &mut self,
+        address: GuestPhysAddr,
+        width: AccessWidth,
+    ) -> Result<(&mut dyn MmioDevice, u64), DispatchError> {
+        let at = self.entries.partition_point(|(b, _)| *b <= address);
+        let (base, device) = at
+            .checked_sub(1)
+            .and_then(|i| self.entries.get_mut(i))
+            .ok_or(DispatchError::NoDevice)?;
+        let offset = address.offset_from(*base).ok_or(DispatchError::NoDevice)?;
+        if offset >= device.size() {
+            return Err(DispatchError::NoDevice);
+        }
+        if offset.saturating_add(width.bytes()) > device.size() {
+            return Err(DispatchError::Straddles);
+        }
+        Ok((device.as_mut(), offset))
+    }
+
+    /// Dispatches a load.
+    pub fn read(
+        &mut self,
+        address: GuestPhysAddr,
+        width: AccessWidth,
+        effects: &mut Effects,
+    ) -> Result<u64, DispatchError> {
+        let (device, offset) = self.find(address, width)?;
+        Ok(device.read(offset, width, effects) & width.mask())
+    }
+
+    /// Dispatches a store.
+    pub fn write(
+        &mut self,
+        address: GuestPhysAddr,
+        width: AccessWidth,
+        value: u64,
+        effects: &mut Effects,
+    ) -> Result<(), DispatchError> {
+        let (device, offset) = self.find(address, width)?;
+        device.write(offset, width, value & width.mask(), effects);
+        Ok(())
+    }
+
+    /// The devices, as (base, name, size), in address order.
+    pub fn describe(&self) -> impl Iterator<Item = (GuestPhysAddr, &'static str, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|(base, device)| (*base, device.name(), device.size()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16-byte scratch device.
+    struct Scratch([u8; 16]);
+
+    impl MmioDevice for Scratch {
+        fn name(&self) -> &'static str {
+            "scratch"
+        }
+        fn size(&self) -> u64 {
+            16
+        }
+        fn read(&mut self, offset: u64, _width: AccessWidth, _effects: &mut Effects) -> u64 {
+            u64::from(self.0[offset as usize])
+        }
+        fn write(&mut self, offset: u64, _width: AccessWidth, value: u64, effects: &mut Effects) {
+            self.0[offset as usize] = value as u8;
+            effects.push(Effect::Interrupt(true));
+        }
+    }
+
+    #[test]
+    fn dispatch_by_address() {
+        let mut table = DeviceTable::new();
+        assert!(
+            table
+                .insert(GuestPhysAddr::new(0x1000), Box::new(Scratch([0; 16])))
+                .is_ok()
+        );
+        assert!(
+            table
+                .insert(GuestPhysAddr::new(0x100f), Box::new(Scratch([0; 16])))
+                .is_err()
+        );
+        assert!(
+            table
+                .insert(GuestPhysAddr::new(0x0ff8), Box::new(Scratch([0; 16])))
+                .is_err()
+        );
+        assert!(
+            table
+                .insert(GuestPhysAddr::new(0x2000), Box::new(Scratch([0; 16])))
+                .is_ok()
+        );
+        let mut effects = Effects::default();
+        table
+            .write(
+                GuestPhysAddr::new(0x2003),
+                AccessWidth::Byte,
+                0x1ab,
+                &mut effects,
+            )
+            .unwrap();
+        assert_eq!(
+            table.read(GuestPhysAddr::new(0x2003), AccessWidth::Byte, &mut effects),
+            Ok(0xab)
+        );
+        assert_eq!(
+            effects.drain().collect::<Vec<_>>(),
+            [Effect::Interrupt(true)]
+        );
+        assert_eq!(
+            table.read(GuestPhysAddr::new(0x1010), AccessWidth::Byte, &mut effects),
+            Err(DispatchError::NoDevice)
+        );
+        assert_eq!(
+            table.read(GuestPhysAddr::new(0x0fff), AccessWidth::Byte, &mut effects),
+            Err(DispatchError::NoDevice)
+        );
+        assert_eq!(
+            table.read(
+                GuestPhysAddr::new(0x100c),
+                AccessWidth::Double,
+                &mut effects
+            ),
+            Err(DispatchError::Straddles)
+        );
+        assert_eq!(
+            table
+                .describe()
+                .map(|(b, ..)| b.as_u64())
+                .collect::<Vec<_>>(),
+            [0x1000, 0x2000]
+        );
+    }
+
+    #[test]
+    fn width_masks() {
+        assert_eq!(AccessWidth::Half.mask(), 0xffff);
+        assert_eq!(AccessWidth::Double.mask(), u64::MAX);
+        assert_eq!(AccessWidth::try_from(4), Ok(AccessWidth::Word));
+        assert_eq!(AccessWidth::try_from(3), Err(3));
+    }
+}

@@ -1,0 +1,105 @@
+//! What arch code hands the core after a trap ([`Exit`]) and what the core answers
+//! ([`Action`]). Arch code decodes hardware state into an `Exit`; it never knows what device
+//! sits at an address. The core never touches a register.
+
+use crate::addr::GuestPhysAddr;
+
+/// Width of a guest access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessWidth {
+    /// 8 bits.
+    Byte,
+    /// 16 bits.
+    Half,
+    /// 32 bits.
+    Word,
+    /// 64 bits.
+    Double,
+}
+
+impl AccessWidth {
+    /// Bytes in one access.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            AccessWidth::Byte => 1,
+            AccessWidth::Half => 2,
+            AccessWidth::Word => 4,
+            AccessWidth::Double => 8,
+        }
+    }
+
+    /// All-ones mask of this width.
+    pub const fn mask(self) -> u64 {
+        match self {
+            AccessWidth::Double => u64::MAX,
+            other => (1u64 << (other.bytes() * 8)) - 1,
+        }
+    }
+}
+
+impl TryFrom<u64> for AccessWidth {
+    type Error = u64;
+
+    /// From a byte count (1, 2, 4, 8).
+    fn try_from(bytes: u64) -> Result<Self, u64> {
+        match bytes {
+            1 => Ok(AccessWidth::Byte),
+            2 => Ok(AccessWidth::Half),
+            4 => Ok(AccessWidth::Word),
+            8 => Ok(AccessWidth::Double),
+            other => Err(other),
+        }
+    }
+}
+
+/// Why a vCPU left the guest, decoded by arch code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exit {
+    /// A load from an address the partition's map does not back with memory.
+    MmioRead {
+        /// Guest-physical address of the access.
+        address: GuestPhysAddr,
+        /// Its width.
+        width: AccessWidth,
+    },
+    /// A store to an address the partition's map does not back with memory.
+    MmioWrite {
+        /// Guest-physical address of the access.
+        address: GuestPhysAddr,
+        /// Its width.
+        width: AccessWidth,
+        /// The value stored (already truncated to the width).
+        value: u64,
+    },
+    /// A hypervisor or firmware call (HVC, SMC, VMCALL): function number and arguments.
+    Hypercall {
+        /// Function identifier (x0 / rax).
+        function: u64,
+        /// Arguments (x1..x4).
+        arguments: [u64; 4],
+    },
+    /// The guest waits for an interrupt (WFI/HLT).
+    WaitForInterrupt,
+    /// Something the hypervisor cannot emulate: an undecodable access, an unknown trap.
+    GuestFault {
+        /// The architecture's syndrome value (ESR_EL2 / exit reason).
+        syndrome: u64,
+        /// The address involved, if any.
+        address: Option<GuestPhysAddr>,
+    },
+}
+
+/// What the core asks arch code to do with the vCPU that exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Continue after the trapping instruction.
+    Resume,
+    /// Complete a load with this value, then continue.
+    CompleteRead(u64),
+    /// Return these values from a call (x0..x3), then continue.
+    ReturnValues([u64; 4]),
+    /// Stop the whole partition; the reason is reported.
+    StopPartition,
+}
