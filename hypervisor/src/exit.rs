@@ -62,6 +62,8 @@ pub enum Exit {
         address: GuestPhysAddr,
         /// Its width.
         width: AccessWidth,
+        /// The architecture's syndrome, for reports.
+        syndrome: u64,
     },
     /// A store to an address the partition's map does not back with memory.
     MmioWrite {
@@ -71,6 +73,8 @@ pub enum Exit {
         width: AccessWidth,
         /// The value stored (already truncated to the width).
         value: u64,
+        /// The architecture's syndrome, for reports.
+        syndrome: u64,
     },
     /// A hypervisor or firmware call (HVC, SMC, VMCALL): function number and arguments.
     Hypercall {
@@ -100,6 +104,13 @@ pub enum Action {
     CompleteRead(u64),
     /// Return these values from a call (x0..x3), then continue.
     ReturnValues([u64; 4]),
-    /// Stop the whole partition; the reason is reported.
+    /// Wait until an interrupt is pending for this vCPU, then continue.
+    Idle,
+    /// Turn this vCPU off (PSCI CPU_OFF): park it until a CPU_ON starts it again.
+    VcpuOff,
+    /// Stop the whole partition; the core has recorded and printed why.
     StopPartition,
+    /// Reload the partition and start it again from its entry (fault policy `restart`,
+    /// or the guest asked for SYSTEM_RESET).
+    RestartPartition,
 }

@@ -25,11 +25,14 @@ extern crate std;
 pub mod addr;
 pub mod board;
 pub mod bootargs;
+pub mod config;
 pub mod console;
 pub mod console_mux;
 pub mod device;
 pub mod exit;
 pub mod memory;
+pub mod partition;
+pub mod psci;
 
 /// The version printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

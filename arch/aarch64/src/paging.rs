@@ -396,10 +396,7 @@ mod tests {
             t.map(INPUT_LIMIT - 0x1000, 0, 0x2000, RW),
             Err(MapError::OutOfRange)
         );
-        assert_eq!(
-            t.map(!0xfff, 0, 0x1000, RW),
-            Err(MapError::OutOfRange)
-        );
+        assert_eq!(t.map(!0xfff, 0, 0x1000, RW), Err(MapError::OutOfRange));
         // The neighbour page is still free.
         t.map(0x3fff_f000, 0x3fff_f000, 0x1000, RW).unwrap();
     }

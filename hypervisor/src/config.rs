@@ -1,0 +1,55 @@
+//! The system configuration as the image sees it: static tables that build.rs generates
+//! from the board and VM files (see `hypervisor/config`), checked there, used here.
+
+/// What happens to a partition when its guest does something it may not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPolicy {
+    /// Stop the partition and report; the others keep running.
+    Stop,
+    /// Report, then reload the partition's image and start it again.
+    Restart,
+}
+
+/// One range of a partition's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamConfig {
+    /// Where the guest sees it.
+    pub guest_base: u64,
+    /// Where it is in host memory.
+    pub host_base: u64,
+    /// Bytes (whole pages).
+    pub size: u64,
+}
+
+/// One partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionConfig {
+    /// Name from `system NAME`, used in console prefixes and reports.
+    pub name: &'static str,
+    /// RAM ranges; the first holds the image and the device tree.
+    pub ram: &'static [RamConfig],
+    /// The physical CPU of each vCPU (vCPU i runs on `vcpus[i]`).
+    pub vcpus: &'static [usize],
+    /// The guest image (an arm64 Image), loaded at the first RAM range's base + its
+    /// text_offset.
+    pub image: &'static [u8],
+    /// The `load` path the image came from, for reports.
+    pub image_path: &'static str,
+    /// Fault policy.
+    pub fault_policy: FaultPolicy,
+    /// Guest-physical base of the virtual PL011, if the partition has one.
+    pub pl011: Option<u64>,
+}
+
+/// The whole system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SystemConfig {
+    /// The board file's name, or `none` when built without a configuration.
+    pub board: &'static str,
+    /// Source of the configuration (the board file's path), for the banner.
+    pub source: &'static str,
+    /// Host memory the hypervisor keeps for itself (base, size); (0, 0) = not restricted.
+    pub hypervisor_memory: (u64, u64),
+    /// The partitions.
+    pub partitions: &'static [PartitionConfig],
+}

@@ -1,0 +1,641 @@
+//! Partitions at run time: vCPU states, the exit handler that turns an [`Exit`] into an
+//! [`Action`], PSCI for the partition's own vCPUs, console output, fault containment.
+//!
+//! One `Partition` is shared by the physical CPUs that run its vCPUs; its mutable parts are
+//! behind locks or atomics. A guest can only ever stop its own partition.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use spin::Mutex;
+
+use crate::addr::GuestPhysAddr;
+use crate::config::{FaultPolicy, PartitionConfig};
+use crate::console::CONSOLE;
+use crate::console_mux::ConsoleLine;
+use crate::device::pl011::VirtualPl011;
+use crate::device::{DeviceTable, DispatchError, Effect, Effects};
+use crate::exit::{Action, Exit};
+use crate::psci::{self, Request, status};
+
+/// What arch code offers the exit handler.
+pub trait Platform {
+    /// Wakes physical CPU `cpu` if it waits for work (a vCPU start).
+    fn kick(&self, cpu: usize);
+}
+
+/// Power state of a vCPU, as PSCI AFFINITY_INFO reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuState {
+    /// Running (or runnable).
+    On = 0,
+    /// Off: waits for CPU_ON.
+    Off = 1,
+    /// CPU_ON accepted, not yet running.
+    OnPending = 2,
+}
+
+impl VcpuState {
+    fn from_u8(value: u8) -> VcpuState {
+        match value {
+            0 => VcpuState::On,
+            2 => VcpuState::OnPending,
+            _ => VcpuState::Off,
+        }
+    }
+}
+
+/// Where and how a vCPU starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartRequest {
+    /// Guest-physical entry point.
+    pub entry: u64,
+    /// Value of x0 at entry.
+    pub context: u64,
+}
+
+/// One vCPU's shared state.
+#[derive(Debug)]
+struct VcpuSlot {
+    physical_cpu: usize,
+    state: AtomicU8,
+    start: Mutex<Option<StartRequest>>,
+}
+
+/// Why a partition stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest called PSCI SYSTEM_OFF.
+    SystemOff {
+        /// The calling vCPU.
+        vcpu: usize,
+    },
+    /// The guest did something it may not; the text names what, where and the syndrome.
+    Fault {
+        /// The vCPU that faulted.
+        vcpu: usize,
+        /// What happened.
+        description: String,
+    },
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::SystemOff { vcpu } => write!(f, "exited: system off by vcpu {vcpu}"),
+            StopReason::Fault { vcpu, description } => {
+                write!(f, "stopped: vcpu {vcpu}: {description}")
+            }
+        }
+    }
+}
+
+struct Inner {
+    devices: DeviceTable,
+    console: ConsoleLine,
+    stop_reason: Option<StopReason>,
+    restarts: usize,
+}
+
+/// A partition at run time.
+pub struct Partition {
+    /// Its configuration.
+    pub config: &'static PartitionConfig,
+    /// Its index in the system (0-based, configuration order).
+    pub index: usize,
+    vcpus: Vec<VcpuSlot>,
+    inner: Mutex<Inner>,
+}
+
+impl fmt::Debug for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partition")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partition {
+    /// A partition from its configuration: vCPU 0 on, the others off; its virtual devices.
+    pub fn new(index: usize, config: &'static PartitionConfig) -> Partition {
+        let vcpus = config
+            .vcpus
+            .iter()
+            .enumerate()
+            .map(|(i, &physical_cpu)| VcpuSlot {
+                physical_cpu,
+                state: AtomicU8::new(if i == 0 {
+                    VcpuState::On
+                } else {
+                    VcpuState::Off
+                } as u8),
+                start: Mutex::new(None),
+            })
+            .collect();
+        let mut devices = DeviceTable::new();
+        if let Some(base) = config.pl011 {
+            // The configuration validator already refused overlapping devices.
+            let _ = devices.insert(GuestPhysAddr::new(base), Box::new(VirtualPl011::default()));
+        }
+        Partition {
+            config,
+            index,
+            vcpus,
+            inner: Mutex::new(Inner {
+                devices,
+                console: ConsoleLine::new(config.name),
+                stop_reason: None,
+                restarts: 0,
+            }),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.config.name
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// The physical CPU vCPU `vcpu` runs on.
+    pub fn physical_cpu(&self, vcpu: usize) -> Option<usize> {
+        self.vcpus.get(vcpu).map(|slot| slot.physical_cpu)
+    }
+
+    /// The power state of vCPU `vcpu`.
+    pub fn vcpu_state(&self, vcpu: usize) -> Option<VcpuState> {
+        self.vcpus
+            .get(vcpu)
+            .map(|slot| VcpuState::from_u8(slot.state.load(Ordering::Acquire)))
+    }
+
+    /// Whether the partition has stopped for good.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.lock().stop_reason.is_some()
+    }
+
+    /// Why it stopped, if it did.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.inner.lock().stop_reason.clone()
+    }
+
+    /// How many times it was restarted.
+    pub fn restarts(&self) -> usize {
+        self.inner.lock().restarts
+    }
+
+    /// For a vCPU that waits to be started: takes its start request (CPU_ON), marking it on.
+    pub fn take_start(&self, vcpu: usize) -> Option<StartRequest> {
+        let slot = self.vcpus.get(vcpu)?;
+        let request = slot.start.lock().take()?;
+        slot.state.store(VcpuState::On as u8, Ordering::Release);
+        Some(request)
+    }
+
+    /// Resets vCPU states for a restart: vCPU 0 on, the others off, no pending starts.
+    pub fn reset_vcpus(&self) {
+        for (i, slot) in self.vcpus.iter().enumerate() {
+            *slot.start.lock() = None;
+            let state = if i == 0 {
+                VcpuState::On
+            } else {
+                VcpuState::Off
+            };
+            slot.state.store(state as u8, Ordering::Release);
+        }
+        self.inner.lock().restarts += 1;
+    }
+
+    /// Handles one exit of vCPU `vcpu`.
+    pub fn handle_exit(&self, vcpu: usize, exit: Exit, platform: &dyn Platform) -> Action {
+        if self.is_stopped() {
+            return Action::StopPartition;
+        }
+        match exit {
+            Exit::MmioRead {
+                address,
+                width,
+                syndrome,
+            } => {
+                let mut effects = Effects::default();
+                let result = self.inner.lock().devices.read(address, width, &mut effects);
+                self.apply(effects);
+                match result {
+                    Ok(value) => Action::CompleteRead(value),
+                    Err(error) => self.fault(
+                        vcpu,
+                        access_report("read", address, width.bytes(), syndrome, error),
+                    ),
+                }
+            }
+            Exit::MmioWrite {
+                address,
+                width,
+                value,
+                syndrome,
+            } => {
+                let mut effects = Effects::default();
+                let result = self
+                    .inner
+                    .lock()
+                    .devices
+                    .write(address, width, value, &mut effects);
+                self.apply(effects);
+                match result {
+                    Ok(()) => Action::Resume,
+                    Err(error) => self.fault(
+                        vcpu,
+                        access_report("write", address, width.bytes(), syndrome, error),
+                    ),
+                }
+            }
+            Exit::Hypercall {
+                function,
+                arguments,
+            } => match Request::decode(function, arguments) {
+                Some(request) => self.psci(vcpu, request, platform),
+                None => self.fault(
+                    vcpu,
+                    format!(
+                        "unknown SMC/HVC function {function:#x} (x1={:#x})",
+                        arguments[0]
+                    ),
+                ),
+            },
+            Exit::WaitForInterrupt => Action::Idle,
+            Exit::GuestFault { syndrome, address } => {
+                let at = address.map_or(String::new(), |a| format!(" at {:#x}", a.as_u64()));
+                self.fault(
+                    vcpu,
+                    format!("unhandled guest exception{at} (syndrome {syndrome:#x})"),
+                )
+            }
+        }
+    }
+
+    fn apply(&self, mut effects: Effects) {
+        for effect in effects.drain() {
+            match effect {
+                Effect::ConsoleByte(byte) => {
+                    let line = self.inner.lock().console.push(byte);
+                    if let Some(line) = line {
+                        CONSOLE.print(format_args!("{line}\n"));
+                    }
+                }
+                // Virtual interrupt delivery arrives with the virtual GIC.
+                Effect::Interrupt(_) => {}
+            }
+        }
+    }
+
+    fn psci(&self, vcpu: usize, request: Request, platform: &dyn Platform) -> Action {
+        let values = |x0: i64| Action::ReturnValues([x0 as u64, 0, 0, 0]);
+        match request {
+            Request::Version => Action::ReturnValues([psci::REPORTED_VERSION, 0, 0, 0]),
+            Request::Features(function) => values(if psci::implemented(function) {
+                status::SUCCESS
+            } else {
+                status::NOT_SUPPORTED
+            }),
+            Request::MigrateInfoType => values(2),
+            Request::Suspend => Action::Idle,
+            Request::CpuOff => {
+                if let Some(slot) = self.vcpus.get(vcpu) {
+                    slot.state.store(VcpuState::Off as u8, Ordering::Release);
+                }
+                Action::VcpuOff
+            }
+            Request::CpuOn {
+                target,
+                entry,
+                context,
+            } => {
+                let Some(slot) = psci::vcpu_index(target).and_then(|i| self.vcpus.get(i)) else {
+                    return values(status::INVALID_PARAMETERS);
+                };
+                let off = VcpuState::Off as u8;
+                let pending = VcpuState::OnPending as u8;
+                match slot
+                    .state
+                    .compare_exchange(off, pending, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        *slot.start.lock() = Some(StartRequest { entry, context });
+                        platform.kick(slot.physical_cpu);
+                        values(status::SUCCESS)
+                    }
+                    Err(state) if state == pending => values(status::ON_PENDING),
+                    Err(_) => values(status::ALREADY_ON),
+                }
+            }
+            Request::AffinityInfo { target, level } => {
+                match (
+                    level,
+                    psci::vcpu_index(target).and_then(|i| self.vcpu_state(i)),
+                ) {
+                    (0, Some(state)) => values(state as i64),
+                    _ => values(status::INVALID_PARAMETERS),
+                }
+            }
+            Request::SystemOff => self.stop(StopReason::SystemOff { vcpu }),
+            Request::SystemReset => {
+                self.report(format_args!("reset requested by vcpu {vcpu}"));
+                Action::RestartPartition
+            }
+        }
+    }
+
+    /// A guest did something it may not: report, then apply the partition's fault policy.
+    fn fault(&self, vcpu: usize, description: String) -> Action {
+        match self.config.fault_policy {
+            FaultPolicy::Stop => self.stop(StopReason::Fault { vcpu, description }),
+            FaultPolicy::Restart => {
+                self.report(format_args!(
+                    "vcpu {vcpu}: {description}; restarting (fault policy restart)"
+                ));
+                Action::RestartPartition
+            }
+        }
+    }
+
+    fn stop(&self, reason: StopReason) -> Action {
+        let mut inner = self.inner.lock();
+        if inner.stop_reason.is_none() {
+            let pending = inner.console.flush();
+            drop(inner);
+            if let Some(line) = pending {
+                CONSOLE.print(format_args!("{line}\n"));
+            }
+            self.report(format_args!("{reason}"));
+            inner = self.inner.lock();
+            inner.stop_reason = Some(reason);
+        }
+        Action::StopPartition
+    }
+
+    fn report(&self, args: fmt::Arguments<'_>) {
+        CONSOLE.print(format_args!(
+            "bulkhead: partition {} {args}\n",
+            self.config.name
+        ));
+    }
+}
+
+fn access_report(
+    kind: &str,
+    address: GuestPhysAddr,
+    bytes: u64,
+    syndrome: u64,
+    error: DispatchError,
+) -> String {
+    let what = match error {
+        DispatchError::NoDevice => "outside its map",
+        DispatchError::Straddles => "straddling a device's end",
+    };
+    format!(
+        "{kind} of {bytes} bytes {what} at {:#x} (syndrome {syndrome:#x})",
+        address.as_u64()
+    )
+}
+
+/// All partitions, and the count of those still running.
+pub struct System {
+    /// The partitions in configuration order.
+    pub partitions: Vec<Partition>,
+    running: AtomicUsize,
+}
+
+impl fmt::Debug for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("System")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl System {
+    /// The run-time system from the static configuration.
+    pub fn new(configs: &'static [PartitionConfig]) -> System {
+        let partitions: Vec<Partition> = configs
+            .iter()
+            .enumerate()
+            .map(|(index, config)| Partition::new(index, config))
+            .collect();
+        let running = AtomicUsize::new(partitions.len());
+        System {
+            partitions,
+            running,
+        }
+    }
+
+    /// Records that a partition stopped (call once per partition); returns true when it was
+    /// the last one running.
+    pub fn partition_stopped(&self) -> bool {
+        self.running.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Prints how each partition ended.
+    pub fn print_summary(&self) {
+        CONSOLE.print(format_args!("bulkhead: all partitions stopped\n"));
+        for partition in &self.partitions {
+            let reason = partition
+                .stop_reason()
+                .map_or_else(|| String::from("still running"), |r| format!("{r}"));
+            let restarts = match partition.restarts() {
+                0 => String::new(),
+                n => format!(" after {n} restart(s)"),
+            };
+            CONSOLE.print(format_args!("  {}: {reason}{restarts}\n", partition.name()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::AccessWidth;
+    use core::cell::RefCell;
+
+    struct Kicks(RefCell<Vec<usize>>);
+
+    impl Platform for Kicks {
+        fn kick(&self, cpu: usize) {
+            self.0.borrow_mut().push(cpu);
+        }
+    }
+
+    fn config(policy: FaultPolicy) -> &'static PartitionConfig {
+        Box::leak(Box::new(PartitionConfig {
+            name: "test",
+            ram: &[],
+            vcpus: &[2, 3],
+            image: &[],
+            image_path: "test",
+            fault_policy: policy,
+            pl011: Some(0x0900_0000),
+        }))
+    }
+
+    fn call(function: u32, arguments: [u64; 4]) -> Exit {
+        Exit::Hypercall {
+            function: u64::from(function),
+            arguments,
+        }
+    }
+
+    #[test]
+    fn psci_cpu_on_affinity_info_and_off() {
+        let partition = Partition::new(0, config(FaultPolicy::Stop));
+        let kicks = Kicks(RefCell::new(Vec::new()));
+        let on = |target| call(psci::CPU_ON[1], [target, 0x4020_1000, 42, 0]);
+        let info = |target| call(psci::AFFINITY_INFO[1], [target, 0, 0, 0]);
+        assert_eq!(
+            partition.handle_exit(0, info(0x8000_0001), &kicks),
+            Action::ReturnValues([1, 0, 0, 0])
+        );
+        assert_eq!(
+            partition.handle_exit(0, on(0x8000_0001), &kicks),
+            Action::ReturnValues([0, 0, 0, 0])
+        );
+        assert_eq!(*kicks.0.borrow(), [3]);
+        assert_eq!(
+            partition.handle_exit(0, on(0x8000_0001), &kicks),
+            Action::ReturnValues([-5i64 as u64, 0, 0, 0])
+        );
+        assert_eq!(
+            partition.handle_exit(0, info(0x8000_0001), &kicks),
+            Action::ReturnValues([2, 0, 0, 0])
+        );
+        assert_eq!(
+            partition.take_start(1),
+            Some(StartRequest {
+                entry: 0x4020_1000,
+                context: 42
+            })
+        );
+        assert_eq!(
+            partition.handle_exit(0, on(0x8000_0001), &kicks),
+            Action::ReturnValues([-4i64 as u64, 0, 0, 0])
+        );
+        // vCPU 2 does not exist in this partition: a guest cannot reach other CPUs.
+        assert_eq!(
+            partition.handle_exit(0, on(0x8000_0002), &kicks),
+            Action::ReturnValues([-2i64 as u64, 0, 0, 0])
+        );
+        assert_eq!(
+            partition.handle_exit(1, call(psci::CPU_OFF, [0; 4]), &kicks),
+            Action::VcpuOff
+        );
+        assert_eq!(partition.vcpu_state(1), Some(VcpuState::Off));
+        assert_eq!(
+            partition.handle_exit(0, info(0x8000_0001), &kicks),
+            Action::ReturnValues([1, 0, 0, 0])
+        );
+    }
+
+    #[test]
+    fn psci_version_features_and_system_off() {
+        let partition = Partition::new(0, config(FaultPolicy::Stop));
+        let kicks = Kicks(RefCell::new(Vec::new()));
+        assert_eq!(
+            partition.handle_exit(0, call(psci::VERSION, [0; 4]), &kicks),
+            Action::ReturnValues([0x1_0000, 0, 0, 0])
+        );
+        let features = |f: u32| call(psci::FEATURES, [u64::from(f), 0, 0, 0]);
+        assert_eq!(
+            partition.handle_exit(0, features(psci::CPU_ON[1]), &kicks),
+            Action::ReturnValues([0, 0, 0, 0])
+        );
+        assert_eq!(
+            partition.handle_exit(0, features(0x8000_0000), &kicks),
+            Action::ReturnValues([u64::MAX, 0, 0, 0])
+        );
+        assert_eq!(
+            partition.handle_exit(0, call(psci::SYSTEM_OFF, [0; 4]), &kicks),
+            Action::StopPartition
+        );
+        assert_eq!(
+            partition.stop_reason(),
+            Some(StopReason::SystemOff { vcpu: 0 })
+        );
+        // Once stopped, every exit of every vCPU stops.
+        assert_eq!(
+            partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
+            Action::StopPartition
+        );
+    }
+
+    #[test]
+    fn faults_stop_or_restart_by_policy() {
+        let kicks = Kicks(RefCell::new(Vec::new()));
+        let stray = Exit::MmioWrite {
+            address: GuestPhysAddr::new(0x1_0000),
+            width: AccessWidth::Word,
+            value: 1,
+            syndrome: 0x9200_0046,
+        };
+        let stopping = Partition::new(0, config(FaultPolicy::Stop));
+        assert_eq!(
+            stopping.handle_exit(0, stray, &kicks),
+            Action::StopPartition
+        );
+        let Some(StopReason::Fault {
+            vcpu: 0,
+            description,
+        }) = stopping.stop_reason()
+        else {
+            panic!()
+        };
+        assert!(
+            description.contains("outside its map at 0x10000"),
+            "{description}"
+        );
+        assert!(description.contains("syndrome 0x92000046"), "{description}");
+
+        let restarting = Partition::new(0, config(FaultPolicy::Restart));
+        assert_eq!(
+            restarting.handle_exit(0, stray, &kicks),
+            Action::RestartPartition
+        );
+        assert!(!restarting.is_stopped());
+        assert_eq!(
+            restarting.handle_exit(0, call(0x8600_ff01, [0; 4]), &kicks),
+            Action::RestartPartition,
+            "unknown calls are faults too"
+        );
+    }
+
+    #[test]
+    fn console_and_device_reads() {
+        let partition = Partition::new(0, config(FaultPolicy::Stop));
+        let kicks = Kicks(RefCell::new(Vec::new()));
+        let flag = Exit::MmioRead {
+            address: GuestPhysAddr::new(0x0900_0018),
+            width: AccessWidth::Word,
+            syndrome: 0,
+        };
+        assert_eq!(
+            partition.handle_exit(0, flag, &kicks),
+            Action::CompleteRead(0x90)
+        );
+    }
+
+    #[test]
+    fn last_partition_stopping_is_reported() {
+        let configs: &'static [PartitionConfig] = Box::leak(Box::new([
+            *config(FaultPolicy::Stop),
+            *config(FaultPolicy::Stop),
+        ]));
+        let system = System::new(configs);
+        assert!(!system.partition_stopped());
+        assert!(system.partition_stopped());
+    }
+}
