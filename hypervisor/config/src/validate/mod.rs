@@ -1,0 +1,191 @@
+//! Checks a board and its VM files against each other and produces the [`System`].
+//!
+//! Board RAM and the hypervisor's reserve, VM names, physical CPUs, each VM's guest-physical
+//! map and interrupts, images, host RAM placement, and shared-memory regions. All errors are
+//! collected; nothing is returned unless there are none.
+
+mod cpus;
+mod devices;
+mod memory;
+mod shmem;
+#[cfg(test)]
+mod tests;
+
+pub use devices::{
+    IOAPIC_DEFAULT_BASE, MMIO_WINDOW_SIZE, PL011_DEFAULT_BASE, UART8250_DEFAULT_PORT,
+};
+
+use crate::ImageResolver;
+use crate::error::{Errors, Location};
+use crate::model::{Arch, Board, Console, Image, MemoryRange, RamRegion, System, Vm};
+use crate::numbers::PAGE_SIZE;
+use crate::vm::VmFile;
+use memory::RamRequest;
+
+/// Validates `board` with its `vms` (in the board's `vm` order) and resolves images with
+/// `resolver`. Returns every error found, or the complete system.
+pub fn validate(
+    board: Board,
+    vms: Vec<VmFile>,
+    resolver: &dyn ImageResolver,
+) -> Result<System, Errors> {
+    let mut errors = Errors::new();
+    let arch = board.arch.value;
+    let board_ram = memory::check_board_ram(&board, &mut errors);
+    check_console(&board, &board_ram, &mut errors);
+    if vms.is_empty() {
+        errors.push(&board.name.at, "the board lists no VMs (`vm PATH`)");
+    }
+    check_names(&vms, &mut errors);
+    let vcpus = cpus::assign(&board, &vms, &mut errors);
+
+    let mut requests = Vec::new();
+    let mut vdevs = Vec::with_capacity(vms.len());
+    let mut images = Vec::with_capacity(vms.len());
+    for (index, vm) in vms.iter().enumerate() {
+        let vm_requests = guest_ram(arch, index, vm);
+        let devices = devices::convert(arch, &vm.vdevs, &mut errors);
+        devices::check_interrupts(arch, &devices, &mut errors);
+        let ram: Vec<(MemoryRange, &Location)> = vm_requests
+            .iter()
+            .map(|request| {
+                let range = MemoryRange {
+                    base: request.guest_base,
+                    size: request.size,
+                };
+                (range, &request.at)
+            })
+            .collect();
+        devices::check_guest_map(&ram, &devices, &mut errors);
+        let load = &vm.load;
+        let image = match resolver.resolve(&load.value) {
+            Ok(path) => Some(Image {
+                load: load.value.clone(),
+                path,
+                at: load.at.clone(),
+            }),
+            Err(reason) => {
+                let message = format!("image `{}` does not exist: {reason}", load.value);
+                errors.push(&load.at, message);
+                None
+            }
+        };
+        images.push(image);
+        requests.extend(vm_requests);
+        vdevs.push(devices);
+    }
+
+    let vm_names: Vec<&str> = vms.iter().map(|vm| vm.name.value.as_str()).collect();
+    let (host_bases, free) =
+        memory::place_ram(&board, &board_ram, &requests, &vm_names, &mut errors);
+    let regions = shmem::regions(&board, vdevs.iter().flatten(), free.total(), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut ram_regions = requests.into_iter().zip(host_bases).peekable();
+    let mut system_vms = Vec::with_capacity(vms.len());
+    for (index, (((vm, vcpus), vdevs), image)) in vms
+        .into_iter()
+        .zip(vcpus)
+        .zip(vdevs)
+        .zip(images)
+        .enumerate()
+    {
+        let mut ram = Vec::new();
+        while let Some((request, host_base)) =
+            ram_regions.next_if(|(request, _)| request.vm == index)
+        {
+            ram.push(RamRegion {
+                guest_base: request.guest_base,
+                size: request.size,
+                host_base,
+                pinned: request.host_base.is_some(),
+                at: request.at,
+            });
+        }
+        let Some(image) = image else {
+            continue;
+        };
+        system_vms.push(Vm {
+            name: vm.name.value,
+            at: vm.name.at,
+            path: vm.path,
+            ram,
+            vcpus,
+            image,
+            fault_policy: vm.fault_policy,
+            vdevs,
+        });
+    }
+    Ok(System {
+        board,
+        vms: system_vms,
+        regions,
+        free_ram: free.ranges().to_vec(),
+    })
+}
+
+/// A VM's `ram` lines with guest bases filled in: a `ram` without GPA starts at the
+/// architecture's default if it is the first, otherwise right after the previous `ram`.
+fn guest_ram(arch: Arch, vm: usize, file: &VmFile) -> Vec<RamRequest> {
+    let mut next = arch.default_ram_base();
+    file.ram
+        .iter()
+        .map(|ram| {
+            let guest_base = ram.guest_base.unwrap_or(next);
+            next = guest_base.saturating_add(ram.size);
+            RamRequest {
+                vm,
+                guest_base,
+                size: ram.size,
+                host_base: ram.host_base,
+                at: ram.at.clone(),
+            }
+        })
+        .collect()
+}
+
+/// VM names are unique across the system.
+fn check_names(vms: &[VmFile], errors: &mut Errors) {
+    for (index, vm) in vms.iter().enumerate() {
+        if let Some(first) = vms
+            .iter()
+            .take(index)
+            .find(|other| other.name.value == vm.name.value)
+        {
+            let message = format!(
+                "VM name `{}` is already used at {}",
+                vm.name.value, first.name.at
+            );
+            errors.push(&vm.name.at, message);
+        }
+    }
+}
+
+/// The hypervisor's console suits the architecture and is not in RAM.
+fn check_console(board: &Board, board_ram: &memory::RangeSet, errors: &mut Errors) {
+    let Some(console) = &board.console else {
+        return;
+    };
+    match console.value {
+        Console::Uart8250 { .. } if board.arch.value == Arch::Aarch64 => {
+            let message = "`console 8250 port N` needs I/O ports, which aarch64 does not have; \
+                           use `console pl011 loc ADDR`";
+            errors.push(&console.at, message);
+        }
+        Console::Pl011 { base } => {
+            let page = MemoryRange {
+                base: base - base % PAGE_SIZE,
+                size: PAGE_SIZE,
+            };
+            if board_ram.ranges().iter().any(|ram| ram.overlaps(&page)) {
+                errors.push(
+                    &console.at,
+                    format!("console pl011 at {base:#x} lies inside board RAM"),
+                );
+            }
+        }
+        Console::Uart8250 { .. } => {}
+    }
+}
