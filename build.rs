@@ -1,12 +1,192 @@
-//! Build script of the bootable image: picks the linker script for bare-metal targets.
-//! (The system configuration will be compiled into static tables here as well.)
+//! Build script of the bootable image:
+//! - picks the linker script for bare-metal targets;
+//! - compiles the system configuration named by `BULKHEAD_CONFIG` (a board file, see
+//!   hypervisor/config/README.md) into static tables (`OUT_DIR/system.rs`), embedding each
+//!   partition's guest image. A bad configuration fails the build with `file:line: message`.
+//!   Without `BULKHEAD_CONFIG` the image has no partitions.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use bulkhead_config::{Arch, FaultPolicy, System, Vdev};
 
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     if target.starts_with("aarch64-unknown-none") {
-        println!("cargo:rustc-link-arg=-T{root}/boot/aarch64.ld");
+        println!(
+            "cargo:rustc-link-arg=-T{}",
+            root.join("boot/aarch64.ld").display()
+        );
         println!("cargo:rerun-if-changed=boot/aarch64.ld");
     }
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=BULKHEAD_CONFIG");
+    println!("cargo:rerun-if-env-changed=BULKHEAD_GUEST_IMAGES");
+
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("system.rs");
+    let source = match std::env::var("BULKHEAD_CONFIG") {
+        Ok(board) if !board.is_empty() => match configured_system(&root, Path::new(&board)) {
+            Ok(source) => source,
+            Err(messages) => {
+                for message in messages {
+                    eprintln!("{message}");
+                }
+                std::process::exit(1);
+            }
+        },
+        _ => empty_system(),
+    };
+    if let Err(error) = std::fs::write(&out, source) {
+        eprintln!("cannot write {}: {error}", out.display());
+        std::process::exit(1);
+    }
+}
+
+fn empty_system() -> String {
+    "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
+     board: \"none\",\n    source: \"(no configuration: set BULKHEAD_CONFIG or use cargo xtask)\",\n    \
+     hypervisor_memory: (0, 0),\n    partitions: &[],\n};\n"
+        .into()
+}
+
+/// Resolves `load PATH`: a file as written (relative to the repository), or a guest crate
+/// directory whose image xtask built into `BULKHEAD_GUEST_IMAGES/<dir name>.bin`.
+fn resolve(root: &Path, load: &str) -> Result<PathBuf, String> {
+    let path = root.join(load);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let name = Path::new(load)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let images = std::env::var("BULKHEAD_GUEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("guests/target/images"));
+    let image = images.join(format!("{name}.bin"));
+    if image.is_file() {
+        return Ok(image);
+    }
+    if path.join("Cargo.toml").is_file() {
+        Err(format!(
+            "guest `{load}` is not built (no {}); `cargo xtask build` builds guests",
+            image.display()
+        ))
+    } else {
+        Err(format!(
+            "no file {} and no built guest {}",
+            path.display(),
+            image.display()
+        ))
+    }
+}
+
+fn configured_system(root: &Path, board: &Path) -> Result<String, Vec<String>> {
+    let board = if board.is_absolute() {
+        board.to_path_buf()
+    } else {
+        root.join(board)
+    };
+    let resolver = |load: &str| resolve(root, load);
+    let system = bulkhead_config::load_system(&board, &resolver).map_err(|errors| {
+        errors
+            .to_string()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    })?;
+    println!("cargo:rerun-if-changed={}", board.display());
+    generate(&system, &board)
+}
+
+fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
+    let mut errors = Vec::new();
+    if system.board.arch.value != Arch::Aarch64 {
+        errors.push(format!(
+            "{}: this image supports arch aarch64 only so far",
+            system.board.arch.at
+        ));
+    }
+    let hypervisor = &system.board.hypervisor.value;
+    let mut code = String::new();
+    let _ = writeln!(
+        code,
+        "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {{"
+    );
+    let _ = writeln!(code, "    board: {:?},", system.board.name.value);
+    let _ = writeln!(code, "    source: {:?},", board_path.display().to_string());
+    let _ = writeln!(
+        code,
+        "    hypervisor_memory: ({:#x}, {:#x}),",
+        hypervisor.base, hypervisor.size
+    );
+    let _ = writeln!(code, "    partitions: &[");
+    for vm in &system.vms {
+        println!("cargo:rerun-if-changed={}", vm.path.display());
+        println!("cargo:rerun-if-changed={}", vm.image.path.display());
+        let mut pl011 = None;
+        for vdev in &vm.vdevs {
+            match vdev {
+                Vdev::Pl011(uart) => pl011 = Some(uart.base.value),
+                Vdev::Uart8250(device) => errors.push(format!(
+                    "{}: vdev ser8250 is not available on aarch64 yet",
+                    device.at
+                )),
+                Vdev::IoApic(device) => {
+                    errors.push(format!("{}: vdev ioapic is x86_64-only", device.at))
+                }
+                Vdev::Shmem(device) => errors.push(format!(
+                    "{}: vdev shmem is not implemented in this build yet",
+                    device.at
+                )),
+                Vdev::Ivshmem(device) => errors.push(format!(
+                    "{}: vdev ivshmem is not implemented in this build yet",
+                    device.at
+                )),
+            }
+        }
+        let ram: Vec<String> = vm
+            .ram
+            .iter()
+            .map(|r| {
+                format!(
+                    "hypervisor::config::RamConfig {{ guest_base: {:#x}, host_base: {:#x}, size: {:#x} }}",
+                    r.guest_base, r.host_base, r.size
+                )
+            })
+            .collect();
+        let vcpus: Vec<String> = vm
+            .vcpus
+            .iter()
+            .map(|v| v.physical_cpu.to_string())
+            .collect();
+        let policy = match vm.fault_policy {
+            FaultPolicy::Stop => "Stop",
+            FaultPolicy::Restart => "Restart",
+        };
+        let _ = writeln!(code, "        hypervisor::config::PartitionConfig {{");
+        let _ = writeln!(code, "            name: {:?},", vm.name);
+        let _ = writeln!(code, "            ram: &[{}],", ram.join(", "));
+        let _ = writeln!(code, "            vcpus: &[{}],", vcpus.join(", "));
+        let _ = writeln!(
+            code,
+            "            image: include_bytes!({:?}),",
+            vm.image.path.display().to_string()
+        );
+        let _ = writeln!(code, "            image_path: {:?},", vm.image.load);
+        let _ = writeln!(
+            code,
+            "            fault_policy: hypervisor::config::FaultPolicy::{policy},"
+        );
+        let _ = writeln!(code, "            pl011: {pl011:?},");
+        let _ = writeln!(code, "        }},");
+    }
+    let _ = writeln!(code, "    ],");
+    let _ = writeln!(code, "}};");
+    if errors.is_empty() {
+        Ok(code)
+    } else {
+        Err(errors)
+    }
 }

@@ -30,6 +30,8 @@ pub mod console;
 pub mod console_mux;
 pub mod device;
 pub mod exit;
+pub mod fdt_writer;
+pub mod guest_device_tree;
 pub mod memory;
 pub mod partition;
 pub mod psci;

@@ -104,6 +104,8 @@ pub enum Usage {
     Firmware,
     /// The hypervisor's heap.
     Heap,
+    /// A partition's RAM.
+    Partition,
 }
 
 impl Usage {
@@ -114,6 +116,7 @@ impl Usage {
             Usage::DeviceTree => "device tree",
             Usage::Firmware => "firmware reserved",
             Usage::Heap => "hypervisor heap",
+            Usage::Partition => "partition RAM",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! aarch64 bring-up: device tree → console → memory map → EL2 MMU → heap → every CPU online.
 
 mod panic;
+mod partitions;
 mod smp;
 
 use alloc::boxed::Box;
@@ -54,18 +55,20 @@ fn boot_failure(args: fmt::Arguments<'_>) -> ! {
     power::fail()
 }
 
-/// The device tree blob at `address`, sized from its header.
-fn device_tree(address: u64) -> Option<&'static [u8]> {
+/// Parses the board description from the device tree at `address`; returns it with the
+/// blob's size. The blob is read only here: later, partitions may reuse its RAM.
+fn read_board(address: u64) -> Option<(Board, u64)> {
     if address == 0 || !address.is_multiple_of(8) {
         return None;
     }
-    // SAFETY: the boot protocol puts a device tree at x0 and leaves it in place; the first 8
-    // bytes are its magic and size, read before trusting anything else. Identity-mapped RAM.
+    // SAFETY: the boot protocol puts a device tree at x0; the first 8 bytes are its magic and
+    // size, read before trusting anything else. Identity-mapped RAM (or MMU off).
     let header = unsafe { &*(address as *const [u8; 8]) };
     let size = device_tree_size(header)?;
-    // SAFETY: the header says the blob spans `size` bytes from `address`; it stays there for the
-    // whole run (the memory map reserves it) and nothing writes to it.
-    Some(unsafe { core::slice::from_raw_parts(address as *const u8, size) })
+    // SAFETY: the header says the blob spans `size` bytes from `address`; nothing writes it
+    // while this function reads it, and the slice does not outlive the call.
+    let blob = unsafe { core::slice::from_raw_parts(address as *const u8, size) };
+    Some((Board::from_device_tree(blob).ok()?, size as u64))
 }
 
 /// Rust entry of the boot CPU, called by `boot/src/aarch64.rs` with the MMU off.
@@ -81,11 +84,8 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         BootMethod::LinuxImage
     };
 
-    let Some(blob) = device_tree(device_tree_address) else {
-        cpu::halt()
-    };
     // Without a device tree there is no console to complain on: halt.
-    let Ok(board) = Board::from_device_tree(blob) else {
+    let Some((board, device_tree_size)) = read_board(device_tree_address) else {
         cpu::halt()
     };
     if let Some(uart) = board.uart.filter(|u| u.kind == UartKind::Pl011) {
@@ -125,15 +125,18 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     }
 
     let image = boot::aarch64::image_layout();
-    let device_tree_range = page_range(device_tree_address, blob.len() as u64);
     let mut in_use = alloc::vec![
         (
             page_range(image.start, image.end - image.start),
             Usage::Image
         ),
-        (device_tree_range, Usage::DeviceTree),
+        (
+            page_range(device_tree_address, device_tree_size),
+            Usage::DeviceTree
+        ),
     ];
     in_use.extend(board.reserved.iter().map(|&range| (range, Usage::Firmware)));
+    in_use.extend(partitions::partition_ram());
     let mut memory_map = MemoryMap::new(&board.memory, &in_use);
     let Some(heap) = memory_map.carve(HEAP_SIZE, Usage::Heap) else {
         boot_failure(format_args!(
@@ -163,6 +166,14 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
 
     let online = smp::start_secondaries(&board, boot_cpu, settings);
     println!("{online} of {} CPUs online", board.cpus.len());
+    let config = partitions::configuration();
+    println!(
+        "configuration: {} ({}), {} partition(s)",
+        config.board,
+        config.source,
+        config.partitions.len()
+    );
+    partitions::load(&memory_map, board.cpus.len());
     println!("boot complete");
 
     match options.self_test {
@@ -174,8 +185,11 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         println!("bulkhead: powering off (PSCI SYSTEM_OFF)");
         power::power_off();
     }
-    println!("no partitions configured; CPUs idle (in QEMU, Ctrl-A X quits)");
-    cpu::halt()
+    if config.partitions.is_empty() {
+        println!("no partitions configured; CPUs idle (in QEMU, Ctrl-A X quits)");
+    }
+    smp::launch_partitions();
+    partitions::run_this_cpu()
 }
 
 /// Reads an address outside the hypervisor's map: the data abort must be reported.
@@ -240,7 +254,10 @@ fn print_memory_map(map: &MemoryMap) {
         println!("  RAM   {bank}");
     }
     for (range, usage) in &map.used {
-        println!("  used  {range} {}", usage.name());
+        match partitions::describe_host_range(range).filter(|_| *usage == Usage::Partition) {
+            Some(name) => println!("  used  {range} {} ({name})", usage.name()),
+            None => println!("  used  {range} {}", usage.name()),
+        }
     }
     for range in map.free.ranges() {
         println!("  free  {range}");

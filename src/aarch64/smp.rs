@@ -2,7 +2,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arch_aarch64::cpu::{self, PerCpu};
 use arch_aarch64::mmu::{self, MmuSettings};
@@ -18,6 +18,14 @@ const ONLINE_TIMEOUT_SECONDS: u64 = 5;
 
 /// CPUs that reached Rust with their MMU on (the boot CPU included).
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
+/// Set once the partitions are loaded: secondaries then run their vCPUs.
+static LAUNCH: AtomicBool = AtomicBool::new(false);
+
+/// Lets every CPU run its vCPU (the partitions are loaded).
+pub fn launch_partitions() {
+    LAUNCH.store(true, Ordering::Release);
+    cpu::send_event();
+}
 
 /// Starts every CPU of the board but the boot CPU, one after the other, and returns how many
 /// CPUs are online afterwards.
@@ -79,5 +87,8 @@ extern "C" fn bulkhead_secondary_main(context: &'static SecondaryContext) -> ! {
         per_cpu.index, per_cpu.mpidr
     );
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    cpu::halt()
+    while !LAUNCH.load(Ordering::Acquire) {
+        cpu::wait_for_event();
+    }
+    super::partitions::run_this_cpu()
 }

@@ -1,6 +1,7 @@
 //! EL2 exception vectors. Every exception saves the interrupted context into a [`TrapFrame`]
-//! and calls Rust; for now everything that arrives is unexpected: it is reported (syndrome,
-//! fault address, return address, CPU) and the machine stops cleanly.
+//! and calls Rust. Exceptions from a guest (lower EL, AArch64) go to the vCPU trap handler;
+//! anything else is a hypervisor bug: it is reported (syndrome, fault address, return
+//! address, CPU) and the machine stops cleanly.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,20 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 288);
+
+impl TrapFrame {
+    /// A frame of zeros.
+    pub const fn zeroed() -> Self {
+        Self {
+            registers: [0; 31],
+            elr: 0,
+            spsr: 0,
+            esr: 0,
+            far: 0,
+            padding: 0,
+        }
+    }
+}
 
 global_asm!(
     r#"
@@ -67,6 +82,8 @@ bulkhead_el2_vector_common:
     str x2, [sp, #272]
     mov x0, sp
     bl bulkhead_el2_exception
+.global bulkhead_el2_exception_return
+bulkhead_el2_exception_return:
     ldp x2, x3, [sp, #248]
     msr elr_el2, x2
     msr spsr_el2, x3
@@ -93,6 +110,24 @@ bulkhead_el2_vector_common:
 
 unsafe extern "C" {
     static bulkhead_el2_vectors: u8;
+}
+
+/// Loads `frame` and returns from the exception level into it (first entry into a guest).
+///
+/// # Safety
+/// `frame` must be a complete, valid context for the exception level its SPSR names, on the
+/// current stack; nothing above it on the stack may be needed again (this never returns).
+pub unsafe fn enter_guest(frame: &mut TrapFrame) -> ! {
+    // SAFETY: the caller guarantees the frame; the return path restores it and erets. SP
+    // then sits just above the frame, where later exceptions build their frames.
+    unsafe {
+        core::arch::asm!(
+            "mov sp, {frame}",
+            "b bulkhead_el2_exception_return",
+            frame = in(reg) core::ptr::from_mut(frame),
+            options(noreturn)
+        )
+    }
 }
 
 /// Points VBAR_EL2 at Bulkhead's vectors on this CPU.
@@ -122,6 +157,10 @@ static REPORTING: AtomicBool = AtomicBool::new(false);
 /// Called by the vector code with the saved context and the vector slot (0..16).
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_el2_exception(frame: &mut TrapFrame, kind: u64) {
+    if (8..12).contains(&kind) {
+        crate::vcpu::trap(frame, kind);
+        return;
+    }
     if REPORTING.swap(true, Ordering::AcqRel) {
         // A second fatal exception while reporting the first (or on another CPU): stop here.
         cpu::halt();

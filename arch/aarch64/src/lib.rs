@@ -37,3 +37,5 @@ pub mod pl011;
 pub mod power;
 #[cfg(target_arch = "aarch64")]
 pub mod psci;
+#[cfg(target_arch = "aarch64")]
+pub mod vcpu;

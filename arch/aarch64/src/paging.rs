@@ -111,6 +111,58 @@ impl DescriptorFormat for El2Stage1 {
     }
 }
 
+/// The stage-2 format (guest-physical → host-physical) for partitions. MemAttr encodes the
+/// memory type directly (no MAIR): Normal write-back, or Device-nGnRE.
+#[derive(Debug)]
+pub enum Stage2 {}
+
+impl Stage2 {
+    const MEMORY_NORMAL_WRITE_BACK: u64 = 0b1111 << 2;
+    const MEMORY_DEVICE_NGNRE: u64 = 0b0001 << 2;
+    const ACCESS_READ_ONLY: u64 = 0b01 << 6;
+    const ACCESS_READ_WRITE: u64 = 0b11 << 6;
+    const INNER_SHAREABLE: u64 = 0b11 << 8;
+    const ACCESS_FLAG: u64 = 1 << 10;
+    const EXECUTE_NEVER: u64 = 1 << 54;
+}
+
+impl DescriptorFormat for Stage2 {
+    fn leaf_attributes(memory: Memory) -> u64 {
+        match memory {
+            Memory::Normal { write, execute } => {
+                let access = if write {
+                    Self::ACCESS_READ_WRITE
+                } else {
+                    Self::ACCESS_READ_ONLY
+                };
+                let execute_never = if execute { 0 } else { Self::EXECUTE_NEVER };
+                Self::MEMORY_NORMAL_WRITE_BACK
+                    | access
+                    | Self::INNER_SHAREABLE
+                    | Self::ACCESS_FLAG
+                    | execute_never
+            }
+            Memory::Device => {
+                Self::MEMORY_DEVICE_NGNRE
+                    | Self::ACCESS_READ_WRITE
+                    | Self::ACCESS_FLAG
+                    | Self::EXECUTE_NEVER
+            }
+        }
+    }
+
+    fn memory_of(entry: u64) -> Option<Memory> {
+        match entry & (0b1111 << 2) {
+            Self::MEMORY_DEVICE_NGNRE => Some(Memory::Device),
+            Self::MEMORY_NORMAL_WRITE_BACK => Some(Memory::Normal {
+                write: entry & Self::ACCESS_READ_WRITE == Self::ACCESS_READ_WRITE,
+                execute: entry & Self::EXECUTE_NEVER == 0,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
@@ -412,6 +464,25 @@ mod tests {
             t.map(0x1000, 0x1000, 0x1000, RW),
             Err(MapError::OutOfTables)
         );
+    }
+
+    #[test]
+    fn stage2_round_trip() {
+        let mut t = PageTable::<_, Stage2>::new(Buffer::default()).unwrap();
+        let rwx = Memory::Normal {
+            write: true,
+            execute: true,
+        };
+        t.map(0x4000_0000, 0x4800_0000, 64 << 20, rwx).unwrap();
+        t.map(0x0801_0000, 0x0804_0000, 0x2000, Memory::Device)
+            .unwrap();
+        assert_eq!(t.lookup(0x4000_1234), Some((0x4800_1234, rwx, 2 << 20)));
+        assert_eq!(
+            t.lookup(0x0801_1000),
+            Some((0x0804_1000, Memory::Device, 0x1000))
+        );
+        assert_eq!(t.lookup(0x0900_0000), None);
+        assert_eq!(Stage2::leaf_attributes(rwx) & (0b11 << 6), 0b11 << 6);
     }
 
     #[test]
