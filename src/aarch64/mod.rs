@@ -159,6 +159,19 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         mpidr: cpu::mpidr(),
     }));
     cpu::install_per_cpu(per_cpu);
+    let Some(gic) = board.gic.as_ref() else {
+        boot_failure(format_args!("the device tree describes no GIC"))
+    };
+    if let Err(e) = arch_aarch64::gic::init_distributor(gic) {
+        boot_failure(format_args!("GIC: {e}"));
+    }
+    match arch_aarch64::gic::init_this_cpu(cpu::mpidr()) {
+        Ok(list_registers) => println!(
+            "GICv{} virtual interface: {list_registers} list registers",
+            gic.version()
+        ),
+        Err(e) => boot_failure(format_args!("GIC: {e}")),
+    }
     println!(
         "cpu {boot_cpu} online at EL2 (MPIDR {:#x}, boot CPU, MMU on)",
         cpu::mpidr()
@@ -173,7 +186,11 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         config.source,
         config.partitions.len()
     );
-    partitions::load(&memory_map, board.cpus.len());
+    partitions::load(
+        &memory_map,
+        board.cpus.len(),
+        board.gic.as_ref().map_or(3, Gic::version),
+    );
     println!("boot complete");
 
     match options.self_test {

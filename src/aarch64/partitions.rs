@@ -12,6 +12,7 @@ use arch_aarch64::{cpu, power};
 use hypervisor::addr::{HostPhysAddr, HumanSize, PhysRange};
 use hypervisor::config::{PartitionConfig, SystemConfig};
 use hypervisor::exit::{Action, Exit};
+use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::memory::{MemoryMap, Usage};
 use hypervisor::partition::{Partition, Platform, System};
 use hypervisor::{println, psci};
@@ -27,6 +28,19 @@ mod generated {
 /// Arm64 Image header magic at offset 0x38.
 const IMAGE_MAGIC: u32 = 0x644d_5241;
 
+/// Where a partition sees its virtual platform: the addresses of QEMU's `virt` machine, so
+/// guests written for it run unmodified.
+mod layout {
+    /// GIC distributor (64 KiB).
+    pub const GIC_DISTRIBUTOR: (u64, u64) = (0x0800_0000, 0x1_0000);
+    /// GICv2 CPU interface (the hardware GICV frame is mapped here).
+    pub const GIC_CPU_INTERFACE: (u64, u64) = (0x0801_0000, 0x2000);
+    /// GICv3 redistributors: 128 KiB per vCPU from here.
+    pub const GIC_REDISTRIBUTORS: u64 = 0x080a_0000;
+    /// The PL011's SPI (interrupts = <0 1 4>, INTID 33), as on QEMU virt.
+    pub const PL011_SPI: u32 = 1;
+}
+
 /// A loaded partition: run-time state, stage-2 root and where vCPU 0 starts.
 struct Loaded {
     vttbr: u64,
@@ -41,6 +55,7 @@ struct Runtime {
     /// For each physical CPU: the (partition, vCPU) it runs.
     assignment: Vec<Option<(usize, usize)>>,
     vtcr: u64,
+    gic_version: u8,
 }
 
 static RUNTIME: Once<Runtime> = Once::new();
@@ -62,7 +77,7 @@ pub fn partition_ram() -> impl Iterator<Item = (PhysRange, Usage)> {
 
 /// Checks every partition's RAM is board RAM the hypervisor does not use, builds the
 /// stage-2 tables, loads the images, and prints what each partition got.
-pub fn load(memory_map: &MemoryMap, cpu_count: usize) {
+pub fn load(memory_map: &MemoryMap, cpu_count: usize, gic_version: u8) {
     let config = configuration();
     let Some(vtcr) = vcpu::stage2_control() else {
         boot_failure(format_args!(
@@ -111,7 +126,7 @@ pub fn load(memory_map: &MemoryMap, cpu_count: usize) {
         }
         let root = build_stage2(partition);
         let vmid = (index as u64 + 1) & 0xff;
-        let entry = load_image(partition);
+        let entry = load_image(partition, gic_version);
         loaded.push(Loaded {
             vttbr: (vmid << 48) | root,
             entry,
@@ -135,6 +150,7 @@ pub fn load(memory_map: &MemoryMap, cpu_count: usize) {
         loaded,
         assignment,
         vtcr,
+        gic_version,
     });
 }
 
@@ -172,9 +188,46 @@ fn ram_bytes(host_base: u64, size: u64) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(host_base as *mut u8, size as usize) }
 }
 
-/// Zeroes the partition's RAM and copies its image to the first RAM range at the Image
-/// header's text_offset (0 for a raw binary); returns vCPU 0's entry.
-fn load_image(partition: &PartitionConfig) -> GuestEntry {
+/// The device tree describing the partition's own platform.
+fn guest_device_tree(partition: &PartitionConfig, gic_version: u8) -> alloc::vec::Vec<u8> {
+    let ram: Vec<(u64, u64)> = partition
+        .ram
+        .iter()
+        .map(|r| (r.guest_base, r.size))
+        .collect();
+    let vcpus = partition.vcpus.len();
+    let gic = if gic_version == 2 {
+        GuestGic::V2 {
+            distributor: layout::GIC_DISTRIBUTOR,
+            cpu_interface: layout::GIC_CPU_INTERFACE,
+        }
+    } else {
+        GuestGic::V3 {
+            distributor: layout::GIC_DISTRIBUTOR,
+            redistributors: (layout::GIC_REDISTRIBUTORS, 0x2_0000 * vcpus as u64),
+        }
+    };
+    let platform = GuestPlatform {
+        name: partition.name,
+        ram: &ram,
+        vcpus,
+        gic,
+        pl011: partition.pl011.map(|base| (base, layout::PL011_SPI)),
+        bootargs: "",
+        psci_method: "hvc",
+    };
+    guest_device_tree::build(&platform).unwrap_or_else(|e| {
+        boot_failure(format_args!(
+            "partition {}: device tree: {e}",
+            partition.name
+        ))
+    })
+}
+
+/// Zeroes the partition's RAM, copies its image to the first RAM range at the Image
+/// header's text_offset (0 for a raw binary) and its device tree below the image (or after
+/// it when there is no room); returns vCPU 0's entry with x0 = the device tree's address.
+fn load_image(partition: &PartitionConfig, gic_version: u8) -> GuestEntry {
     for ram in partition.ram {
         ram_bytes(ram.host_base, ram.size).fill(0);
     }
@@ -211,9 +264,24 @@ fn load_image(partition: &PartitionConfig) -> GuestEntry {
         destination.copy_from_slice(image);
     }
     arch_aarch64::mmu::clean_to_point_of_coherency(first.host_base + offset, size);
+    let tree = guest_device_tree(partition, gic_version);
+    let tree_size = tree.len() as u64;
+    let tree_offset = if tree_size <= offset {
+        0
+    } else {
+        (offset + size + 7) & !7
+    };
+    match ram.get_mut(tree_offset as usize..(tree_offset + tree_size) as usize) {
+        Some(destination) => destination.copy_from_slice(&tree),
+        None => boot_failure(format_args!(
+            "partition {}: no room for its device tree",
+            partition.name
+        )),
+    }
+    arch_aarch64::mmu::clean_to_point_of_coherency(first.host_base + tree_offset, tree_size);
     GuestEntry {
         entry: first.guest_base + offset,
-        x0: 0,
+        x0: first.guest_base + tree_offset,
     }
 }
 
@@ -320,7 +388,7 @@ impl VcpuHost for Host {
         }
         let loaded = runtime.loaded.get(partition.index)?;
         partition.reset_vcpus();
-        let entry = load_image(partition.config);
+        let entry = load_image(partition.config, runtime.gic_version);
         debug_assert_eq!(entry, loaded.entry);
         println!("bulkhead: partition {} restarted", partition.name());
         Some(entry)

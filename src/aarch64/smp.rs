@@ -82,6 +82,11 @@ extern "C" fn bulkhead_secondary_main(context: &'static SecondaryContext) -> ! {
         mpidr: cpu::mpidr(),
     }));
     cpu::install_per_cpu(per_cpu);
+    if let Err(e) = arch_aarch64::gic::init_this_cpu(per_cpu.mpidr) {
+        println!("cpu {}: GIC: {e}; this CPU stays idle", per_cpu.index);
+        ONLINE.fetch_add(1, Ordering::AcqRel);
+        cpu::halt();
+    }
     println!(
         "cpu {} online at EL2 (MPIDR {:#x})",
         per_cpu.index, per_cpu.mpidr

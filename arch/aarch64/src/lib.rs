@@ -23,12 +23,15 @@ extern crate std;
 
 pub mod decode;
 pub mod esr;
+pub mod list_register;
 pub mod paging;
 
 #[cfg(target_arch = "aarch64")]
 pub mod cpu;
 #[cfg(target_arch = "aarch64")]
 pub mod exception;
+#[cfg(target_arch = "aarch64")]
+pub mod gic;
 #[cfg(target_arch = "aarch64")]
 pub mod mmu;
 #[cfg(target_arch = "aarch64")]
