@@ -1,0 +1,339 @@
+//! Machine profiles (`qemu/*.toml`): which emulator and board to run, and the command line for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::build::{Arch, BootMethod};
+use crate::error::{Context, Error, Result};
+use crate::setup::Requirement;
+use crate::workspace;
+
+/// The profile `run` uses when `--machine` is not given.
+pub const DEFAULT: &str = "virt-gicv3";
+
+/// One machine profile, read from a TOML file in `qemu/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Profile {
+    /// File stem (`virt-gicv3`), or the path given on the command line.
+    #[serde(skip)]
+    pub name: String,
+    /// One line for people.
+    pub description: String,
+    /// Architecture of the emulated machine.
+    pub arch: Arch,
+    /// Emulator program: a name looked up on `$PATH`, or a path.
+    pub emulator: String,
+    /// Debian/Ubuntu package that provides the emulator.
+    pub emulator_package: String,
+    /// `-M` value.
+    pub machine: String,
+    /// `-cpu` value.
+    pub cpu: String,
+    /// Default CPU count (`-smp`).
+    pub smp: u32,
+    /// Most CPUs the machine supports, if it has a limit below QEMU's own.
+    #[serde(default)]
+    pub max_smp: Option<u32>,
+    /// Default memory size (`-m`), in QEMU's syntax (`512M`).
+    pub memory: String,
+    /// Further emulator arguments, added before the boot arguments.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Firmware for `--boot uefi`; a profile without it cannot boot through UEFI.
+    #[serde(default)]
+    pub uefi: Option<UefiFirmware>,
+}
+
+/// The UEFI firmware a profile boots with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UefiFirmware {
+    /// Firmware image passed with `-bios`.
+    pub firmware: PathBuf,
+    /// Debian/Ubuntu package that provides it.
+    pub package: String,
+    /// Options appended to `-M` when booting through UEFI.
+    #[serde(default)]
+    pub machine_options: Vec<String>,
+}
+
+/// How the image reaches the machine.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// `-kernel BINARY`, with a kernel command line (empty: none).
+    Image { binary: PathBuf, append: String },
+    /// Firmware boots `EFI/BOOT/BOOTAA64.EFI` from this directory, served as a FAT drive.
+    Uefi { esp: PathBuf },
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// `-nographic`: serial and monitor on the terminal, Ctrl-A X quits.
+    Interactive,
+    /// Serial on stdout only, no monitor, no reboot loop: for the test harness.
+    Captured,
+}
+
+/// Everything one emulator launch needs beyond the profile.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub boot: Boot,
+    pub smp: u32,
+    pub memory: String,
+    /// Add `-semihosting` (the image then exits QEMU with a status).
+    pub semihosting: bool,
+    pub console: Console,
+    /// Stop at the first instruction and wait for gdb on TCP port 1234.
+    pub gdb: bool,
+}
+
+impl Profile {
+    /// Load a profile by name (`virt-gicv3` → `qemu/virt-gicv3.toml`) or by path.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        let looks_like_path = name_or_path.contains('/') || name_or_path.ends_with(".toml");
+        let path = if looks_like_path {
+            PathBuf::from(name_or_path)
+        } else {
+            directory().join(format!("{name_or_path}.toml"))
+        };
+        if !path.is_file() {
+            return Err(Error::new(format!(
+                "no machine profile `{name_or_path}` ({} does not exist); available: {}",
+                path.display(),
+                available().join(", ")
+            )));
+        }
+        let mut profile = Self::read(&path)?;
+        profile.name = name_or_path.to_string();
+        Ok(profile)
+    }
+
+    /// Parse and check one profile file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
+        let profile = Self::parse(&text).context(|| path.display().to_string())?;
+        Ok(profile)
+    }
+
+    /// Parse and check profile text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let profile: Self =
+            toml::from_str(text).context(|| "invalid machine profile".to_string())?;
+        profile.check_smp(profile.smp)?;
+        if profile.emulator.is_empty() || profile.machine.is_empty() || profile.memory.is_empty() {
+            return Err(Error::new("emulator, machine and memory must not be empty"));
+        }
+        Ok(profile)
+    }
+
+    /// Refuse a CPU count the machine cannot have.
+    pub fn check_smp(&self, smp: u32) -> Result<()> {
+        if smp == 0 {
+            return Err(Error::new("the CPU count must be at least 1"));
+        }
+        match self.max_smp {
+            Some(max) if smp > max => Err(Error::new(format!(
+                "machine profile `{}` supports at most {max} CPUs, {smp} requested ({})",
+                self.name, self.description
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The host programs and files a launch with this boot method needs.
+    pub fn requirements(&self, boot: BootMethod) -> Result<Vec<Requirement>> {
+        let mut requirements = vec![Requirement::Program {
+            program: self.emulator.clone(),
+            package: self.emulator_package.clone(),
+        }];
+        if boot == BootMethod::Uefi {
+            let firmware = self.uefi_firmware()?;
+            requirements.push(Requirement::File {
+                path: firmware.firmware.clone(),
+                package: firmware.package.clone(),
+            });
+        }
+        Ok(requirements)
+    }
+
+    fn uefi_firmware(&self) -> Result<&UefiFirmware> {
+        self.uefi.as_ref().context(|| {
+            format!(
+                "machine profile `{}` has no [uefi] firmware: it cannot boot with --boot uefi",
+                self.name
+            )
+        })
+    }
+
+    /// The emulator command for one launch.
+    pub fn command(&self, launch: &Launch) -> Result<Command> {
+        self.check_smp(launch.smp)?;
+        let mut machine = self.machine.clone();
+        if let Boot::Uefi { .. } = launch.boot {
+            for option in &self.uefi_firmware()?.machine_options {
+                machine.push(',');
+                machine.push_str(option);
+            }
+        }
+        let mut command = Command::new(&self.emulator);
+        command.args(["-M", &machine, "-cpu", &self.cpu]).args([
+            "-smp",
+            &launch.smp.to_string(),
+            "-m",
+            &launch.memory,
+        ]);
+        match launch.console {
+            Console::Interactive => {
+                command.arg("-nographic");
+            }
+            Console::Captured => {
+                command.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
+                command.arg("-no-reboot");
+            }
+        }
+        command.args(&self.extra_args);
+        if launch.semihosting {
+            command.arg("-semihosting");
+        }
+        if launch.gdb {
+            command.args(["-S", "-gdb", "tcp::1234"]);
+        }
+        match &launch.boot {
+            Boot::Image { binary, append } => {
+                command.arg("-kernel").arg(binary);
+                if !append.is_empty() {
+                    command.args(["-append", append]);
+                }
+            }
+            Boot::Uefi { esp } => {
+                let firmware = self.uefi_firmware()?;
+                let mut drive = std::ffi::OsString::from("file=fat:rw:");
+                drive.push(esp);
+                drive.push(",format=raw");
+                command.arg("-bios").arg(&firmware.firmware);
+                command.arg("-drive").arg(drive);
+                command.args(["-boot", "menu=on,splash-time=0"]);
+            }
+        }
+        Ok(command)
+    }
+}
+
+/// `qemu/` in the repository.
+pub fn directory() -> PathBuf {
+    workspace::root().join("qemu")
+}
+
+/// Names of the profiles in `qemu/`, sorted.
+pub fn available() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "toml")
+        })
+        .filter_map(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arguments(command: &Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|argument| argument.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_shipped_profile_parses() {
+        let names = available();
+        assert!(names.contains(&"virt-gicv3".to_string()), "{names:?}");
+        assert!(names.contains(&"virt-gicv2".to_string()), "{names:?}");
+        for name in names {
+            Profile::load(&name).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let text = "description = \"x\"\narch = \"aarch64\"\nemulator = \"q\"\n\
+                    emulator-package = \"p\"\nmachine = \"virt\"\ncpu = \"max\"\nsmp = 1\n\
+                    memory = \"64M\"\ncolour = \"blue\"\n";
+        let error = Profile::parse(text).unwrap_err().to_string();
+        assert!(error.contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn gicv2_is_capped_at_eight_cpus() {
+        let profile = Profile::load("virt-gicv2").unwrap();
+        profile.check_smp(8).unwrap();
+        let error = profile.check_smp(9).unwrap_err().to_string();
+        assert!(error.contains("at most 8 CPUs"), "{error}");
+    }
+
+    #[test]
+    fn image_boot_command_line() {
+        let profile = Profile::load("virt-gicv3").unwrap();
+        let command = profile
+            .command(&Launch {
+                boot: Boot::Image {
+                    binary: PathBuf::from("/t/bulkhead.bin"),
+                    append: "bulkhead.exit=semihosting bulkhead.poweroff".to_string(),
+                },
+                smp: 4,
+                memory: "512M".to_string(),
+                semihosting: true,
+                console: Console::Captured,
+                gdb: false,
+            })
+            .unwrap();
+        assert_eq!(command.get_program(), "qemu-system-aarch64");
+        let mut arguments = arguments(&command);
+        assert_eq!(
+            arguments.pop().unwrap(),
+            "bulkhead.exit=semihosting bulkhead.poweroff"
+        );
+        assert_eq!(
+            arguments.join(" "),
+            "-M virt,virtualization=on,gic-version=3 -cpu max -smp 4 -m 512M \
+             -display none -serial stdio -monitor none -no-reboot -semihosting \
+             -kernel /t/bulkhead.bin -append"
+        );
+    }
+
+    #[test]
+    fn uefi_boot_command_line() {
+        let profile = Profile::load("virt-gicv3").unwrap();
+        let command = profile
+            .command(&Launch {
+                boot: Boot::Uefi {
+                    esp: PathBuf::from("/t/esp/aarch64"),
+                },
+                smp: 2,
+                memory: "1G".to_string(),
+                semihosting: false,
+                console: Console::Interactive,
+                gdb: true,
+            })
+            .unwrap();
+        assert_eq!(
+            arguments(&command).join(" "),
+            "-M virt,virtualization=on,gic-version=3,acpi=off -cpu max -smp 2 -m 1G -nographic \
+             -S -gdb tcp::1234 -bios /usr/share/AAVMF/AAVMF_CODE.fd \
+             -drive file=fat:rw:/t/esp/aarch64,format=raw -boot menu=on,splash-time=0"
+        );
+    }
+}

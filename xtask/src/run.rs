@@ -1,0 +1,148 @@
+//! `cargo xtask run`: build the image and boot it in QEMU with the serial console on the terminal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::build::{self, Arch, BootMethod, CargoProfileArgs};
+use crate::error::{Context, Error, Result};
+use crate::profile::{self, Boot, Console, Launch, Profile};
+use crate::{setup, workspace};
+
+/// The kernel command-line word that makes the image report panics and power-off as QEMU's exit
+/// status (QEMU also needs `-semihosting`).
+pub const SEMIHOSTING_EXIT: &str = "bulkhead.exit=semihosting";
+
+/// Options of `cargo xtask run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Architecture to build for.
+    #[arg(long, value_enum, default_value_t)]
+    arch: Arch,
+    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2) or the path of a profile file.
+    #[arg(long, value_name = "PROFILE", default_value = profile::DEFAULT)]
+    machine: String,
+    /// Boot method: `image` (QEMU -kernel) or `uefi` (AAVMF firmware starts the loader).
+    #[arg(long, value_enum, default_value_t)]
+    boot: BootMethod,
+    /// Number of CPUs (default: the profile's).
+    #[arg(long, value_name = "N")]
+    smp: Option<u32>,
+    /// Memory size in QEMU's syntax, e.g. 512M or 2G (default: the profile's).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Kernel command-line words, e.g. "bulkhead.poweroff" (Image boot only).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// Wait for gdb on TCP port 1234 before the first instruction, and print the gdb command.
+    #[arg(long)]
+    gdb: bool,
+    /// Leave out `bulkhead.exit=semihosting` and QEMU's -semihosting.
+    #[arg(long)]
+    no_semihosting: bool,
+    /// System configuration, passed to the image build as BULKHEAD_CONFIG (absolute path).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    cargo_profile: CargoProfileArgs,
+}
+
+/// Run `cargo xtask run`; exits with QEMU's status.
+pub fn command(args: &RunArgs) -> Result<ExitCode> {
+    setup::toolchain()?;
+    let profile = Profile::load(&args.machine)?;
+    if profile.arch != args.arch {
+        return Err(Error::new(format!(
+            "machine profile `{}` is for {}, not {}",
+            profile.name,
+            profile.arch.name(),
+            args.arch.name()
+        )));
+    }
+    let smp = args.smp.unwrap_or(profile.smp);
+    profile.check_smp(smp)?;
+    let memory = args
+        .memory
+        .clone()
+        .unwrap_or_else(|| profile.memory.clone());
+    let config = args
+        .config
+        .as_deref()
+        .map(|path| workspace::absolute_existing(path, "configuration file"))
+        .transpose()?;
+    if args.boot == BootMethod::Uefi && args.append.is_some() {
+        return Err(Error::new(
+            "--append needs --boot image: UEFI firmware boots the loader without a kernel \
+             command line",
+        ));
+    }
+    setup::emulators(&profile.requirements(args.boot)?)?;
+
+    let cargo_profile = args.cargo_profile.profile();
+    let image = build::image(args.arch, cargo_profile, config.as_deref())?;
+    let semihosting = !args.no_semihosting;
+    let boot = match args.boot {
+        BootMethod::Image => {
+            let mut words = Vec::new();
+            if semihosting {
+                words.push(SEMIHOSTING_EXIT);
+            }
+            if let Some(append) = &args.append {
+                words.push(append);
+            }
+            Boot::Image {
+                binary: image.binary.clone(),
+                append: words.join(" "),
+            }
+        }
+        BootMethod::Uefi => {
+            let loader = build::loader(args.arch, cargo_profile, &image)?;
+            Boot::Uefi { esp: loader.esp }
+        }
+    };
+    let mut command = profile.command(&Launch {
+        boot,
+        smp,
+        memory,
+        semihosting,
+        console: Console::Interactive,
+        gdb: args.gdb,
+    })?;
+
+    println!(
+        "==> booting on `{}` ({}), {smp} CPUs; quit with Ctrl-A X",
+        profile.name, profile.description
+    );
+    if args.boot == BootMethod::Uefi {
+        println!(
+            "note: UEFI boot passes no kernel command line, so the image cannot exit QEMU itself"
+        );
+    }
+    if args.gdb {
+        print_gdb_instructions(&image.elf);
+    }
+    println!("$ {}", workspace::display(&command));
+    let status = command
+        .status()
+        .context(|| format!("cannot start {}", profile.emulator))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => {
+            println!("{} ended by {status}", profile.emulator);
+            ExitCode::FAILURE
+        }
+    })
+}
+
+fn print_gdb_instructions(elf: &std::path::Path) {
+    println!("==> QEMU waits for gdb on TCP port 1234. In another terminal:");
+    println!(
+        "    gdb-multiarch -ex 'target remote :1234' {}",
+        workspace::quote(&elf.to_string_lossy())
+    );
+    if workspace::find_program("gdb-multiarch").is_none() {
+        println!("    (gdb-multiarch is not installed: sudo apt-get install gdb-multiarch)");
+    }
+}

@@ -1,0 +1,307 @@
+//! `cargo xtask test`: host unit tests, then every system-test scenario; one `N passed, N failed`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{ExitCode, Stdio};
+
+use clap::Args;
+
+use crate::build::{self, Arch, BootMethod, CargoProfile, Image, Loader};
+use crate::error::{Context, Result};
+use crate::harness;
+use crate::profile::{Boot, Console, Launch};
+use crate::run::SEMIHOSTING_EXIT;
+use crate::scenario::{self, Scenario};
+use crate::{setup, workspace};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    /// Run only scenarios whose names contain SUBSTR, and only host tests whose paths contain it.
+    #[arg(long, value_name = "SUBSTR")]
+    filter: Option<String>,
+    /// Skip the host unit tests (`cargo test`).
+    #[arg(long)]
+    no_host: bool,
+    /// Skip the system-test scenarios.
+    #[arg(long)]
+    no_system: bool,
+}
+
+/// Passed and failed tests, host and system together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// Run `cargo xtask test`.
+pub fn command(args: &TestArgs) -> Result<ExitCode> {
+    setup::toolchain()?;
+    // Scenario files are read first: a broken one stops the run before the long part.
+    let scenarios: Vec<Scenario> = if args.no_system {
+        Vec::new()
+    } else {
+        scenario::load_all(&scenario::directory())?
+            .into_iter()
+            .filter(|scenario| {
+                args.filter
+                    .as_deref()
+                    .is_none_or(|filter| scenario.name.contains(filter))
+            })
+            .collect()
+    };
+    let mut tally = Tally::default();
+    if !args.no_host {
+        host_tests(args.filter.as_deref(), &mut tally)?;
+    }
+    if !args.no_system {
+        system_tests(&scenarios, &mut tally)?;
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo test` over the workspace's default members (the host crates), output streamed, counts
+/// taken from libtest's `test result:` lines.
+fn host_tests(filter: Option<&str>, tally: &mut Tally) -> Result<()> {
+    println!("==> host unit tests");
+    let mut cargo = workspace::cargo();
+    cargo.args(["test", "--no-fail-fast"]);
+    if let Some(filter) = filter {
+        cargo.args(["--", filter]);
+    }
+    println!("$ {}", workspace::display(&cargo));
+    let mut child = cargo
+        .stdout(Stdio::piped())
+        .spawn()
+        .context(|| "cannot start cargo test".to_string())?;
+    let mut counted = Tally::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context(|| "cannot read cargo test's output".to_string())?;
+            println!("{line}");
+            if let Some(result) = parse_test_result(&line) {
+                counted.passed += result.passed;
+                counted.failed += result.failed;
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .context(|| "cannot wait for cargo test".to_string())?;
+    if !status.success() && counted.failed == 0 {
+        // A build error or a crashed test binary: no libtest line says so.
+        println!(
+            "FAIL host unit tests: cargo test exited with {status} and reported no failing test"
+        );
+        counted.failed += 1;
+    }
+    println!(
+        "==> host unit tests: {} passed, {} failed",
+        counted.passed, counted.failed
+    );
+    tally.passed += counted.passed;
+    tally.failed += counted.failed;
+    Ok(())
+}
+
+/// The counts of one libtest summary such as
+/// `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0s`.
+pub fn parse_test_result(line: &str) -> Option<Tally> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let (_verdict, counts) = rest.split_once(". ")?;
+    let mut passed = None;
+    let mut failed = None;
+    for part in counts.split(';') {
+        let mut words = part.split_whitespace();
+        let (Some(number), Some(label)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match label {
+            "passed" => passed = number.parse().ok(),
+            "failed" => failed = number.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Tally {
+        passed: passed?,
+        failed: failed?,
+    })
+}
+
+/// What the scenarios boot, built once per architecture (image) and boot method (loader).
+#[derive(Default)]
+struct Artifacts {
+    images: BTreeMap<Arch, Result<Image, String>>,
+    loaders: BTreeMap<Arch, Result<Loader, String>>,
+}
+
+impl Artifacts {
+    fn build(needed: &BTreeSet<(Arch, BootMethod)>) -> Self {
+        let mut artifacts = Self::default();
+        for &(arch, boot) in needed {
+            let image = artifacts.images.entry(arch).or_insert_with(|| {
+                build::image(arch, CargoProfile::Release, None).map_err(|error| {
+                    println!("==> image build failed: {error}");
+                    "not run: the image build failed (see above)".to_string()
+                })
+            });
+            if boot == BootMethod::Uefi {
+                let loader = match image {
+                    Ok(image) => {
+                        build::loader(arch, CargoProfile::Release, image).map_err(|error| {
+                            println!("==> UEFI loader build failed: {error}");
+                            "not run: the UEFI loader build failed (see above)".to_string()
+                        })
+                    }
+                    Err(reason) => Err(reason.clone()),
+                };
+                artifacts.loaders.insert(arch, loader);
+            }
+        }
+        artifacts
+    }
+
+    /// How `scenario` boots, or why it cannot.
+    fn boot(&self, scenario: &Scenario) -> Result<Boot, String> {
+        let arch = scenario.profile.arch;
+        let missing = || Err("not built".to_string());
+        match scenario.boot {
+            BootMethod::Image => match self.images.get(&arch) {
+                Some(Ok(image)) => {
+                    let mut append = SEMIHOSTING_EXIT.to_string();
+                    if !scenario.append.is_empty() {
+                        append.push(' ');
+                        append.push_str(&scenario.append);
+                    }
+                    Ok(Boot::Image {
+                        binary: image.binary.clone(),
+                        append,
+                    })
+                }
+                Some(Err(reason)) => Err(reason.clone()),
+                None => missing(),
+            },
+            BootMethod::Uefi => match self.loaders.get(&arch) {
+                Some(Ok(loader)) => Ok(Boot::Uefi {
+                    esp: loader.esp.clone(),
+                }),
+                Some(Err(reason)) => Err(reason.clone()),
+                None => missing(),
+            },
+        }
+    }
+}
+
+fn system_tests(scenarios: &[Scenario], tally: &mut Tally) -> Result<()> {
+    println!("==> system tests");
+    if scenarios.is_empty() {
+        println!("no scenario selected");
+        return Ok(());
+    }
+    let mut requirements = Vec::new();
+    for scenario in scenarios {
+        for requirement in scenario.profile.requirements(scenario.boot)? {
+            if !requirements.contains(&requirement) {
+                requirements.push(requirement);
+            }
+        }
+    }
+    setup::emulators(&requirements)?;
+
+    let needed: BTreeSet<(Arch, BootMethod)> = scenarios
+        .iter()
+        .map(|scenario| (scenario.profile.arch, scenario.boot))
+        .collect();
+    let artifacts = Artifacts::build(&needed);
+    let logs = workspace::target_dir().join("system-tests");
+
+    for scenario in scenarios {
+        let log_path = logs.join(format!("{}.log", scenario.name));
+        if scenario.description.is_empty() {
+            println!("---- {}", scenario.name);
+        } else {
+            println!("---- {}: {}", scenario.name, scenario.description);
+        }
+        let outcome = artifacts.boot(scenario).and_then(|boot| {
+            let command = scenario
+                .profile
+                .command(&Launch {
+                    boot,
+                    smp: scenario.smp,
+                    memory: scenario.memory.clone(),
+                    semihosting: true,
+                    console: Console::Captured,
+                    gdb: false,
+                })
+                .map_err(|error| error.to_string())?;
+            harness::run(command, &scenario.expectation, &log_path)
+                .map_err(|error| error.to_string())
+        });
+        match outcome {
+            Ok(outcome) => match outcome.failure {
+                None => {
+                    println!(
+                        "PASS {} ({:.1}s)",
+                        scenario.name,
+                        outcome.elapsed.as_secs_f64()
+                    );
+                    tally.passed += 1;
+                }
+                Some(reason) => {
+                    println!("FAIL {}: {reason}", scenario.name);
+                    println!(
+                        "  last {} lines of {}:",
+                        harness::TAIL_LINES,
+                        log_path.display()
+                    );
+                    for line in outcome.tail {
+                        println!("  | {line}");
+                    }
+                    tally.failed += 1;
+                }
+            },
+            Err(reason) => {
+                println!("FAIL {}: {reason}", scenario.name);
+                tally.failed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_summaries_are_counted() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+                 finished in 0.01s"
+            ),
+            Some(Tally {
+                passed: 12,
+                failed: 0
+            })
+        );
+        assert_eq!(
+            parse_test_result(
+                "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"
+            ),
+            Some(Tally {
+                passed: 3,
+                failed: 2
+            })
+        );
+        assert_eq!(parse_test_result("test tests::x ... ok"), None);
+        assert_eq!(parse_test_result("running 3 tests"), None);
+        assert_eq!(parse_test_result("3 passed, 0 failed"), None);
+    }
+}
