@@ -167,21 +167,18 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
         "==> building the Bulkhead image ({}, {target})",
         profile.directory()
     );
-    let mut cargo = workspace::cargo();
-    cargo.args(["build", "--package", "bulkhead", "--target", target]);
-    if profile == CargoProfile::Release {
-        cargo.arg("--release");
-    }
-    if let Some(config) = config {
-        cargo.env("BULKHEAD_CONFIG", config);
-    }
+    let mut cargo = image_command(arch, profile, config)?;
     workspace::run(&mut cargo)?;
 
     let directory = workspace::target_dir()
         .join(target)
         .join(profile.directory());
     let elf_path = directory.join("bulkhead");
-    let binary_path = directory.join("bulkhead.bin");
+    // One binary per configuration, so images of several configurations can coexist.
+    let binary_path = directory.join(match config {
+        Some(config) => format!("bulkhead-{}.bin", config_tag(config)),
+        None => "bulkhead.bin".to_string(),
+    });
     let elf = std::fs::read(&elf_path).context(|| format!("cannot read {}", elf_path.display()))?;
     let flat = flatten(&elf, arch).context(|| elf_path.display().to_string())?;
     check_image_header(&flat.bytes).context(|| elf_path.display().to_string())?;
@@ -197,6 +194,55 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
         elf: elf_path,
         binary: binary_path,
     })
+}
+
+/// The cargo command that builds the image for `config`: guests are built first, and
+/// build.rs gets the configuration and the guest images' directory.
+pub fn image_command(
+    arch: Arch,
+    profile: CargoProfile,
+    config: Option<&Path>,
+) -> Result<std::process::Command> {
+    let mut cargo = workspace::cargo();
+    cargo.args([
+        "build",
+        "--package",
+        "bulkhead",
+        "--target",
+        arch.image_target(),
+    ]);
+    if profile == CargoProfile::Release {
+        cargo.arg("--release");
+    }
+    match config {
+        Some(config) => {
+            let images = crate::guests::build(arch)?;
+            cargo
+                .env("BULKHEAD_CONFIG", config)
+                .env("BULKHEAD_GUEST_IMAGES", images);
+        }
+        None => {
+            cargo.env_remove("BULKHEAD_CONFIG");
+        }
+    }
+    Ok(cargo)
+}
+
+/// A file-name-safe tag for a configuration path: its directory and stem below the repository.
+pub fn config_tag(config: &Path) -> String {
+    let relative = config.strip_prefix(workspace::root()).unwrap_or(config);
+    let text = relative.with_extension("").to_string_lossy().into_owned();
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_string()
 }
 
 /// Build the UEFI loader around `image` and lay out the EFI system partition.

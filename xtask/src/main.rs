@@ -16,6 +16,7 @@
 
 mod build;
 mod error;
+mod guests;
 mod harness;
 mod markers;
 mod profile;

@@ -41,12 +41,16 @@ pub struct RunArgs {
     /// Leave out `bulkhead.exit=semihosting` and QEMU's -semihosting.
     #[arg(long)]
     no_semihosting: bool,
-    /// System configuration, passed to the image build as BULKHEAD_CONFIG (absolute path).
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
+    /// System configuration (a board file, see hypervisor/config/README.md), compiled into
+    /// the image; `none` boots without partitions.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
     #[command(flatten)]
     cargo_profile: CargoProfileArgs,
 }
+
+/// The configuration `cargo xtask run` boots unless told otherwise.
+pub const DEFAULT_CONFIG: &str = "qemu/systems/partitions/board.board";
 
 /// Run `cargo xtask run`; exits with QEMU's status.
 pub fn command(args: &RunArgs) -> Result<ExitCode> {
@@ -66,11 +70,14 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
         .memory
         .clone()
         .unwrap_or_else(|| profile.memory.clone());
-    let config = args
-        .config
-        .as_deref()
-        .map(|path| workspace::absolute_existing(path, "configuration file"))
-        .transpose()?;
+    let config = if args.config.as_os_str() == "none" {
+        None
+    } else {
+        Some(workspace::absolute_existing(
+            &workspace::root().join(&args.config),
+            "configuration file",
+        )?)
+    };
     if args.boot == BootMethod::Uefi && args.append.is_some() {
         return Err(Error::new(
             "--append needs --boot image: UEFI firmware boots the loader without a kernel \

@@ -31,10 +31,16 @@ struct ScenarioFile {
     memory: Option<String>,
     #[serde(default)]
     append: String,
+    #[serde(default)]
     expect: Vec<Marker>,
     forbid: Option<Vec<String>>,
-    exit: ExitExpectation,
+    exit: Option<ExitExpectation>,
     timeout_seconds: u64,
+    /// System configuration (board file, relative to the repository) compiled into the image.
+    config: Option<String>,
+    /// The image build must fail with these texts in its output (a bad configuration's
+    /// `file:line: message`); nothing is booted.
+    build_error: Option<Vec<String>>,
 }
 
 /// A checked scenario with its machine profile resolved.
@@ -49,6 +55,10 @@ pub struct Scenario {
     /// Kernel command line beyond `bulkhead.exit=semihosting` (Image boot only).
     pub append: String,
     pub expectation: Expectation,
+    /// Absolute path of the board file compiled in, if any.
+    pub config: Option<PathBuf>,
+    /// Texts the failing image build must print (then nothing boots).
+    pub build_error: Option<Vec<String>>,
 }
 
 /// `xtask/scenarios/` in the repository.
@@ -96,9 +106,23 @@ pub fn parse(text: &str, stem: &str) -> Result<Scenario> {
             file.name
         )));
     }
-    if file.expect.is_empty() {
+    if file.expect.is_empty() && file.build_error.is_none() {
         return Err(Error::new("`expect` lists no marker"));
     }
+    if file.build_error.is_some() && file.config.is_none() {
+        return Err(Error::new(
+            "`build-error` needs the `config` that should fail",
+        ));
+    }
+    let exit = match (file.exit, &file.build_error) {
+        (Some(exit), _) => exit,
+        (None, Some(_)) => ExitExpectation::Failure,
+        (None, None) => return Err(Error::new("`exit` is missing")),
+    };
+    let config = file
+        .config
+        .as_deref()
+        .map(|path| workspace::root().join(path));
     if !(1..=MAX_TIMEOUT_SECONDS).contains(&file.timeout_seconds) {
         return Err(Error::new(format!(
             "timeout-seconds must be 1 to {MAX_TIMEOUT_SECONDS}"
@@ -143,9 +167,11 @@ pub fn parse(text: &str, stem: &str) -> Result<Scenario> {
         expectation: Expectation {
             markers: file.expect,
             forbidden,
-            exit: file.exit,
+            exit,
             timeout: Duration::from_secs(file.timeout_seconds),
         },
+        config,
+        build_error: file.build_error,
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
 use clap::Args;
@@ -135,18 +136,23 @@ pub fn parse_test_result(line: &str) -> Option<Tally> {
 }
 
 /// What the scenarios boot, built once per architecture (image) and boot method (loader).
+/// What an image is built from: architecture and configuration.
+type ImageKey = (Arch, Option<PathBuf>);
+
 #[derive(Default)]
 struct Artifacts {
-    images: BTreeMap<Arch, Result<Image, String>>,
-    loaders: BTreeMap<Arch, Result<Loader, String>>,
+    images: BTreeMap<ImageKey, Result<Image, String>>,
+    loaders: BTreeMap<ImageKey, Result<Loader, String>>,
 }
 
 impl Artifacts {
-    fn build(needed: &BTreeSet<(Arch, BootMethod)>) -> Self {
+    fn build(needed: &BTreeSet<(Arch, BootMethod, Option<PathBuf>)>) -> Self {
         let mut artifacts = Self::default();
-        for &(arch, boot) in needed {
-            let image = artifacts.images.entry(arch).or_insert_with(|| {
-                build::image(arch, CargoProfile::Release, None).map_err(|error| {
+        for (arch, boot, config) in needed {
+            let (arch, boot) = (*arch, *boot);
+            let key = (arch, config.clone());
+            let image = artifacts.images.entry(key.clone()).or_insert_with(|| {
+                build::image(arch, CargoProfile::Release, config.as_deref()).map_err(|error| {
                     println!("==> image build failed: {error}");
                     "not run: the image build failed (see above)".to_string()
                 })
@@ -161,7 +167,7 @@ impl Artifacts {
                     }
                     Err(reason) => Err(reason.clone()),
                 };
-                artifacts.loaders.insert(arch, loader);
+                artifacts.loaders.insert(key, loader);
             }
         }
         artifacts
@@ -169,10 +175,10 @@ impl Artifacts {
 
     /// How `scenario` boots, or why it cannot.
     fn boot(&self, scenario: &Scenario) -> Result<Boot, String> {
-        let arch = scenario.profile.arch;
+        let key = (scenario.profile.arch, scenario.config.clone());
         let missing = || Err("not built".to_string());
         match scenario.boot {
-            BootMethod::Image => match self.images.get(&arch) {
+            BootMethod::Image => match self.images.get(&key) {
                 Some(Ok(image)) => {
                     let mut append = SEMIHOSTING_EXIT.to_string();
                     if !scenario.append.is_empty() {
@@ -187,7 +193,7 @@ impl Artifacts {
                 Some(Err(reason)) => Err(reason.clone()),
                 None => missing(),
             },
-            BootMethod::Uefi => match self.loaders.get(&arch) {
+            BootMethod::Uefi => match self.loaders.get(&key) {
                 Some(Ok(loader)) => Ok(Boot::Uefi {
                     esp: loader.esp.clone(),
                 }),
@@ -214,9 +220,16 @@ fn system_tests(scenarios: &[Scenario], tally: &mut Tally) -> Result<()> {
     }
     setup::emulators(&requirements)?;
 
-    let needed: BTreeSet<(Arch, BootMethod)> = scenarios
+    let needed: BTreeSet<(Arch, BootMethod, Option<PathBuf>)> = scenarios
         .iter()
-        .map(|scenario| (scenario.profile.arch, scenario.boot))
+        .filter(|scenario| scenario.build_error.is_none())
+        .map(|scenario| {
+            (
+                scenario.profile.arch,
+                scenario.boot,
+                scenario.config.clone(),
+            )
+        })
         .collect();
     let artifacts = Artifacts::build(&needed);
     let logs = workspace::target_dir().join("system-tests");
@@ -227,6 +240,19 @@ fn system_tests(scenarios: &[Scenario], tally: &mut Tally) -> Result<()> {
             println!("---- {}", scenario.name);
         } else {
             println!("---- {}: {}", scenario.name, scenario.description);
+        }
+        if let Some(expected) = &scenario.build_error {
+            match expect_build_failure(scenario, expected, &log_path) {
+                Ok(elapsed) => {
+                    println!("PASS {} ({:.1}s)", scenario.name, elapsed.as_secs_f64());
+                    tally.passed += 1;
+                }
+                Err(reason) => {
+                    println!("FAIL {}: {reason}", scenario.name);
+                    tally.failed += 1;
+                }
+            }
+            continue;
         }
         let outcome = artifacts.boot(scenario).and_then(|boot| {
             let command = scenario
@@ -273,6 +299,51 @@ fn system_tests(scenarios: &[Scenario], tally: &mut Tally) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Builds the image for a configuration that must be refused, and checks the build failed
+/// printing every expected text. The output is saved as the scenario's log.
+fn expect_build_failure(
+    scenario: &Scenario,
+    expected: &[String],
+    log_path: &std::path::Path,
+) -> std::result::Result<std::time::Duration, String> {
+    let started = std::time::Instant::now();
+    let mut command = build::image_command(
+        scenario.profile.arch,
+        CargoProfile::Release,
+        scenario.config.as_deref(),
+    )
+    .map_err(|error| error.to_string())?;
+    let output = command
+        .output()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    let text = format!(
+        "{}\n{}{}",
+        workspace::display(&command),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if let Some(parent) = log_path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::write(log_path, &text);
+    if output.status.success() {
+        return Err("the image built, but the configuration should have been refused".into());
+    }
+    match expected
+        .iter()
+        .find(|needle| !text.contains(needle.as_str()))
+    {
+        Some(missing) => {
+            let tail: Vec<&str> = text.lines().rev().take(harness::TAIL_LINES).collect();
+            for line in tail.iter().rev() {
+                println!("  | {line}");
+            }
+            Err(format!("the build failed without printing `{missing}`"))
+        }
+        None => Ok(started.elapsed()),
+    }
 }
 
 #[cfg(test)]
