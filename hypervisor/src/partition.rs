@@ -226,7 +226,11 @@ impl Partition {
                 syndrome,
             } => {
                 let mut effects = Effects::default();
-                let result = self.inner.lock().devices.read(address, width, &mut effects);
+                let result = self
+                    .inner
+                    .lock()
+                    .devices
+                    .read(vcpu, address, width, &mut effects);
                 self.apply(effects);
                 match result {
                     Ok(value) => Action::CompleteRead(value),
@@ -243,11 +247,11 @@ impl Partition {
                 syndrome,
             } => {
                 let mut effects = Effects::default();
-                let result = self
-                    .inner
-                    .lock()
-                    .devices
-                    .write(address, width, value, &mut effects);
+                let result =
+                    self.inner
+                        .lock()
+                        .devices
+                        .write(vcpu, address, width, value, &mut effects);
                 self.apply(effects);
                 match result {
                     Ok(()) => Action::Resume,

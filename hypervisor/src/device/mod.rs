@@ -4,6 +4,7 @@
 //! the device (console bytes, interrupts) go into an [`Effects`] list the caller applies.
 //! Unknown registers read as zero and ignore writes.
 
+pub mod gic;
 pub mod pl011;
 
 use alloc::boxed::Box;
@@ -45,10 +46,18 @@ pub trait MmioDevice: Send {
     fn name(&self) -> &'static str;
     /// Size of the device's frame in bytes.
     fn size(&self) -> u64;
-    /// A load at `offset` (< size) of `width`.
-    fn read(&mut self, offset: u64, width: AccessWidth, effects: &mut Effects) -> u64;
-    /// A store at `offset` (< size) of `width`.
-    fn write(&mut self, offset: u64, width: AccessWidth, value: u64, effects: &mut Effects);
+    /// A load by vCPU `vcpu` (the partition's index of the accessing vCPU) at `offset`
+    /// (< size) of `width`.
+    fn read(&mut self, vcpu: usize, offset: u64, width: AccessWidth, effects: &mut Effects) -> u64;
+    /// A store by vCPU `vcpu` at `offset` (< size) of `width`.
+    fn write(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        value: u64,
+        effects: &mut Effects,
+    );
 }
 
 /// Why an access found no device.
@@ -115,27 +124,29 @@ impl DeviceTable {
         Ok((device.as_mut(), offset))
     }
 
-    /// Dispatches a load.
+    /// Dispatches a load by vCPU `vcpu`.
     pub fn read(
         &mut self,
+        vcpu: usize,
         address: GuestPhysAddr,
         width: AccessWidth,
         effects: &mut Effects,
     ) -> Result<u64, DispatchError> {
         let (device, offset) = self.find(address, width)?;
-        Ok(device.read(offset, width, effects) & width.mask())
+        Ok(device.read(vcpu, offset, width, effects) & width.mask())
     }
 
-    /// Dispatches a store.
+    /// Dispatches a store by vCPU `vcpu`.
     pub fn write(
         &mut self,
+        vcpu: usize,
         address: GuestPhysAddr,
         width: AccessWidth,
         value: u64,
         effects: &mut Effects,
     ) -> Result<(), DispatchError> {
         let (device, offset) = self.find(address, width)?;
-        device.write(offset, width, value & width.mask(), effects);
+        device.write(vcpu, offset, width, value & width.mask(), effects);
         Ok(())
     }
 
@@ -161,10 +172,23 @@ mod tests {
         fn size(&self) -> u64 {
             16
         }
-        fn read(&mut self, offset: u64, _width: AccessWidth, _effects: &mut Effects) -> u64 {
+        fn read(
+            &mut self,
+            _vcpu: usize,
+            offset: u64,
+            _width: AccessWidth,
+            _effects: &mut Effects,
+        ) -> u64 {
             u64::from(self.0[offset as usize])
         }
-        fn write(&mut self, offset: u64, _width: AccessWidth, value: u64, effects: &mut Effects) {
+        fn write(
+            &mut self,
+            _vcpu: usize,
+            offset: u64,
+            _width: AccessWidth,
+            value: u64,
+            effects: &mut Effects,
+        ) {
             self.0[offset as usize] = value as u8;
             effects.push(Effect::Interrupt(true));
         }
@@ -196,6 +220,7 @@ mod tests {
         let mut effects = Effects::default();
         table
             .write(
+                0,
                 GuestPhysAddr::new(0x2003),
                 AccessWidth::Byte,
                 0x1ab,
@@ -203,7 +228,12 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            table.read(GuestPhysAddr::new(0x2003), AccessWidth::Byte, &mut effects),
+            table.read(
+                0,
+                GuestPhysAddr::new(0x2003),
+                AccessWidth::Byte,
+                &mut effects
+            ),
             Ok(0xab)
         );
         assert_eq!(
@@ -211,15 +241,26 @@ mod tests {
             [Effect::Interrupt(true)]
         );
         assert_eq!(
-            table.read(GuestPhysAddr::new(0x1010), AccessWidth::Byte, &mut effects),
-            Err(DispatchError::NoDevice)
-        );
-        assert_eq!(
-            table.read(GuestPhysAddr::new(0x0fff), AccessWidth::Byte, &mut effects),
+            table.read(
+                0,
+                GuestPhysAddr::new(0x1010),
+                AccessWidth::Byte,
+                &mut effects
+            ),
             Err(DispatchError::NoDevice)
         );
         assert_eq!(
             table.read(
+                0,
+                GuestPhysAddr::new(0x0fff),
+                AccessWidth::Byte,
+                &mut effects
+            ),
+            Err(DispatchError::NoDevice)
+        );
+        assert_eq!(
+            table.read(
+                0,
                 GuestPhysAddr::new(0x100c),
                 AccessWidth::Double,
                 &mut effects

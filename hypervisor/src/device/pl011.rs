@@ -70,7 +70,13 @@ impl MmioDevice for VirtualPl011 {
         0x1000
     }
 
-    fn read(&mut self, offset: u64, _width: AccessWidth, _effects: &mut Effects) -> u64 {
+    fn read(
+        &mut self,
+        _vcpu: usize,
+        offset: u64,
+        _width: AccessWidth,
+        _effects: &mut Effects,
+    ) -> u64 {
         match offset {
             FLAG => FLAG_IDLE,
             INTEGER_BAUD => self.integer_baud,
@@ -91,7 +97,14 @@ impl MmioDevice for VirtualPl011 {
         }
     }
 
-    fn write(&mut self, offset: u64, _width: AccessWidth, value: u64, effects: &mut Effects) {
+    fn write(
+        &mut self,
+        _vcpu: usize,
+        offset: u64,
+        _width: AccessWidth,
+        value: u64,
+        effects: &mut Effects,
+    ) {
         let before = self.interrupt_level();
         match offset {
             DATA => effects.push(Effect::ConsoleByte(value as u8)),
@@ -123,11 +136,11 @@ mod tests {
         let mut effects = Effects::default();
         for &b in b"hi\n" {
             assert_eq!(
-                uart.read(FLAG, AccessWidth::Word, &mut effects) & (1 << 5),
+                uart.read(0, FLAG, AccessWidth::Word, &mut effects) & (1 << 5),
                 0,
                 "TXFF clear"
             );
-            uart.write(DATA, AccessWidth::Word, u64::from(b), &mut effects);
+            uart.write(0, DATA, AccessWidth::Word, u64::from(b), &mut effects);
         }
         let bytes: Vec<_> = effects.drain().collect();
         assert_eq!(
@@ -145,12 +158,12 @@ mod tests {
         let mut uart = VirtualPl011::default();
         let mut effects = Effects::default();
         let ids: Vec<u64> = (0..8)
-            .map(|i| uart.read(0xfe0 + 4 * i, AccessWidth::Word, &mut effects))
+            .map(|i| uart.read(0, 0xfe0 + 4 * i, AccessWidth::Word, &mut effects))
             .collect();
         assert_eq!(ids, IDS);
-        assert_eq!(uart.read(0x800, AccessWidth::Word, &mut effects), 0);
-        uart.write(0x800, AccessWidth::Word, 5, &mut effects);
-        assert_eq!(uart.read(0xfe1, AccessWidth::Byte, &mut effects), 0);
+        assert_eq!(uart.read(0, 0x800, AccessWidth::Word, &mut effects), 0);
+        uart.write(0, 0x800, AccessWidth::Word, 5, &mut effects);
+        assert_eq!(uart.read(0, 0xfe1, AccessWidth::Byte, &mut effects), 0);
     }
 
     #[test]
@@ -158,16 +171,17 @@ mod tests {
         let mut uart = VirtualPl011::default();
         let mut effects = Effects::default();
         uart.write(
+            0,
             INTERRUPT_MASK,
             AccessWidth::Word,
             TRANSMIT_INTERRUPT,
             &mut effects,
         );
         assert_eq!(
-            uart.read(MASKED_INTERRUPT_STATUS, AccessWidth::Word, &mut effects),
+            uart.read(0, MASKED_INTERRUPT_STATUS, AccessWidth::Word, &mut effects),
             TRANSMIT_INTERRUPT
         );
-        uart.write(INTERRUPT_MASK, AccessWidth::Word, 0, &mut effects);
+        uart.write(0, INTERRUPT_MASK, AccessWidth::Word, 0, &mut effects);
         assert_eq!(
             effects.drain().collect::<Vec<_>>(),
             [Effect::Interrupt(true), Effect::Interrupt(false)]
