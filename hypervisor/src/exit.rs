@@ -85,6 +85,12 @@ pub enum Exit {
     },
     /// The guest waits for an interrupt (WFI/HLT).
     WaitForInterrupt,
+    /// The guest asked its interrupt controller's CPU interface to send a software-generated
+    /// interrupt to other vCPUs (GICv3 ICC_SGI1R_EL1 write).
+    SendSoftwareInterrupt {
+        /// The register value written.
+        value: u64,
+    },
     /// Something the hypervisor cannot emulate: an undecodable access, an unknown trap.
     GuestFault {
         /// The architecture's syndrome value (ESR_EL2 / exit reason).

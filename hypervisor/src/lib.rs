@@ -32,6 +32,7 @@ pub mod device;
 pub mod exit;
 pub mod fdt_writer;
 pub mod guest_device_tree;
+pub mod guest_layout;
 pub mod memory;
 pub mod partition;
 pub mod psci;

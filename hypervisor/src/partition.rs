@@ -7,6 +7,7 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -17,9 +18,11 @@ use crate::addr::GuestPhysAddr;
 use crate::config::{FaultPolicy, PartitionConfig};
 use crate::console::CONSOLE;
 use crate::console_mux::ConsoleLine;
+use crate::device::gic::{GicVersion, ListEntries, ListEntry, VirtualGic, Wakeups};
 use crate::device::pl011::VirtualPl011;
 use crate::device::{DeviceTable, DispatchError, Effect, Effects};
 use crate::exit::{Action, Exit};
+use crate::guest_layout;
 use crate::psci::{self, Request, status};
 
 /// What arch code offers the exit handler.
@@ -110,6 +113,7 @@ pub struct Partition {
     pub index: usize,
     vcpus: Vec<VcpuSlot>,
     inner: Mutex<Inner>,
+    gic: Arc<VirtualGic>,
 }
 
 impl fmt::Debug for Partition {
@@ -122,7 +126,11 @@ impl fmt::Debug for Partition {
 
 impl Partition {
     /// A partition from its configuration: vCPU 0 on, the others off; its virtual devices.
-    pub fn new(index: usize, config: &'static PartitionConfig) -> Partition {
+    pub fn new(
+        index: usize,
+        config: &'static PartitionConfig,
+        gic_version: GicVersion,
+    ) -> Partition {
         let vcpus = config
             .vcpus
             .iter()
@@ -142,10 +150,27 @@ impl Partition {
             // The configuration validator already refused overlapping devices.
             let _ = devices.insert(GuestPhysAddr::new(base), Box::new(VirtualPl011::default()));
         }
+        let gic = Arc::new(VirtualGic::new(
+            gic_version,
+            config.vcpus.len(),
+            guest_layout::SPI_COUNT,
+        ));
+        link_timers(&gic, config.vcpus.len());
+        let _ = devices.insert(
+            GuestPhysAddr::new(guest_layout::GIC_DISTRIBUTOR.0),
+            gic.distributor(),
+        );
+        if let Some(redistributors) = gic.redistributors() {
+            let _ = devices.insert(
+                GuestPhysAddr::new(guest_layout::GIC_REDISTRIBUTORS),
+                redistributors,
+            );
+        }
         Partition {
             config,
             index,
             vcpus,
+            gic,
             inner: Mutex::new(Inner {
                 devices,
                 console: ConsoleLine::new(config.name),
@@ -202,6 +227,8 @@ impl Partition {
 
     /// Resets vCPU states for a restart: vCPU 0 on, the others off, no pending starts.
     pub fn reset_vcpus(&self) {
+        self.gic.reset();
+        link_timers(&self.gic, self.vcpus.len());
         for (i, slot) in self.vcpus.iter().enumerate() {
             *slot.start.lock() = None;
             let state = if i == 0 {
@@ -232,6 +259,7 @@ impl Partition {
                     .devices
                     .read(vcpu, address, width, &mut effects);
                 self.apply(effects);
+                self.wake(vcpu, self.gic.take_wakeups(), platform);
                 match result {
                     Ok(value) => Action::CompleteRead(value),
                     Err(error) => self.fault(
@@ -253,6 +281,7 @@ impl Partition {
                         .devices
                         .write(vcpu, address, width, value, &mut effects);
                 self.apply(effects);
+                self.wake(vcpu, self.gic.take_wakeups(), platform);
                 match result {
                     Ok(()) => Action::Resume,
                     Err(error) => self.fault(
@@ -274,7 +303,18 @@ impl Partition {
                     ),
                 ),
             },
-            Exit::WaitForInterrupt => Action::Idle,
+            Exit::WaitForInterrupt => {
+                if self.gic.has_pending(vcpu) {
+                    Action::Resume
+                } else {
+                    Action::Idle
+                }
+            }
+            Exit::SendSoftwareInterrupt { value } => {
+                let wakeups = self.gic.write_sgi1r(vcpu, value);
+                self.wake(vcpu, wakeups, platform);
+                Action::Resume
+            }
             Exit::GuestFault { syndrome, address } => {
                 let at = address.map_or(String::new(), |a| format!(" at {:#x}", a.as_u64()));
                 self.fault(
@@ -294,10 +334,53 @@ impl Partition {
                         CONSOLE.print(format_args!("{line}\n"));
                     }
                 }
-                // Virtual interrupt delivery arrives with the virtual GIC.
-                Effect::Interrupt(_) => {}
+                // Only the PL011 raises a line so far; its SPI is fixed by the guest layout.
+                Effect::Interrupt(level) => {
+                    let _ = self.gic.set_spi_level(32 + guest_layout::PL011_SPI, level);
+                }
             }
         }
+    }
+
+    /// Kicks the physical CPUs of the vCPUs in `wakeups` (not the caller's own: it is about
+    /// to flush anyway).
+    fn wake(&self, caller: usize, wakeups: Wakeups, platform: &dyn Platform) {
+        for vcpu in wakeups.iter() {
+            if vcpu != caller
+                && let Some(slot) = self.vcpus.get(vcpu)
+            {
+                platform.kick(slot.physical_cpu);
+            }
+        }
+    }
+
+    /// Interrupts to load into list registers before vCPU `vcpu` runs (at most `slots`).
+    pub fn flush_interrupts(
+        &self,
+        vcpu: usize,
+        slots: usize,
+        platform: &dyn Platform,
+    ) -> ListEntries {
+        let entries = self.gic.flush(vcpu, slots);
+        self.wake(vcpu, self.gic.take_wakeups(), platform);
+        entries
+    }
+
+    /// What the list registers of vCPU `vcpu` held after it ran.
+    pub fn fold_interrupts(&self, vcpu: usize, entries: &[ListEntry], platform: &dyn Platform) {
+        self.gic.fold(vcpu, entries);
+        self.wake(vcpu, self.gic.take_wakeups(), platform);
+    }
+
+    /// The virtual timer of vCPU `vcpu` fired (the physical PPI stays active until the guest
+    /// deactivates the virtual one, through the hardware link).
+    pub fn virtual_timer_fired(&self, vcpu: usize) {
+        let _ = self.gic.raise(guest_layout::VIRTUAL_TIMER_INTID, vcpu);
+    }
+
+    /// The GIC version the partition sees.
+    pub fn gic_version(&self) -> GicVersion {
+        self.gic.version()
     }
 
     fn psci(&self, vcpu: usize, request: Request, platform: &dyn Platform) -> Action {
@@ -425,13 +508,22 @@ impl fmt::Debug for System {
     }
 }
 
+/// Links each vCPU's virtual timer PPI to the physical one (HW = 1 in the list register).
+fn link_timers(gic: &VirtualGic, vcpus: usize) {
+    let intid = guest_layout::VIRTUAL_TIMER_INTID;
+    for vcpu in 0..vcpus {
+        gic.link_hardware(intid, vcpu, intid);
+    }
+}
+
 impl System {
-    /// The run-time system from the static configuration.
-    pub fn new(configs: &'static [PartitionConfig]) -> System {
+    /// The run-time system from the static configuration; partitions see a GIC of
+    /// `gic_version`.
+    pub fn new(configs: &'static [PartitionConfig], gic_version: GicVersion) -> System {
         let partitions: Vec<Partition> = configs
             .iter()
             .enumerate()
-            .map(|(index, config)| Partition::new(index, config))
+            .map(|(index, config)| Partition::new(index, config, gic_version))
             .collect();
         let running = AtomicUsize::new(partitions.len());
         System {
@@ -497,7 +589,7 @@ mod tests {
 
     #[test]
     fn psci_cpu_on_affinity_info_and_off() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop));
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
         let kicks = Kicks(RefCell::new(Vec::new()));
         let on = |target| call(psci::CPU_ON[1], [target, 0x4020_1000, 42, 0]);
         let info = |target| call(psci::AFFINITY_INFO[1], [target, 0, 0, 0]);
@@ -547,7 +639,7 @@ mod tests {
 
     #[test]
     fn psci_version_features_and_system_off() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop));
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
         let kicks = Kicks(RefCell::new(Vec::new()));
         assert_eq!(
             partition.handle_exit(0, call(psci::VERSION, [0; 4]), &kicks),
@@ -586,7 +678,7 @@ mod tests {
             value: 1,
             syndrome: 0x9200_0046,
         };
-        let stopping = Partition::new(0, config(FaultPolicy::Stop));
+        let stopping = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
         assert_eq!(
             stopping.handle_exit(0, stray, &kicks),
             Action::StopPartition
@@ -604,7 +696,7 @@ mod tests {
         );
         assert!(description.contains("syndrome 0x92000046"), "{description}");
 
-        let restarting = Partition::new(0, config(FaultPolicy::Restart));
+        let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3);
         assert_eq!(
             restarting.handle_exit(0, stray, &kicks),
             Action::RestartPartition
@@ -619,7 +711,7 @@ mod tests {
 
     #[test]
     fn console_and_device_reads() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop));
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
         let kicks = Kicks(RefCell::new(Vec::new()));
         let flag = Exit::MmioRead {
             address: GuestPhysAddr::new(0x0900_0018),
@@ -633,12 +725,59 @@ mod tests {
     }
 
     #[test]
+    fn sgis_kick_the_target_cpu_and_end_its_idle() {
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
+        let kicks = Kicks(RefCell::new(Vec::new()));
+        let gicr_sgi =
+            guest_layout::GIC_REDISTRIBUTORS + guest_layout::GIC_REDISTRIBUTOR_SIZE + 0x1_0000;
+        let write = |address: u64, value: u64| Exit::MmioWrite {
+            address: GuestPhysAddr::new(address),
+            width: AccessWidth::Word,
+            value,
+            syndrome: 0,
+        };
+        // vCPU 1 enables SGI 1 in its redistributor; the distributor enables group 1.
+        assert_eq!(
+            partition.handle_exit(1, write(gicr_sgi + 0x100, 1 << 1), &kicks),
+            Action::Resume
+        );
+        assert_eq!(
+            partition.handle_exit(0, write(guest_layout::GIC_DISTRIBUTOR.0, 0x12), &kicks),
+            Action::Resume
+        );
+        assert_eq!(
+            partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
+            Action::Idle
+        );
+        // vCPU 0 sends SGI 1 to vCPU 1 (target list bit 1): vCPU 1's CPU (3) is kicked.
+        let sgi = (1 << 24) | 0b10;
+        assert_eq!(
+            partition.handle_exit(0, Exit::SendSoftwareInterrupt { value: sgi }, &kicks),
+            Action::Resume
+        );
+        assert_eq!(*kicks.0.borrow(), [3]);
+        assert_eq!(
+            partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
+            Action::Resume
+        );
+        let entries = partition.flush_interrupts(1, 4, &kicks);
+        assert_eq!(
+            entries
+                .as_slice()
+                .iter()
+                .map(|e| e.intid)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+    }
+
+    #[test]
     fn last_partition_stopping_is_reported() {
         let configs: &'static [PartitionConfig] = Box::leak(Box::new([
             *config(FaultPolicy::Stop),
             *config(FaultPolicy::Stop),
         ]));
-        let system = System::new(configs);
+        let system = System::new(configs, GicVersion::V3);
         assert!(!system.partition_stopped());
         assert!(system.partition_stopped());
     }

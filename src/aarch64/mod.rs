@@ -154,10 +154,7 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     unsafe { settings.enable() };
     exception::install();
     let boot_cpu = board.cpu_index(cpu::mpidr()).unwrap_or(0);
-    let per_cpu: &'static PerCpu = Box::leak(Box::new(PerCpu {
-        index: boot_cpu,
-        mpidr: cpu::mpidr(),
-    }));
+    let per_cpu: &'static PerCpu = Box::leak(Box::new(PerCpu::new(boot_cpu, cpu::mpidr())));
     cpu::install_per_cpu(per_cpu);
     let Some(gic) = board.gic.as_ref() else {
         boot_failure(format_args!("the device tree describes no GIC"))
@@ -166,10 +163,15 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         boot_failure(format_args!("GIC: {e}"));
     }
     match arch_aarch64::gic::init_this_cpu(cpu::mpidr()) {
-        Ok(list_registers) => println!(
-            "GICv{} virtual interface: {list_registers} list registers",
-            gic.version()
-        ),
+        Ok(list_registers) => {
+            per_cpu
+                .list_registers
+                .store(list_registers, core::sync::atomic::Ordering::Relaxed);
+            println!(
+                "GICv{} virtual interface: {list_registers} list registers",
+                gic.version()
+            );
+        }
         Err(e) => boot_failure(format_args!("GIC: {e}")),
     }
     println!(
@@ -186,11 +188,7 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         config.source,
         config.partitions.len()
     );
-    partitions::load(
-        &memory_map,
-        board.cpus.len(),
-        board.gic.as_ref().map_or(3, Gic::version),
-    );
+    partitions::load(&memory_map, &board);
     println!("boot complete");
 
     match options.self_test {

@@ -1,5 +1,6 @@
-//! Partitions on aarch64: placing and loading them at boot (stage-2 tables, RAM, images),
-//! and the glue between the vCPU trap loop (arch) and the partitions' logic (core).
+//! Partitions on aarch64: placing and loading them at boot (stage-2 tables, RAM, images,
+//! device trees), and the glue between the vCPU trap loop (arch) and the partitions' logic
+//! (core).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -8,11 +9,14 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use arch_aarch64::mmu::HeapTables;
 use arch_aarch64::paging::{Memory, PageTable, Stage2};
 use arch_aarch64::vcpu::{self, GuestEntry, VcpuHost, VcpuSetup};
-use arch_aarch64::{cpu, power};
+use arch_aarch64::{cpu, gic, power};
 use hypervisor::addr::{HostPhysAddr, HumanSize, PhysRange};
+use hypervisor::board::{Board, Gic};
 use hypervisor::config::{PartitionConfig, SystemConfig};
+use hypervisor::device::gic::{GicVersion, ListEntries, ListEntry};
 use hypervisor::exit::{Action, Exit};
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
+use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
 use hypervisor::partition::{Partition, Platform, System};
 use hypervisor::{println, psci};
@@ -28,20 +32,7 @@ mod generated {
 /// Arm64 Image header magic at offset 0x38.
 const IMAGE_MAGIC: u32 = 0x644d_5241;
 
-/// Where a partition sees its virtual platform: the addresses of QEMU's `virt` machine, so
-/// guests written for it run unmodified.
-mod layout {
-    /// GIC distributor (64 KiB).
-    pub const GIC_DISTRIBUTOR: (u64, u64) = (0x0800_0000, 0x1_0000);
-    /// GICv2 CPU interface (the hardware GICV frame is mapped here).
-    pub const GIC_CPU_INTERFACE: (u64, u64) = (0x0801_0000, 0x2000);
-    /// GICv3 redistributors: 128 KiB per vCPU from here.
-    pub const GIC_REDISTRIBUTORS: u64 = 0x080a_0000;
-    /// The PL011's SPI (interrupts = <0 1 4>, INTID 33), as on QEMU virt.
-    pub const PL011_SPI: u32 = 1;
-}
-
-/// A loaded partition: run-time state, stage-2 root and where vCPU 0 starts.
+/// A loaded partition: stage-2 root and where vCPU 0 starts.
 struct Loaded {
     vttbr: u64,
     entry: GuestEntry,
@@ -54,8 +45,9 @@ struct Runtime {
     loaded: Vec<Loaded>,
     /// For each physical CPU: the (partition, vCPU) it runs.
     assignment: Vec<Option<(usize, usize)>>,
+    /// Each physical CPU's MPIDR, to kick it.
+    mpidrs: Vec<u64>,
     vtcr: u64,
-    gic_version: u8,
 }
 
 static RUNTIME: Once<Runtime> = Once::new();
@@ -76,55 +68,41 @@ pub fn partition_ram() -> impl Iterator<Item = (PhysRange, Usage)> {
 }
 
 /// Checks every partition's RAM is board RAM the hypervisor does not use, builds the
-/// stage-2 tables, loads the images, and prints what each partition got.
-pub fn load(memory_map: &MemoryMap, cpu_count: usize, gic_version: u8) {
+/// stage-2 tables, loads images and device trees, and prints what each partition got.
+pub fn load(memory_map: &MemoryMap, board: &Board) {
     let config = configuration();
     let Some(vtcr) = vcpu::stage2_control() else {
         boot_failure(format_args!(
             "this CPU's physical address range is below 40 bits"
         ))
     };
-    let mut assignment = alloc::vec![None; cpu_count];
+    let (gic_version, virtual_cpu_interface) = match &board.gic {
+        Some(Gic::V2 {
+            virtual_cpu_interface,
+            ..
+        }) => (GicVersion::V2, *virtual_cpu_interface),
+        _ => (GicVersion::V3, None),
+    };
+    let mut assignment = alloc::vec![None; board.cpus.len()];
     let mut loaded = Vec::new();
     for (index, partition) in config.partitions.iter().enumerate() {
-        for ram in partition.ram {
-            let Some(range) = PhysRange::from_start_size(ram.host_base, ram.size) else {
-                boot_failure(format_args!(
-                    "partition {}: RAM range wraps",
-                    partition.name
-                ))
-            };
-            if !memory_map
-                .ram
-                .iter()
-                .any(|bank| bank.start <= range.start && range.end <= bank.end)
-            {
-                boot_failure(format_args!(
-                    "partition {}: RAM {range} is not RAM on this board",
-                    partition.name
-                ));
-            }
-            if let Some((clash, usage)) = memory_map.used.iter().find(|(used, usage)| {
-                // The device tree was parsed at boot and is not read again.
-                !matches!(usage, Usage::Partition | Usage::DeviceTree) && used.overlaps(&range)
-            }) {
-                boot_failure(format_args!(
-                    "partition {}: RAM {range} overlaps {} {clash}",
-                    partition.name,
-                    usage.name()
-                ));
-            }
-        }
+        check_ram(partition, memory_map);
         for (vcpu_index, &physical) in partition.vcpus.iter().enumerate() {
             match assignment.get_mut(physical) {
                 Some(slot @ None) => *slot = Some((index, vcpu_index)),
                 _ => boot_failure(format_args!(
-                    "partition {}: vCPU {vcpu_index} wants CPU {physical}, which this board lacks or gave away",
+                    "partition {}: vCPU {vcpu_index} wants CPU {physical}, which this board lacks",
                     partition.name
                 )),
             }
         }
-        let root = build_stage2(partition);
+        if gic_version == GicVersion::V2 && partition.vcpus.len() > 8 {
+            boot_failure(format_args!(
+                "partition {}: a GICv2 serves at most 8 vCPUs",
+                partition.name
+            ));
+        }
+        let root = build_stage2(partition, virtual_cpu_interface);
         let vmid = (index as u64 + 1) & 0xff;
         let entry = load_image(partition, gic_version);
         loaded.push(Loaded {
@@ -145,16 +123,51 @@ pub fn load(memory_map: &MemoryMap, cpu_count: usize, gic_version: u8) {
             entry.entry,
         );
     }
+    let mpidrs = board.cpus.iter().map(|c| c.mpidr).collect();
     RUNTIME.call_once(|| Runtime {
-        system: System::new(config.partitions),
+        system: System::new(config.partitions, gic_version),
         loaded,
         assignment,
+        mpidrs,
         vtcr,
-        gic_version,
     });
 }
 
-fn build_stage2(partition: &PartitionConfig) -> u64 {
+fn check_ram(partition: &PartitionConfig, memory_map: &MemoryMap) {
+    for ram in partition.ram {
+        let Some(range) = PhysRange::from_start_size(ram.host_base, ram.size) else {
+            boot_failure(format_args!(
+                "partition {}: RAM range wraps",
+                partition.name
+            ))
+        };
+        if !memory_map
+            .ram
+            .iter()
+            .any(|bank| bank.start <= range.start && range.end <= bank.end)
+        {
+            boot_failure(format_args!(
+                "partition {}: RAM {range} is not RAM on this board",
+                partition.name
+            ));
+        }
+        // The device tree was parsed at boot and is not read again: its RAM may be reused.
+        let clash = memory_map.used.iter().find(|(used, usage)| {
+            !matches!(usage, Usage::Partition | Usage::DeviceTree) && used.overlaps(&range)
+        });
+        if let Some((used, usage)) = clash {
+            boot_failure(format_args!(
+                "partition {}: RAM {range} overlaps {} {used}",
+                partition.name,
+                usage.name()
+            ));
+        }
+    }
+}
+
+/// The partition's stage-2 map: its RAM, and on GICv2 the hardware's virtual CPU interface
+/// where the guest expects its GICC. Nothing else: every other access traps.
+fn build_stage2(partition: &PartitionConfig, virtual_cpu_interface: Option<PhysRange>) -> u64 {
     let mut table =
         PageTable::<HeapTables, Stage2>::new(HeapTables::default()).unwrap_or_else(|e| {
             boot_failure(format_args!(
@@ -174,6 +187,15 @@ fn build_stage2(partition: &PartitionConfig) -> u64 {
             ));
         }
     }
+    if let Some(frame) = virtual_cpu_interface {
+        let (base, size) = layout::GIC_CPU_INTERFACE;
+        if let Err(e) = table.map(base, frame.start.as_u64(), size, Memory::Device) {
+            boot_failure(format_args!(
+                "partition {}: stage-2 mapping of GICV: {e}",
+                partition.name
+            ));
+        }
+    }
     let root = table.root();
     // The tables live as long as the partition: for the whole run.
     Box::leak(Box::new(table));
@@ -183,29 +205,31 @@ fn build_stage2(partition: &PartitionConfig) -> u64 {
 /// The host memory of a RAM range as a byte slice.
 fn ram_bytes(host_base: u64, size: u64) -> &'static mut [u8] {
     // SAFETY: `load` checked the range is board RAM that nothing else in the hypervisor uses
-    // (not the image, heap, device tree or firmware); the identity map covers it read-write.
-    // Only this partition's loader writes it, before any of its vCPUs run.
+    // (not the image, heap or firmware); the identity map covers it read-write. It is written
+    // only while the partition's vCPUs do not run (at boot, or by vCPU 0's CPU on restart).
     unsafe { core::slice::from_raw_parts_mut(host_base as *mut u8, size as usize) }
 }
 
 /// The device tree describing the partition's own platform.
-fn guest_device_tree(partition: &PartitionConfig, gic_version: u8) -> alloc::vec::Vec<u8> {
+fn guest_device_tree(partition: &PartitionConfig, gic_version: GicVersion) -> Vec<u8> {
     let ram: Vec<(u64, u64)> = partition
         .ram
         .iter()
         .map(|r| (r.guest_base, r.size))
         .collect();
     let vcpus = partition.vcpus.len();
-    let gic = if gic_version == 2 {
-        GuestGic::V2 {
+    let gic = match gic_version {
+        GicVersion::V2 => GuestGic::V2 {
             distributor: layout::GIC_DISTRIBUTOR,
             cpu_interface: layout::GIC_CPU_INTERFACE,
-        }
-    } else {
-        GuestGic::V3 {
+        },
+        GicVersion::V3 => GuestGic::V3 {
             distributor: layout::GIC_DISTRIBUTOR,
-            redistributors: (layout::GIC_REDISTRIBUTORS, 0x2_0000 * vcpus as u64),
-        }
+            redistributors: (
+                layout::GIC_REDISTRIBUTORS,
+                layout::GIC_REDISTRIBUTOR_SIZE * vcpus as u64,
+            ),
+        },
     };
     let platform = GuestPlatform {
         name: partition.name,
@@ -227,7 +251,7 @@ fn guest_device_tree(partition: &PartitionConfig, gic_version: u8) -> alloc::vec
 /// Zeroes the partition's RAM, copies its image to the first RAM range at the Image
 /// header's text_offset (0 for a raw binary) and its device tree below the image (or after
 /// it when there is no room); returns vCPU 0's entry with x0 = the device tree's address.
-fn load_image(partition: &PartitionConfig, gic_version: u8) -> GuestEntry {
+fn load_image(partition: &PartitionConfig, gic_version: GicVersion) -> GuestEntry {
     for ram in partition.ram {
         ram_bytes(ram.host_base, ram.size).fill(0);
     }
@@ -328,12 +352,16 @@ struct Host;
 
 static HOST: Host = Host;
 
-/// Wakes CPUs waiting for a vCPU start (they wait in WFE).
+/// Wakes a physical CPU: an event for one waiting to start its vCPU, the kick SGI for one
+/// running a guest (it exits, and flushes what became pending).
 struct Wake;
 
 impl Platform for Wake {
-    fn kick(&self, _cpu: usize) {
+    fn kick(&self, cpu: usize) {
         cpu::send_event();
+        if let Some(&mpidr) = RUNTIME.get().and_then(|runtime| runtime.mpidrs.get(cpu)) {
+            gic::kick(mpidr);
+        }
     }
 }
 
@@ -374,6 +402,12 @@ impl VcpuHost for Host {
         if loaded.stop_counted.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Other vCPUs of the partition stop at their next exit: make them exit now.
+        for vcpu in 0..partition.vcpu_count() {
+            if let Some(cpu) = partition.physical_cpu(vcpu).filter(|&c| c != cpu::index()) {
+                Wake.kick(cpu);
+            }
+        }
         if runtime.system.partition_stopped() {
             runtime.system.print_summary();
             println!("bulkhead: powering off (PSCI SYSTEM_OFF)");
@@ -382,16 +416,33 @@ impl VcpuHost for Host {
     }
 
     fn restart(&self) -> Option<GuestEntry> {
-        let (runtime, partition, vcpu) = self.current()?;
+        let (_, partition, vcpu) = self.current()?;
         if vcpu != 0 {
             return None;
         }
-        let loaded = runtime.loaded.get(partition.index)?;
         partition.reset_vcpus();
-        let entry = load_image(partition.config, runtime.gic_version);
-        debug_assert_eq!(entry, loaded.entry);
+        let entry = load_image(partition.config, partition.gic_version());
         println!("bulkhead: partition {} restarted", partition.name());
         Some(entry)
+    }
+
+    fn fold(&self, entries: &[ListEntry]) {
+        if let Some((_, partition, vcpu)) = self.current() {
+            partition.fold_interrupts(vcpu, entries, &Wake);
+        }
+    }
+
+    fn flush(&self, slots: usize) -> ListEntries {
+        match self.current() {
+            Some((_, partition, vcpu)) => partition.flush_interrupts(vcpu, slots, &Wake),
+            None => ListEntries::new(),
+        }
+    }
+
+    fn virtual_timer_fired(&self) {
+        if let Some((_, partition, vcpu)) = self.current() {
+            partition.virtual_timer_fired(vcpu);
+        }
     }
 }
 

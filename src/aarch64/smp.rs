@@ -77,15 +77,20 @@ pub fn start_secondaries(board: &Board, boot_cpu: usize, settings: MmuSettings) 
 /// Rust entry of a secondary CPU, called by `boot/src/aarch64.rs` with its MMU on.
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_secondary_main(context: &'static SecondaryContext) -> ! {
-    let per_cpu: &'static PerCpu = Box::leak(Box::new(PerCpu {
-        index: context.cpu_index as usize,
-        mpidr: cpu::mpidr(),
-    }));
+    let per_cpu: &'static PerCpu = Box::leak(Box::new(PerCpu::new(
+        context.cpu_index as usize,
+        cpu::mpidr(),
+    )));
     cpu::install_per_cpu(per_cpu);
-    if let Err(e) = arch_aarch64::gic::init_this_cpu(per_cpu.mpidr) {
-        println!("cpu {}: GIC: {e}; this CPU stays idle", per_cpu.index);
-        ONLINE.fetch_add(1, Ordering::AcqRel);
-        cpu::halt();
+    match arch_aarch64::gic::init_this_cpu(per_cpu.mpidr) {
+        Ok(list_registers) => per_cpu
+            .list_registers
+            .store(list_registers, Ordering::Relaxed),
+        Err(e) => {
+            println!("cpu {}: GIC: {e}; this CPU stays idle", per_cpu.index);
+            ONLINE.fetch_add(1, Ordering::AcqRel);
+            cpu::halt();
+        }
     }
     println!(
         "cpu {} online at EL2 (MPIDR {:#x})",

@@ -1,5 +1,7 @@
 //! The running CPU: its exception level, identity, counter, and per-CPU state.
 
+use core::sync::atomic::AtomicUsize;
+
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTPCT_EL0, CurrentEL, MPIDR_EL1, Readable, TPIDR_EL2, Writeable,
 };
@@ -11,6 +13,22 @@ pub struct PerCpu {
     pub index: usize,
     /// The CPU's MPIDR affinity value.
     pub mpidr: u64,
+    /// How many GIC list registers this CPU has.
+    pub list_registers: AtomicUsize,
+    /// How many of them the last flush filled.
+    pub list_registers_used: AtomicUsize,
+}
+
+impl PerCpu {
+    /// State for CPU `index` with affinity `mpidr`.
+    pub const fn new(index: usize, mpidr: u64) -> Self {
+        Self {
+            index,
+            mpidr,
+            list_registers: AtomicUsize::new(0),
+            list_registers_used: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// The exception level the CPU runs at (0..=3).

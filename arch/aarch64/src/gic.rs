@@ -8,7 +8,9 @@ use core::arch::asm;
 use hypervisor::board::Gic;
 use spin::Once;
 
-use crate::list_register::ListRegister;
+use hypervisor::device::gic::ListEntry;
+
+use crate::list_register;
 
 /// The SGI the hypervisor uses to wake or interrupt another CPU.
 pub const KICK_SGI: u32 = 0;
@@ -167,8 +169,13 @@ pub fn init_this_cpu(mpidr: u64) -> Result<usize, &'static str> {
             write_sysreg!("S3_0_C12_C12_4", 1 << 1); // ICC_CTLR_EL1.EOImode = 1
             write_sysreg!("S3_0_C12_C12_7", 1); // ICC_IGRPEN1_EL1
             write_sysreg!("S3_4_C12_C11_0", 1); // ICH_HCR_EL2.En
+            write_sysreg!("S3_4_C12_C11_7", 0); // ICH_VMCR_EL2: the guest sets its own
             let vtr = read_sysreg!("S3_4_C12_C11_1");
-            Ok((vtr & 0x1f) as usize + 1)
+            let count = (vtr & 0x1f) as usize + 1;
+            for index in 0..count {
+                write_list_register(index, &ListEntry::EMPTY);
+            }
+            Ok(count)
         }
         Frames::V2 {
             distributor,
@@ -187,7 +194,11 @@ pub fn init_this_cpu(mpidr: u64) -> Result<usize, &'static str> {
             write32(*cpu_interface, 1 | (1 << 9)); // GICC_CTLR: EnableGrp1, EOImodeNS
             write32(*hypervisor_interface, 1); // GICH_HCR.En
             let vtr = read32(hypervisor_interface + 0x4);
-            Ok((vtr & 0x3f) as usize + 1)
+            let count = (vtr & 0x3f) as usize + 1;
+            for index in 0..count {
+                write_list_register(index, &ListEntry::EMPTY);
+            }
+            Ok(count)
         }
     }
 }
@@ -268,12 +279,12 @@ macro_rules! lr_access {
 }
 
 /// Reads list register `index` (< the count `init_this_cpu` returned).
-pub fn read_list_register(index: usize) -> ListRegister {
+pub fn read_list_register(index: usize) -> ListEntry {
     match FRAMES.get() {
         Some(Frames::V2 {
             hypervisor_interface,
             ..
-        }) => ListRegister::from_v2(read32(
+        }) => list_register::from_v2(read32(
             hypervisor_interface + 0x100 + 4 * (index as u64 & 0x3f),
         )),
         _ => {
@@ -282,13 +293,13 @@ pub fn read_list_register(index: usize) -> ListRegister {
                     read_sysreg!($name)
                 };
             }
-            ListRegister::from_v3(lr_access!(index, read_lr))
+            list_register::from_v3(lr_access!(index, read_lr))
         }
     }
 }
 
 /// Writes list register `index`.
-pub fn write_list_register(index: usize, entry: &ListRegister) {
+pub fn write_list_register(index: usize, entry: &ListEntry) {
     match FRAMES.get() {
         Some(Frames::V2 {
             hypervisor_interface,
@@ -296,11 +307,11 @@ pub fn write_list_register(index: usize, entry: &ListRegister) {
         }) => {
             write32(
                 hypervisor_interface + 0x100 + 4 * (index as u64 & 0x3f),
-                entry.to_v2(),
+                list_register::to_v2(entry),
             );
         }
         _ => {
-            let value = entry.to_v3();
+            let value = list_register::to_v3(entry);
             macro_rules! write_lr {
                 ($name:literal) => {
                     write_sysreg!($name, value)

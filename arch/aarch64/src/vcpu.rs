@@ -3,8 +3,10 @@
 //! syndromes; what sits at an address or what a partition is belongs to the core.
 
 use core::arch::asm;
+use core::sync::atomic::Ordering;
 
 use hypervisor::addr::GuestPhysAddr;
+use hypervisor::device::gic::{ListEntries, ListEntry};
 use hypervisor::exit::{AccessWidth, Action, Exit};
 use spin::Once;
 
@@ -34,6 +36,13 @@ pub trait VcpuHost: Sync {
     /// Reloads this CPU's partition (only vCPU 0's CPU reloads memory) and returns where
     /// this vCPU starts again, or `None` if it waits for a CPU_ON.
     fn restart(&self) -> Option<GuestEntry>;
+    /// What this CPU's list registers held after the guest ran.
+    fn fold(&self, entries: &[ListEntry]);
+    /// Interrupts to load into (at most `slots`) list registers before the guest runs.
+    fn flush(&self, slots: usize) -> ListEntries;
+    /// The guest's virtual timer fired (its physical PPI stays active until the guest
+    /// deactivates the virtual interrupt).
+    fn virtual_timer_fired(&self);
 }
 
 static HOST: Once<&'static dyn VcpuHost> = Once::new();
@@ -139,15 +148,79 @@ fn reset_frame(frame: &mut TrapFrame, start: GuestEntry) {
     }
 }
 
-/// Handles a synchronous exception or interrupt from the guest (vector slots 8..=11).
+/// Handles a synchronous exception or interrupt from the guest (vector slots 8..=11): the
+/// list registers are folded back into the partition's virtual GIC first and flushed again
+/// last, so the model is current while the exit is handled.
 pub fn trap(frame: &mut TrapFrame, kind: u64) {
     let Some(host) = HOST.get().copied() else {
         return;
     };
-    if !kind.is_multiple_of(4) {
-        // A physical interrupt while the guest ran: nothing routes any yet.
+    fold_list_registers(host);
+    match kind % 4 {
+        0 => synchronous(frame, host),
+        1 => physical_interrupts(host),
+        // An SError from a guest is its fault; nothing routes FIQs.
+        3 => {
+            let action = host.handle_exit(Exit::GuestFault {
+                syndrome: frame.esr,
+                address: None,
+            });
+            apply(frame, action, host, None);
+        }
+        _ => {}
+    }
+    flush_list_registers(host);
+}
+
+fn fold_list_registers(host: &'static dyn VcpuHost) {
+    let Some(per_cpu) = crate::cpu::per_cpu() else {
+        return;
+    };
+    let used = per_cpu.list_registers_used.load(Ordering::Relaxed);
+    if used == 0 {
         return;
     }
+    let mut entries = [ListEntry::EMPTY; hypervisor::device::gic::MAX_LIST_ENTRIES];
+    for (index, slot) in entries.iter_mut().enumerate().take(used) {
+        *slot = crate::gic::read_list_register(index);
+    }
+    host.fold(entries.get(..used).unwrap_or(&[]));
+}
+
+fn flush_list_registers(host: &'static dyn VcpuHost) {
+    let Some(per_cpu) = crate::cpu::per_cpu() else {
+        return;
+    };
+    let slots = per_cpu.list_registers.load(Ordering::Relaxed);
+    let previously_used = per_cpu.list_registers_used.load(Ordering::Relaxed);
+    let entries = host.flush(slots);
+    for (index, entry) in entries.iter().enumerate() {
+        crate::gic::write_list_register(index, entry);
+    }
+    // Clear what the previous flush left in registers this one does not use.
+    for index in entries.len()..previously_used {
+        crate::gic::write_list_register(index, &ListEntry::EMPTY);
+    }
+    per_cpu
+        .list_registers_used
+        .store(entries.len(), Ordering::Relaxed);
+    crate::gic::set_underflow_interrupt(entries.more_pending());
+}
+
+/// Takes every pending physical interrupt: the kick SGI and the maintenance interrupt only
+/// needed the exit; the virtual timer's PPI becomes the guest's virtual timer interrupt.
+fn physical_interrupts(host: &'static dyn VcpuHost) {
+    while let Some(intid) = crate::gic::acknowledge() {
+        crate::gic::end_of_interrupt(intid);
+        if intid == crate::gic::VIRTUAL_TIMER_PPI {
+            host.virtual_timer_fired();
+        } else {
+            crate::gic::deactivate(intid);
+        }
+    }
+}
+
+fn synchronous(frame: &mut TrapFrame, host: &'static dyn VcpuHost) {
     let syndrome = frame.esr;
     let action = match esr::exception_class(syndrome) {
         // WFI (ISS bit 0 = 0) idles; WFE just continues.
@@ -166,6 +239,7 @@ pub fn trap(frame: &mut TrapFrame, kind: u64) {
             frame.elr = frame.elr.wrapping_add(4);
             host.handle_exit(hypercall(frame))
         }
+        0x18 => system_register(frame, host),
         0x24 => data_abort(frame, host),
         _ => host.handle_exit(Exit::GuestFault {
             syndrome,
@@ -173,6 +247,24 @@ pub fn trap(frame: &mut TrapFrame, kind: u64) {
         }),
     };
     apply(frame, action, host, None);
+}
+
+/// A trapped system-register access: only ICC_SGI1R_EL1 writes are expected (HCR_EL2.IMO
+/// traps them so that SGIs stay inside the partition).
+fn system_register(frame: &mut TrapFrame, host: &'static dyn VcpuHost) -> Action {
+    let iss = frame.esr & 0x1ff_ffff;
+    // Op0, Op2, Op1, CRn, CRm of ICC_SGI1R_EL1 (3, 5, 0, 12, 11), direction = write.
+    let sgi1r = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
+    let identity_mask = (0b11 << 20) | (0b111 << 17) | (0b111 << 14) | (0xf << 10) | (0xf << 1) | 1;
+    if iss & identity_mask != sgi1r {
+        return host.handle_exit(Exit::GuestFault {
+            syndrome: frame.esr,
+            address: None,
+        });
+    }
+    let value = register(frame, ((iss >> 5) & 0x1f) as u8);
+    frame.elr = frame.elr.wrapping_add(4);
+    host.handle_exit(Exit::SendSoftwareInterrupt { value })
 }
 
 fn hypercall(frame: &TrapFrame) -> Exit {
