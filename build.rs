@@ -43,6 +43,11 @@ fn main() {
     }
 }
 
+/// A partition's GIC has INTIDs FIRST_SPI..FIRST_SPI + SPI_COUNT as SPIs (kept equal to
+/// `hypervisor::guest_layout`).
+const FIRST_SPI: u32 = 32;
+const SPI_COUNT: u32 = 64;
+
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
      board: \"none\",\n    source: \"(no configuration: set BULKHEAD_CONFIG or use cargo xtask)\",\n    \
@@ -126,9 +131,23 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         println!("cargo:rerun-if-changed={}", vm.path.display());
         println!("cargo:rerun-if-changed={}", vm.image.path.display());
         let mut pl011 = None;
+        let mut pl011_interrupt: Option<u32> = None;
         for vdev in &vm.vdevs {
             match vdev {
-                Vdev::Pl011(uart) => pl011 = Some(uart.base.value),
+                Vdev::Pl011(uart) => {
+                    pl011 = Some(uart.base.value);
+                    if let Some(intr) = &uart.intr {
+                        if intr.number >= FIRST_SPI + SPI_COUNT {
+                            errors.push(format!(
+                                "{}: gic:{} is beyond the {SPI_COUNT} SPIs a partition's GIC has (INTIDs {FIRST_SPI}..{})",
+                                intr.at,
+                                intr.number,
+                                FIRST_SPI + SPI_COUNT - 1
+                            ));
+                        }
+                        pl011_interrupt = Some(intr.number);
+                    }
+                }
                 Vdev::Uart8250(device) => errors.push(format!(
                     "{}: vdev ser8250 is not available on aarch64 yet",
                     device.at
@@ -180,6 +199,7 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
             "            fault_policy: hypervisor::config::FaultPolicy::{policy},"
         );
         let _ = writeln!(code, "            pl011: {pl011:?},");
+        let _ = writeln!(code, "            pl011_interrupt: {pl011_interrupt:?},");
         let _ = writeln!(code, "        }},");
     }
     let _ = writeln!(code, "    ],");

@@ -39,6 +39,8 @@ pub struct PartitionConfig {
     pub fault_policy: FaultPolicy,
     /// Guest-physical base of the virtual PL011, if the partition has one.
     pub pl011: Option<u64>,
+    /// The PL011's interrupt (a GIC INTID, an SPI), from `intr gic:N`; `None`: the default.
+    pub pl011_interrupt: Option<u32>,
 }
 
 /// The whole system.

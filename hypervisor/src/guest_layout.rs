@@ -11,7 +11,9 @@ pub const GIC_REDISTRIBUTORS: u64 = 0x080a_0000;
 pub const GIC_REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
 /// Shared peripheral interrupts each partition's GIC has (INTIDs 32..96).
 pub const SPI_COUNT: u32 = 64;
-/// The PL011's SPI number as the device tree writes it (`interrupts = <0 1 4>`): INTID 33.
-pub const PL011_SPI: u32 = 1;
+/// The PL011's interrupt when its `vdev` gives no `intr`: INTID 33 (SPI 1), as on QEMU virt.
+pub const PL011_DEFAULT_INTID: u32 = 33;
+/// The first SPI's INTID.
+pub const FIRST_SPI: u32 = 32;
 /// The EL1 virtual timer's PPI.
 pub const VIRTUAL_TIMER_INTID: u32 = 27;

@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -114,6 +114,22 @@ pub struct Partition {
     vcpus: Vec<VcpuSlot>,
     inner: Mutex<Inner>,
     gic: Arc<VirtualGic>,
+    stopped: AtomicBool,
+}
+
+/// Fault restarts a partition with fault policy `restart` gets before it is stopped instead
+/// (a guest that faults at once would otherwise restart forever).
+pub const MAX_FAULT_RESTARTS: usize = 3;
+
+/// Whether a vCPU's CPU should go back into the guest after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runnable {
+    /// Yes.
+    Run,
+    /// No: the vCPU is off (CPU_OFF, or its partition restarted); wait for a CPU_ON.
+    Park,
+    /// No: the partition stopped.
+    Stop,
 }
 
 impl fmt::Debug for Partition {
@@ -171,6 +187,7 @@ impl Partition {
             index,
             vcpus,
             gic,
+            stopped: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 devices,
                 console: ConsoleLine::new(config.name),
@@ -204,7 +221,18 @@ impl Partition {
 
     /// Whether the partition has stopped for good.
     pub fn is_stopped(&self) -> bool {
-        self.inner.lock().stop_reason.is_some()
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Whether vCPU `vcpu` may go back into the guest (checked after every exit).
+    pub fn runnable(&self, vcpu: usize) -> Runnable {
+        if self.is_stopped() {
+            Runnable::Stop
+        } else if self.vcpu_state(vcpu) == Some(VcpuState::Off) {
+            Runnable::Park
+        } else {
+            Runnable::Run
+        }
     }
 
     /// Why it stopped, if it did.
@@ -334,9 +362,13 @@ impl Partition {
                         CONSOLE.print(format_args!("{line}\n"));
                     }
                 }
-                // Only the PL011 raises a line so far; its SPI is fixed by the guest layout.
+                // Only the PL011 raises a line so far.
                 Effect::Interrupt(level) => {
-                    let _ = self.gic.set_spi_level(32 + guest_layout::PL011_SPI, level);
+                    let intid = self
+                        .config
+                        .pl011_interrupt
+                        .unwrap_or(guest_layout::PL011_DEFAULT_INTID);
+                    let _ = self.gic.set_spi_level(intid, level);
                 }
             }
         }
@@ -444,6 +476,14 @@ impl Partition {
     fn fault(&self, vcpu: usize, description: String) -> Action {
         match self.config.fault_policy {
             FaultPolicy::Stop => self.stop(StopReason::Fault { vcpu, description }),
+            FaultPolicy::Restart if self.restarts() >= MAX_FAULT_RESTARTS => {
+                self.stop(StopReason::Fault {
+                    vcpu,
+                    description: format!(
+                        "{description} (restart limit of {MAX_FAULT_RESTARTS} reached)"
+                    ),
+                })
+            }
             FaultPolicy::Restart => {
                 self.report(format_args!(
                     "vcpu {vcpu}: {description}; restarting (fault policy restart)"
@@ -464,6 +504,7 @@ impl Partition {
             self.report(format_args!("{reason}"));
             inner = self.inner.lock();
             inner.stop_reason = Some(reason);
+            self.stopped.store(true, Ordering::Release);
         }
         Action::StopPartition
     }
@@ -577,6 +618,7 @@ mod tests {
             image_path: "test",
             fault_policy: policy,
             pl011: Some(0x0900_0000),
+            pl011_interrupt: None,
         }))
     }
 
@@ -695,6 +737,30 @@ mod tests {
             "{description}"
         );
         assert!(description.contains("syndrome 0x92000046"), "{description}");
+
+        let limited = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3);
+        assert_eq!(limited.runnable(1), Runnable::Park);
+        assert_eq!(limited.runnable(0), Runnable::Run);
+        for _ in 0..MAX_FAULT_RESTARTS {
+            assert_eq!(
+                limited.handle_exit(0, stray, &kicks),
+                Action::RestartPartition
+            );
+            limited.reset_vcpus();
+        }
+        assert_eq!(
+            limited.handle_exit(0, stray, &kicks),
+            Action::StopPartition,
+            "restart limit"
+        );
+        assert_eq!(limited.runnable(0), Runnable::Stop);
+        let Some(StopReason::Fault { description, .. }) = limited.stop_reason() else {
+            panic!()
+        };
+        assert!(
+            description.contains("restart limit of 3 reached"),
+            "{description}"
+        );
 
         let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3);
         assert_eq!(

@@ -18,7 +18,7 @@ use hypervisor::exit::{Action, Exit};
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
-use hypervisor::partition::{Partition, Platform, System};
+use hypervisor::partition::{Partition, Platform, Runnable, System};
 use hypervisor::{println, psci};
 use spin::Once;
 
@@ -236,7 +236,12 @@ fn guest_device_tree(partition: &PartitionConfig, gic_version: GicVersion) -> Ve
         ram: &ram,
         vcpus,
         gic,
-        pl011: partition.pl011.map(|base| (base, layout::PL011_SPI)),
+        pl011: partition.pl011.map(|base| {
+            let intid = partition
+                .pl011_interrupt
+                .unwrap_or(layout::PL011_DEFAULT_INTID);
+            (base, intid.saturating_sub(layout::FIRST_SPI))
+        }),
         bootargs: "",
         psci_method: "hvc",
     };
@@ -421,6 +426,12 @@ impl VcpuHost for Host {
             return None;
         }
         partition.reset_vcpus();
+        // The other vCPUs are off now: make them exit and park before memory is reloaded.
+        for other in 1..partition.vcpu_count() {
+            if let Some(cpu) = partition.physical_cpu(other) {
+                Wake.kick(cpu);
+            }
+        }
         let entry = load_image(partition.config, partition.gic_version());
         println!("bulkhead: partition {} restarted", partition.name());
         Some(entry)
@@ -436,6 +447,13 @@ impl VcpuHost for Host {
         match self.current() {
             Some((_, partition, vcpu)) => partition.flush_interrupts(vcpu, slots, &Wake),
             None => ListEntries::new(),
+        }
+    }
+
+    fn runnable(&self) -> Runnable {
+        match self.current() {
+            Some((_, partition, vcpu)) => partition.runnable(vcpu),
+            None => Runnable::Stop,
         }
     }
 

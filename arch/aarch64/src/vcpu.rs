@@ -8,6 +8,7 @@ use core::sync::atomic::Ordering;
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::device::gic::{ListEntries, ListEntry};
 use hypervisor::exit::{AccessWidth, Action, Exit};
+use hypervisor::partition::Runnable;
 use spin::Once;
 
 use crate::decode::{self, DataAccess, WriteBack, ZERO_REGISTER};
@@ -43,6 +44,8 @@ pub trait VcpuHost: Sync {
     /// The guest's virtual timer fired (its physical PPI stays active until the guest
     /// deactivates the virtual interrupt).
     fn virtual_timer_fired(&self);
+    /// Whether this CPU's vCPU may go back into the guest.
+    fn runnable(&self) -> Runnable;
 }
 
 static HOST: Once<&'static dyn VcpuHost> = Once::new();
@@ -168,6 +171,15 @@ pub fn trap(frame: &mut TrapFrame, kind: u64) {
             apply(frame, action, host, None);
         }
         _ => {}
+    }
+    // Another vCPU may have stopped or restarted the partition meanwhile.
+    match host.runnable() {
+        Runnable::Run => {}
+        Runnable::Park => park_until_started(frame, host),
+        Runnable::Stop => {
+            host.partition_stopped();
+            crate::cpu::halt();
+        }
     }
     flush_list_registers(host);
 }
