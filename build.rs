@@ -46,7 +46,7 @@ fn main() {
 /// A partition's GIC has INTIDs FIRST_SPI..FIRST_SPI + SPI_COUNT as SPIs (kept equal to
 /// `hypervisor::guest_layout`).
 const FIRST_SPI: u32 = 32;
-const SPI_COUNT: u32 = 64;
+const SPI_COUNT: u32 = 96;
 
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \

@@ -9,11 +9,31 @@ pub const GIC_CPU_INTERFACE: (u64, u64) = (0x0801_0000, 0x2000);
 pub const GIC_REDISTRIBUTORS: u64 = 0x080a_0000;
 /// Bytes of one GICv3 redistributor (RD_base + SGI_base frames).
 pub const GIC_REDISTRIBUTOR_SIZE: u64 = 0x2_0000;
-/// Shared peripheral interrupts each partition's GIC has (INTIDs 32..96).
-pub const SPI_COUNT: u32 = 64;
+/// Shared peripheral interrupts each partition's GIC has (INTIDs 32..128; 96..128 are for
+/// MSIs).
+pub const SPI_COUNT: u32 = 96;
 /// The PL011's interrupt when its `vdev` gives no `intr`: INTID 33 (SPI 1), as on QEMU virt.
 pub const PL011_DEFAULT_INTID: u32 = 33;
 /// The first SPI's INTID.
 pub const FIRST_SPI: u32 = 32;
 /// The EL1 virtual timer's PPI.
 pub const VIRTUAL_TIMER_INTID: u32 = 27;
+
+/// PCI configuration space (ECAM) of a partition's virtual host bridge: bus 0 only (1 MiB,
+/// device d at offset d << 15, function f at f << 12).
+pub const PCI_ECAM: (u64, u64) = (0x3f00_0000, 0x10_0000);
+/// The host bridge's 32-bit memory window (BAR0/BAR1 of the devices by default).
+pub const PCI_MMIO32: (u64, u64) = (0x1000_0000, 0x2eff_0000);
+/// The host bridge's 64-bit prefetchable memory window (shared-memory BARs by default).
+pub const PCI_MMIO64: (u64, u64) = (0x80_0000_0000, 0x80_0000_0000);
+/// INTx: device slot `s`, pin `p` (1 = INTA) raises INTID `PCI_INTX_FIRST + (s + p - 1) % 4`
+/// (level-sensitive), as the device tree's `interrupt-map` says (QEMU virt's SPIs 3..6).
+pub const PCI_INTX_FIRST: u32 = 35;
+/// INTIDs message-signalled interrupts (MSI-X) are delivered on: a vector's message data is
+/// the INTID, its address the distributor's SETSPI register (GICv3 MBI; GICv2m on GICv2).
+pub const MSI_INTIDS: (u32, u32) = (96, 32);
+/// Where a QNX `vdev shmem` maps attached regions (control page + data pages): device `n`
+/// of a partition gets `SHMEM_WINDOWS + n * SHMEM_WINDOW_SIZE`.
+pub const SHMEM_WINDOWS: u64 = 0x60_0000_0000;
+/// Size of each QNX shmem device's window.
+pub const SHMEM_WINDOW_SIZE: u64 = 0x10_0000_0000;
