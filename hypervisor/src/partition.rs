@@ -14,13 +14,13 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
-use crate::addr::GuestPhysAddr;
+use crate::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::config::{FaultPolicy, PartitionConfig};
 use crate::console::CONSOLE;
 use crate::console_mux::ConsoleLine;
 use crate::device::gic::{GicVersion, ListEntries, ListEntry, VirtualGic, Wakeups};
 use crate::device::pl011::VirtualPl011;
-use crate::device::{DeviceTable, DispatchError, Effect, Effects};
+use crate::device::{ClientId, DeviceTable, DispatchError, Effect, Effects, SignalTarget};
 use crate::exit::{Action, Exit};
 use crate::guest_layout;
 use crate::psci::{self, Request, status};
@@ -29,6 +29,26 @@ use crate::psci::{self, Request, status};
 pub trait Platform {
     /// Wakes physical CPU `cpu` if it waits for work (a vCPU start).
     fn kick(&self, cpu: usize);
+    /// Maps host memory into partition `partition`'s stage 2 (read-write, not executable).
+    fn map_memory(
+        &self,
+        partition: usize,
+        guest: GuestPhysAddr,
+        host: HostPhysAddr,
+        size: u64,
+    ) -> Result<(), &'static str> {
+        let _ = (partition, guest, host, size);
+        Err("no stage-2 mapping on this platform")
+    }
+    /// Removes a mapping `map_memory` made.
+    fn unmap_memory(&self, partition: usize, guest: GuestPhysAddr, size: u64) {
+        let _ = (partition, guest, size);
+    }
+    /// Runs [`crate::device::SignalTarget::signalled`] of `client`'s device in its partition
+    /// and applies the result there.
+    fn signal(&self, client: ClientId) {
+        let _ = client;
+    }
 }
 
 /// Power state of a vCPU, as PSCI AFFINITY_INFO reports it.
@@ -115,6 +135,8 @@ pub struct Partition {
     inner: Mutex<Inner>,
     gic: Arc<VirtualGic>,
     stopped: AtomicBool,
+    /// Shared-memory devices, by their index in [`ClientId::device`].
+    signal_targets: Vec<Arc<dyn SignalTarget>>,
 }
 
 /// Fault restarts a partition with fault policy `restart` gets before it is stopped instead
@@ -164,7 +186,10 @@ impl Partition {
         let mut devices = DeviceTable::new();
         if let Some(base) = config.pl011 {
             // The configuration validator already refused overlapping devices.
-            let _ = devices.insert(GuestPhysAddr::new(base), Box::new(VirtualPl011::default()));
+            let intid = config
+                .pl011_interrupt
+                .unwrap_or(guest_layout::PL011_DEFAULT_INTID);
+            let _ = devices.insert(GuestPhysAddr::new(base), Box::new(VirtualPl011::new(intid)));
         }
         let gic = Arc::new(VirtualGic::new(
             gic_version,
@@ -188,6 +213,7 @@ impl Partition {
             vcpus,
             gic,
             stopped: AtomicBool::new(false),
+            signal_targets: Vec::new(),
             inner: Mutex::new(Inner {
                 devices,
                 console: ConsoleLine::new(config.name),
@@ -286,7 +312,7 @@ impl Partition {
                     .lock()
                     .devices
                     .read(vcpu, address, width, &mut effects);
-                self.apply(effects);
+                self.apply(vcpu, effects, platform);
                 self.wake(vcpu, self.gic.take_wakeups(), platform);
                 match result {
                     Ok(value) => Action::CompleteRead(value),
@@ -308,7 +334,7 @@ impl Partition {
                         .lock()
                         .devices
                         .write(vcpu, address, width, value, &mut effects);
-                self.apply(effects);
+                self.apply(vcpu, effects, platform);
                 self.wake(vcpu, self.gic.take_wakeups(), platform);
                 match result {
                     Ok(()) => Action::Resume,
@@ -353,7 +379,9 @@ impl Partition {
         }
     }
 
-    fn apply(&self, mut effects: Effects) {
+    /// Applies device effects; `vcpu` is the vCPU whose access caused them (`usize::MAX`
+    /// when none of this partition's did), which needs no kick.
+    fn apply(&self, vcpu: usize, mut effects: Effects, platform: &dyn Platform) {
         for effect in effects.drain() {
             match effect {
                 Effect::ConsoleByte(byte) => {
@@ -362,14 +390,26 @@ impl Partition {
                         CONSOLE.print(format_args!("{line}\n"));
                     }
                 }
-                // Only the PL011 raises a line so far.
-                Effect::Interrupt(level) => {
-                    let intid = self
-                        .config
-                        .pl011_interrupt
-                        .unwrap_or(guest_layout::PL011_DEFAULT_INTID);
-                    let _ = self.gic.set_spi_level(intid, level);
+                Effect::SetLevel { intid, level } => {
+                    let wakeups = self.gic.set_spi_level(intid, level);
+                    self.wake(vcpu, wakeups, platform);
                 }
+                Effect::Raise { intid } => {
+                    let wakeups = self.gic.raise(intid, 0);
+                    self.wake(vcpu, wakeups, platform);
+                }
+                Effect::MapMemory { guest, host, size } => {
+                    if let Err(reason) = platform.map_memory(self.index, guest, host, size) {
+                        self.report(format_args!(
+                            "stage-2 mapping at {:#x} refused: {reason}",
+                            guest.as_u64()
+                        ));
+                    }
+                }
+                Effect::UnmapMemory { guest, size } => {
+                    platform.unmap_memory(self.index, guest, size)
+                }
+                Effect::Signal(client) => platform.signal(client),
             }
         }
     }
@@ -383,6 +423,16 @@ impl Partition {
             {
                 platform.kick(slot.physical_cpu);
             }
+        }
+    }
+
+    /// A shared-memory device of this partition was signalled (by a peer's notify or a
+    /// membership change): let it recompute its interrupt.
+    pub fn signal_device(&self, device: u16, platform: &dyn Platform) {
+        if let Some(target) = self.signal_targets.get(usize::from(device)) {
+            let mut effects = Effects::default();
+            target.signalled(&mut effects);
+            self.apply(usize::MAX, effects, platform);
         }
     }
 

@@ -10,16 +10,62 @@ pub mod pl011;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crate::addr::GuestPhysAddr;
+use crate::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::exit::AccessWidth;
 
-/// A side effect a device asks for.
+/// Names one shared-memory device of one partition (the registry's notion of a client's
+/// device): the partition's index and the device's index among its shared-memory devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId {
+    /// Partition index (configuration order).
+    pub partition: u16,
+    /// Index among that partition's shared-memory devices ([`SignalTarget`]s).
+    pub device: u16,
+}
+
+/// A side effect a device asks for; the partition applies it after the access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// One byte for the partition's console.
     ConsoleByte(u8),
-    /// Assert (true) or deassert the device's interrupt line.
-    Interrupt(bool),
+    /// Set a level-sensitive interrupt line of this partition's GIC (an SPI INTID).
+    SetLevel {
+        /// INTID.
+        intid: u32,
+        /// Asserted or not.
+        level: bool,
+    },
+    /// An edge on an interrupt of this partition's GIC (an SPI INTID).
+    Raise {
+        /// INTID.
+        intid: u32,
+    },
+    /// Map host memory into this partition's stage 2 (normal memory, read-write, never
+    /// executable). Both addresses and the size are page-aligned.
+    MapMemory {
+        /// Where the guest sees it.
+        guest: GuestPhysAddr,
+        /// The host memory.
+        host: HostPhysAddr,
+        /// Bytes.
+        size: u64,
+    },
+    /// Remove a mapping made by [`Effect::MapMemory`] (the same range).
+    UnmapMemory {
+        /// Where the guest saw it.
+        guest: GuestPhysAddr,
+        /// Bytes.
+        size: u64,
+    },
+    /// Tell a shared-memory device (possibly of another partition) that its state changed
+    /// (a notify or a membership change): its [`SignalTarget::signalled`] runs.
+    Signal(ClientId),
+}
+
+/// A shared-memory device that other devices can signal through the registry.
+pub trait SignalTarget: Send + Sync {
+    /// Its state changed: recompute its interrupt (push `SetLevel`/`Raise` effects).
+    fn signalled(&self, effects: &mut Effects);
 }
 
 /// Side effects collected during one access.
@@ -190,7 +236,7 @@ mod tests {
             effects: &mut Effects,
         ) {
             self.0[offset as usize] = value as u8;
-            effects.push(Effect::Interrupt(true));
+            effects.push(Effect::Raise { intid: 40 });
         }
     }
 
@@ -238,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             effects.drain().collect::<Vec<_>>(),
-            [Effect::Interrupt(true)]
+            [Effect::Raise { intid: 40 }]
         );
         assert_eq!(
             table.read(

@@ -31,6 +31,7 @@ const IDS: [u64; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 /// The register state of one virtual PL011.
 #[derive(Debug)]
 pub struct VirtualPl011 {
+    intid: u32,
     integer_baud: u64,
     fractional_baud: u64,
     line_control: u64,
@@ -40,9 +41,11 @@ pub struct VirtualPl011 {
     dma_control: u64,
 }
 
-impl Default for VirtualPl011 {
-    fn default() -> Self {
+impl VirtualPl011 {
+    /// A PL011 whose interrupt is INTID `intid`.
+    pub fn new(intid: u32) -> Self {
         Self {
+            intid,
             integer_baud: 0,
             fractional_baud: 0,
             line_control: 0,
@@ -120,7 +123,10 @@ impl MmioDevice for VirtualPl011 {
         }
         let after = self.interrupt_level();
         if before != after {
-            effects.push(Effect::Interrupt(after));
+            effects.push(Effect::SetLevel {
+                intid: self.intid,
+                level: after,
+            });
         }
     }
 }
@@ -132,7 +138,7 @@ mod tests {
 
     #[test]
     fn transmit_becomes_console_bytes() {
-        let mut uart = VirtualPl011::default();
+        let mut uart = VirtualPl011::new(33);
         let mut effects = Effects::default();
         for &b in b"hi\n" {
             assert_eq!(
@@ -155,7 +161,7 @@ mod tests {
 
     #[test]
     fn primecell_ids_and_unknown_registers() {
-        let mut uart = VirtualPl011::default();
+        let mut uart = VirtualPl011::new(33);
         let mut effects = Effects::default();
         let ids: Vec<u64> = (0..8)
             .map(|i| uart.read(0, 0xfe0 + 4 * i, AccessWidth::Word, &mut effects))
@@ -168,7 +174,7 @@ mod tests {
 
     #[test]
     fn transmit_interrupt_follows_mask() {
-        let mut uart = VirtualPl011::default();
+        let mut uart = VirtualPl011::new(33);
         let mut effects = Effects::default();
         uart.write(
             0,
@@ -184,7 +190,16 @@ mod tests {
         uart.write(0, INTERRUPT_MASK, AccessWidth::Word, 0, &mut effects);
         assert_eq!(
             effects.drain().collect::<Vec<_>>(),
-            [Effect::Interrupt(true), Effect::Interrupt(false)]
+            [
+                Effect::SetLevel {
+                    intid: 33,
+                    level: true
+                },
+                Effect::SetLevel {
+                    intid: 33,
+                    level: false
+                }
+            ]
         );
     }
 }
