@@ -51,7 +51,7 @@ const SPI_COUNT: u32 = 96;
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
      board: \"none\",\n    source: \"(no configuration: set BULKHEAD_CONFIG or use cargo xtask)\",\n    \
-     hypervisor_memory: (0, 0),\n    partitions: &[],\n};\n"
+     hypervisor_memory: (0, 0),\n    partitions: &[],\n    regions: &[],\n    shmem_pool: 0,\n};\n"
         .into()
 }
 
@@ -132,6 +132,8 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         println!("cargo:rerun-if-changed={}", vm.image.path.display());
         let mut pl011 = None;
         let mut pl011_interrupt: Option<u32> = None;
+        let mut shmem: Vec<String> = Vec::new();
+        let mut ivshmem: Vec<String> = Vec::new();
         for vdev in &vm.vdevs {
             match vdev {
                 Vdev::Pl011(uart) => {
@@ -155,13 +157,48 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                 Vdev::IoApic(device) => {
                     errors.push(format!("{}: vdev ioapic is x86_64-only", device.at))
                 }
-                Vdev::Shmem(device) => errors.push(format!(
-                    "{}: vdev shmem is not implemented in this build yet",
-                    device.at
-                )),
-                Vdev::Ivshmem(device) => errors.push(format!(
-                    "{}: vdev ivshmem is not implemented in this build yet",
-                    device.at
+                Vdev::Shmem(device) => {
+                    let rules: Vec<String> = device
+                        .rules
+                        .iter()
+                        .map(|r| format!("({}, {:?})", r.allow, r.glob))
+                        .collect();
+                    let substs: Vec<String> = device
+                        .substs
+                        .iter()
+                        .map(|r| format!("({:?}, {:?})", r.old, r.new))
+                        .collect();
+                    let creates: Vec<String> = device
+                        .creates
+                        .iter()
+                        .map(|c| format!("({:?}, {:?}, {:#x})", c.name, c.host_name, c.size))
+                        .collect();
+                    let mmio = match &device.mmio {
+                        Some(mmio) => {
+                            if mmio.intr.number >= FIRST_SPI + SPI_COUNT {
+                                errors.push(format!(
+                                    "{}: gic:{} is beyond the partition GIC's INTIDs {FIRST_SPI}..{}",
+                                    mmio.intr.at,
+                                    mmio.intr.number,
+                                    FIRST_SPI + SPI_COUNT - 1
+                                ));
+                            }
+                            format!("Some(({:#x}, {}))", mmio.base.value, mmio.intr.number)
+                        }
+                        None => "None".into(),
+                    };
+                    shmem.push(format!(
+                        "hypervisor::config::ShmemConfig {{ rules: &[{}], substs: &[{}], creates: &[{}], mmio: {mmio} }}",
+                        rules.join(", "),
+                        substs.join(", "),
+                        creates.join(", ")
+                    ));
+                }
+                Vdev::Ivshmem(device) => ivshmem.push(format!(
+                    "hypervisor::config::IvshmemConfig {{ name: {:?}, size: {:#x}, vectors: {} }}",
+                    device.name.value,
+                    device.size.value,
+                    device.doorbell_vectors.unwrap_or(0)
                 )),
             }
         }
@@ -200,9 +237,22 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         );
         let _ = writeln!(code, "            pl011: {pl011:?},");
         let _ = writeln!(code, "            pl011_interrupt: {pl011_interrupt:?},");
+        let _ = writeln!(code, "            shmem: &[{}],", shmem.join(", "));
+        let _ = writeln!(code, "            ivshmem: &[{}],", ivshmem.join(", "));
         let _ = writeln!(code, "        }},");
     }
     let _ = writeln!(code, "    ],");
+    let regions: Vec<String> = system
+        .regions
+        .iter()
+        .map(|r| format!("({:?}, {:#x})", r.name, r.size))
+        .collect();
+    let _ = writeln!(code, "    regions: &[{}],", regions.join(", "));
+    let _ = writeln!(
+        code,
+        "    shmem_pool: {:#x},",
+        system.board.shmem_pool_size()
+    );
     let _ = writeln!(code, "}};");
     if errors.is_empty() {
         Ok(code)

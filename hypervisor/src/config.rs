@@ -41,6 +41,35 @@ pub struct PartitionConfig {
     pub pl011: Option<u64>,
     /// The PL011's interrupt (a GIC INTID, an SPI), from `intr gic:N`; `None`: the default.
     pub pl011_interrupt: Option<u32>,
+    /// QNX-personality shared-memory devices (`vdev shmem`), in file order.
+    pub shmem: &'static [ShmemConfig],
+    /// QEMU-personality shared-memory devices (`vdev ivshmem-plain|doorbell`), in file order.
+    pub ivshmem: &'static [IvshmemConfig],
+}
+
+/// One `vdev shmem` (QNX personality).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmemConfig {
+    /// Restriction list: (allow, glob) in file order.
+    pub rules: &'static [(bool, &'static str)],
+    /// `subst OLD,NEW` in file order.
+    pub substs: &'static [(&'static str, &'static str)],
+    /// `create NAME,SIZE`: (guest-visible name, host name, bytes).
+    pub creates: &'static [(&'static str, &'static str, u64)],
+    /// `loc` and `intr gic:N`: an MMIO factory page at this address with this INTID;
+    /// `None`: a PCI device.
+    pub mmio: Option<(u64, u32)>,
+}
+
+/// One `vdev ivshmem-plain` / `ivshmem-doorbell` (QEMU personality).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IvshmemConfig {
+    /// The region's (host) name.
+    pub name: &'static str,
+    /// Bytes (a power of two).
+    pub size: u64,
+    /// Doorbell vectors; 0 for `ivshmem-plain`.
+    pub vectors: u32,
 }
 
 /// The whole system.
@@ -54,4 +83,9 @@ pub struct SystemConfig {
     pub hypervisor_memory: (u64, u64),
     /// The partitions.
     pub partitions: &'static [PartitionConfig],
+    /// Regions that exist from start-up: (host name, bytes), from `create`s and ivshmem
+    /// `name`s, one per host name.
+    pub regions: &'static [(&'static str, u64)],
+    /// Bytes of the pool guests create regions from at run time (`shmem-pool`).
+    pub shmem_pool: u64,
 }

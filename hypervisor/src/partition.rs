@@ -669,6 +669,8 @@ mod tests {
             fault_policy: policy,
             pl011: Some(0x0900_0000),
             pl011_interrupt: None,
+            shmem: &[],
+            ivshmem: &[],
         }))
     }
 

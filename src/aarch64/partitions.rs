@@ -2,17 +2,17 @@
 //! device trees), and the glue between the vCPU trap loop (arch) and the partitions' logic
 //! (core).
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch_aarch64::mmu::HeapTables;
-use arch_aarch64::paging::{Memory, PageTable, Stage2};
+use arch_aarch64::paging::{MapError, Memory, PageTable, Stage2};
 use arch_aarch64::vcpu::{self, GuestEntry, VcpuHost, VcpuSetup};
 use arch_aarch64::{cpu, gic, power};
-use hypervisor::addr::{HostPhysAddr, HumanSize, PhysRange};
+use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, HumanSize, PhysRange};
 use hypervisor::board::{Board, Gic};
 use hypervisor::config::{PartitionConfig, SystemConfig};
+use hypervisor::device::ClientId;
 use hypervisor::device::gic::{GicVersion, ListEntries, ListEntry};
 use hypervisor::exit::{Action, Exit};
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
@@ -42,6 +42,8 @@ struct Loaded {
 
 struct Runtime {
     system: System,
+    /// Each partition's stage-2 tables (changed at run time by shared-memory devices).
+    tables: Vec<spin::Mutex<PageTable<HeapTables, Stage2>>>,
     loaded: Vec<Loaded>,
     /// For each physical CPU: the (partition, vCPU) it runs.
     assignment: Vec<Option<(usize, usize)>>,
@@ -85,6 +87,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board) {
     };
     let mut assignment = alloc::vec![None; board.cpus.len()];
     let mut loaded = Vec::new();
+    let mut tables = Vec::new();
     for (index, partition) in config.partitions.iter().enumerate() {
         check_ram(partition, memory_map);
         for (vcpu_index, &physical) in partition.vcpus.iter().enumerate() {
@@ -102,7 +105,9 @@ pub fn load(memory_map: &MemoryMap, board: &Board) {
                 partition.name
             ));
         }
-        let root = build_stage2(partition, virtual_cpu_interface);
+        let table = build_stage2(partition, virtual_cpu_interface);
+        let root = table.root();
+        tables.push(spin::Mutex::new(table));
         let vmid = (index as u64 + 1) & 0xff;
         let entry = load_image(partition, gic_version);
         loaded.push(Loaded {
@@ -126,6 +131,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board) {
     let mpidrs = board.cpus.iter().map(|c| c.mpidr).collect();
     RUNTIME.call_once(|| Runtime {
         system: System::new(config.partitions, gic_version),
+        tables,
         loaded,
         assignment,
         mpidrs,
@@ -167,7 +173,10 @@ fn check_ram(partition: &PartitionConfig, memory_map: &MemoryMap) {
 
 /// The partition's stage-2 map: its RAM, and on GICv2 the hardware's virtual CPU interface
 /// where the guest expects its GICC. Nothing else: every other access traps.
-fn build_stage2(partition: &PartitionConfig, virtual_cpu_interface: Option<PhysRange>) -> u64 {
+fn build_stage2(
+    partition: &PartitionConfig,
+    virtual_cpu_interface: Option<PhysRange>,
+) -> PageTable<HeapTables, Stage2> {
     let mut table =
         PageTable::<HeapTables, Stage2>::new(HeapTables::default()).unwrap_or_else(|e| {
             boot_failure(format_args!(
@@ -196,10 +205,7 @@ fn build_stage2(partition: &PartitionConfig, virtual_cpu_interface: Option<PhysR
             ));
         }
     }
-    let root = table.root();
-    // The tables live as long as the partition: for the whole run.
-    Box::leak(Box::new(table));
-    root
+    table
 }
 
 /// The host memory of a RAM range as a byte slice.
@@ -366,6 +372,53 @@ impl Platform for Wake {
         cpu::send_event();
         if let Some(&mpidr) = RUNTIME.get().and_then(|runtime| runtime.mpidrs.get(cpu)) {
             gic::kick(mpidr);
+        }
+    }
+
+    /// Called on a CPU running one of `partition`'s vCPUs (a device of that partition asked).
+    fn map_memory(
+        &self,
+        partition: usize,
+        guest: GuestPhysAddr,
+        host: HostPhysAddr,
+        size: u64,
+    ) -> Result<(), &'static str> {
+        let table = RUNTIME
+            .get()
+            .and_then(|r| r.tables.get(partition))
+            .ok_or("no such partition")?;
+        let memory = Memory::Normal {
+            write: true,
+            execute: false,
+        };
+        table
+            .lock()
+            .map(guest.as_u64(), host.as_u64(), size, memory)
+            .map_err(|e| match e {
+                MapError::AlreadyMapped { .. } => "the range is mapped already",
+                MapError::OutOfTables => "out of memory for stage-2 tables",
+                _ => "the range is not page-aligned or out of range",
+            })?;
+        // SAFETY: a store barrier so the table walk sees the new entries.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
+        Ok(())
+    }
+
+    fn unmap_memory(&self, partition: usize, guest: GuestPhysAddr, size: u64) {
+        let Some(table) = RUNTIME.get().and_then(|r| r.tables.get(partition)) else {
+            return;
+        };
+        if table.lock().unmap(guest.as_u64(), size).is_ok() {
+            arch_aarch64::mmu::invalidate_stage2(guest.as_u64(), size);
+        }
+    }
+
+    fn signal(&self, client: ClientId) {
+        if let Some(partition) = RUNTIME
+            .get()
+            .and_then(|r| r.system.partitions.get(usize::from(client.partition)))
+        {
+            partition.signal_device(client.device, self);
         }
     }
 }

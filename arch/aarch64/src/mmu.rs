@@ -144,3 +144,32 @@ pub fn clean_to_point_of_coherency(start: u64, size: u64) {
     // SAFETY: a barrier has no memory-safety effect.
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
+
+/// Invalidates stage-2 TLB entries of `[ipa, ipa + size)` for the VMID in this CPU's
+/// VTTBR_EL2 (the partition whose vCPU runs here), on every CPU of the inner shareable domain,
+/// and the combined stage-1+2 entries that may hold them.
+pub fn invalidate_stage2(ipa: u64, size: u64) {
+    const PAGE: u64 = 4096;
+    let mut page = ipa & !(PAGE - 1);
+    let end = ipa.saturating_add(size);
+    // SAFETY: TLB maintenance and barriers only; they affect translations of this CPU's
+    // current guest, which is what the caller changed.
+    unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+    while page < end {
+        // SAFETY: as above.
+        unsafe {
+            asm!("tlbi ipas2e1is, {}", in(reg) page >> 12, options(nostack, preserves_flags))
+        };
+        page += PAGE;
+    }
+    // SAFETY: as above.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}

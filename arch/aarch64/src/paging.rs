@@ -323,6 +323,58 @@ impl<M: TableMemory, F: DescriptorFormat> PageTable<M, F> {
         Ok(())
     }
 
+    /// Removes the mappings of `[input, input + size)`. Every leaf met must lie entirely
+    /// inside the range (a block is never split); on error nothing was removed. The caller
+    /// invalidates TLBs.
+    pub fn unmap(&mut self, input: u64, size: u64) -> Result<(), MapError> {
+        let page = LEVEL_SIZE[3];
+        if size == 0 || !input.is_multiple_of(page) || !size.is_multiple_of(page) {
+            return Err(MapError::Unaligned);
+        }
+        let end = input.checked_add(size).ok_or(MapError::OutOfRange)?;
+        if end > INPUT_LIMIT {
+            return Err(MapError::OutOfRange);
+        }
+        // First pass: check; second pass: clear.
+        for clear in [false, true] {
+            let mut address = input;
+            while address < end {
+                match self.leaf_slot(address) {
+                    Some((table, index, level)) => {
+                        let leaf_size = level_size(level);
+                        let leaf_start = address & !(leaf_size - 1);
+                        if leaf_start < input || leaf_start + leaf_size > end {
+                            return Err(MapError::Unaligned);
+                        }
+                        if clear {
+                            self.memory.write_entry(table, index, 0);
+                        }
+                        address = leaf_start + leaf_size;
+                    }
+                    None => address = address.saturating_add(self.unmapped_span(address)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table, index and level of the leaf entry mapping `input`, if any.
+    fn leaf_slot(&self, input: u64) -> Option<(u64, usize, usize)> {
+        let mut table = self.root;
+        for level in 0..4 {
+            let index = index_at(input, level);
+            let entry = self.memory.read_entry(table, index);
+            if entry & VALID == 0 {
+                return None;
+            }
+            if level == 3 || entry & TABLE_OR_PAGE == 0 {
+                return (level > 0).then_some((table, index, level));
+            }
+            table = entry & ADDRESS_MASK;
+        }
+        None
+    }
+
     /// Walks the tables: the output address, attributes and the leaf's size for `input`.
     pub fn lookup(&self, input: u64) -> Option<(u64, Memory, u64)> {
         if input >= INPUT_LIMIT {
@@ -464,6 +516,29 @@ mod tests {
             t.map(0x1000, 0x1000, 0x1000, RW),
             Err(MapError::OutOfTables)
         );
+    }
+
+    #[test]
+    fn unmap_removes_whole_leaves_only() {
+        let mut t = table();
+        t.map(0x4000_0000, 0x4000_0000, 4 << 20, RW).unwrap();
+        t.map(0x8000_0000, 0x9000_0000, 0x3000, RW).unwrap();
+        assert_eq!(
+            t.unmap(0x4000_0000, 0x1000),
+            Err(MapError::Unaligned),
+            "part of a block"
+        );
+        assert!(t.lookup(0x4000_0000).is_some());
+        t.unmap(0x4020_0000, 2 << 20).unwrap();
+        assert_eq!(t.lookup(0x4020_0000), None);
+        assert!(t.lookup(0x401f_f000).is_some());
+        t.unmap(0x8000_1000, 0x1000).unwrap();
+        assert_eq!(t.lookup(0x8000_1000), None);
+        assert!(t.lookup(0x8000_2000).is_some());
+        // Unmapped holes inside the range are fine; the range can be mapped again.
+        t.unmap(0x8000_0000, 0x3000).unwrap();
+        t.map(0x8000_0000, 0xa000_0000, 0x3000, RW).unwrap();
+        assert_eq!(t.lookup(0x8000_2010), Some((0xa000_2010, RW, 0x1000)));
     }
 
     #[test]
