@@ -52,38 +52,33 @@ pub fn set_conduit(conduit: PsciConduit) {
     USE_HVC.store(conduit == PsciConduit::Hvc, Ordering::Relaxed);
 }
 
-fn call(function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
-    if USE_HVC.load(Ordering::Relaxed) {
+/// One SMC Calling Convention call through `$instruction` (`smc #0` or `hvc #0`).
+macro_rules! smccc {
+    ($instruction:literal, $function:expr, $arg1:expr, $arg2:expr, $arg3:expr) => {{
         let result: i64;
-        // SAFETY: as for the SMC below, through the HVC conduit.
+        // SAFETY: a PSCI call with the SMC Calling Convention: x0-x3 in, x0 out, x4-x17 may
+        // be clobbered. The functions used here do not touch the hypervisor's memory.
         unsafe {
             asm!(
-                "hvc #0",
-                inout("x0") u64::from(function) => result,
-                inout("x1") arg1 => _, inout("x2") arg2 => _, inout("x3") arg3 => _,
+                $instruction,
+                inout("x0") u64::from($function) => result,
+                inout("x1") $arg1 => _, inout("x2") $arg2 => _, inout("x3") $arg3 => _,
                 out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
                 out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
                 out("x15") _, out("x16") _, out("x17") _,
                 options(nostack)
             );
         }
-        return result;
+        result
+    }};
+}
+
+fn call(function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
+    if USE_HVC.load(Ordering::Relaxed) {
+        smccc!("hvc #0", function, arg1, arg2, arg3)
+    } else {
+        smccc!("smc #0", function, arg1, arg2, arg3)
     }
-    let result: i64;
-    // SAFETY: an SMC to the PSCI firmware with the SMC Calling Convention: x0-x3 in, x0 out,
-    // x4-x17 may be clobbered. The functions used here do not touch our memory.
-    unsafe {
-        asm!(
-            "smc #0",
-            inout("x0") u64::from(function) => result,
-            inout("x1") arg1 => _, inout("x2") arg2 => _, inout("x3") arg3 => _,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
-            out("x15") _, out("x16") _, out("x17") _,
-            options(nostack)
-        );
-    }
-    result
 }
 
 fn check(result: i64) -> Result<(), PsciError> {
