@@ -36,6 +36,7 @@ pub mod guest_layout;
 pub mod memory;
 pub mod partition;
 pub mod psci;
+pub mod shmem;
 
 /// The version printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

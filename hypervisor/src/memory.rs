@@ -106,6 +106,8 @@ pub enum Usage {
     Heap,
     /// A partition's RAM.
     Partition,
+    /// Shared-memory regions and the pool they are created from.
+    SharedMemory,
 }
 
 impl Usage {
@@ -117,6 +119,7 @@ impl Usage {
             Usage::Firmware => "firmware reserved",
             Usage::Heap => "hypervisor heap",
             Usage::Partition => "partition RAM",
+            Usage::SharedMemory => "shared memory",
         }
     }
 }
