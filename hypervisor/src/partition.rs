@@ -24,6 +24,7 @@ use crate::device::{ClientId, DeviceTable, DispatchError, Effect, Effects, Signa
 use crate::exit::{Action, Exit};
 use crate::guest_layout;
 use crate::psci::{self, Request, status};
+use crate::shmem::{Policy, QnxShmem, Registry, Rule, Subst};
 
 /// What arch code offers the exit handler.
 pub trait Platform {
@@ -168,6 +169,7 @@ impl Partition {
         index: usize,
         config: &'static PartitionConfig,
         gic_version: GicVersion,
+        registry: Option<&'static Mutex<Registry>>,
     ) -> Partition {
         let vcpus = config
             .vcpus
@@ -207,13 +209,17 @@ impl Partition {
                 redistributors,
             );
         }
+        let signal_targets = match registry {
+            Some(registry) => shared_memory_devices(index, config, registry, &mut devices),
+            None => Vec::new(),
+        };
         Partition {
             config,
             index,
             vcpus,
             gic,
             stopped: AtomicBool::new(false),
-            signal_targets: Vec::new(),
+            signal_targets,
             inner: Mutex::new(Inner {
                 devices,
                 console: ConsoleLine::new(config.name),
@@ -436,6 +442,16 @@ impl Partition {
         }
     }
 
+    /// Gives up every shared-memory attachment (the partition stopped or restarts), so that
+    /// peers see it leave and run-time regions can be freed.
+    pub fn release_shared_memory(&self, platform: &dyn Platform) {
+        for target in &self.signal_targets {
+            let mut effects = Effects::default();
+            target.release(&mut effects);
+            self.apply(usize::MAX, effects, platform);
+        }
+    }
+
     /// Interrupts to load into list registers before vCPU `vcpu` runs (at most `slots`).
     pub fn flush_interrupts(
         &self,
@@ -599,6 +615,63 @@ impl fmt::Debug for System {
     }
 }
 
+/// The partition's QNX shared-memory devices (MMIO form): factory page at `loc`, window at
+/// its slot of `guest_layout::SHMEM_WINDOWS`; each is a signal target (index = its
+/// [`ClientId::device`]).
+fn shared_memory_devices(
+    index: usize,
+    config: &'static PartitionConfig,
+    registry: &'static Mutex<Registry>,
+    devices: &mut DeviceTable,
+) -> Vec<Arc<dyn SignalTarget>> {
+    let mut targets: Vec<Arc<dyn SignalTarget>> = Vec::new();
+    for (n, shmem) in config.shmem.iter().enumerate() {
+        let Some((loc, intid)) = shmem.mmio else {
+            // The PCI form arrives with the virtual PCI host bridge.
+            continue;
+        };
+        let rules = shmem
+            .rules
+            .iter()
+            .map(|&(allow, glob)| {
+                if allow {
+                    Rule::allow(glob)
+                } else {
+                    Rule::deny(glob)
+                }
+            })
+            .collect();
+        let substs = shmem
+            .substs
+            .iter()
+            .map(|&(old, new)| Subst::new(old, new))
+            .collect();
+        let creates: Vec<(String, u64)> = shmem
+            .creates
+            .iter()
+            .map(|&(name, _, size)| (String::from(name), size))
+            .collect();
+        let client = ClientId {
+            partition: u16::try_from(index).unwrap_or(u16::MAX),
+            device: u16::try_from(targets.len()).unwrap_or(u16::MAX),
+        };
+        let window = guest_layout::SHMEM_WINDOWS + n as u64 * guest_layout::SHMEM_WINDOW_SIZE;
+        let device = Arc::new(QnxShmem::new(
+            Policy::new(rules, substs),
+            &creates,
+            client,
+            GuestPhysAddr::new(window),
+            intid,
+            registry,
+        ));
+        // The configuration validator refused overlapping devices.
+        let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
+        let _ = devices.insert(GuestPhysAddr::new(window), device.window());
+        targets.push(device);
+    }
+    targets
+}
+
 /// Links each vCPU's virtual timer PPI to the physical one (HW = 1 in the list register).
 fn link_timers(gic: &VirtualGic, vcpus: usize) {
     let intid = guest_layout::VIRTUAL_TIMER_INTID;
@@ -610,11 +683,15 @@ fn link_timers(gic: &VirtualGic, vcpus: usize) {
 impl System {
     /// The run-time system from the static configuration; partitions see a GIC of
     /// `gic_version`.
-    pub fn new(configs: &'static [PartitionConfig], gic_version: GicVersion) -> System {
+    pub fn new(
+        configs: &'static [PartitionConfig],
+        gic_version: GicVersion,
+        registry: Option<&'static Mutex<Registry>>,
+    ) -> System {
         let partitions: Vec<Partition> = configs
             .iter()
             .enumerate()
-            .map(|(index, config)| Partition::new(index, config, gic_version))
+            .map(|(index, config)| Partition::new(index, config, gic_version, registry))
             .collect();
         let running = AtomicUsize::new(partitions.len());
         System {
@@ -683,7 +760,7 @@ mod tests {
 
     #[test]
     fn psci_cpu_on_affinity_info_and_off() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
         let kicks = Kicks(RefCell::new(Vec::new()));
         let on = |target| call(psci::CPU_ON[1], [target, 0x4020_1000, 42, 0]);
         let info = |target| call(psci::AFFINITY_INFO[1], [target, 0, 0, 0]);
@@ -733,7 +810,7 @@ mod tests {
 
     #[test]
     fn psci_version_features_and_system_off() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
         let kicks = Kicks(RefCell::new(Vec::new()));
         assert_eq!(
             partition.handle_exit(0, call(psci::VERSION, [0; 4]), &kicks),
@@ -772,7 +849,7 @@ mod tests {
             value: 1,
             syndrome: 0x9200_0046,
         };
-        let stopping = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
+        let stopping = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
         assert_eq!(
             stopping.handle_exit(0, stray, &kicks),
             Action::StopPartition
@@ -790,7 +867,7 @@ mod tests {
         );
         assert!(description.contains("syndrome 0x92000046"), "{description}");
 
-        let limited = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3);
+        let limited = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
         assert_eq!(limited.runnable(1), Runnable::Park);
         assert_eq!(limited.runnable(0), Runnable::Run);
         for _ in 0..MAX_FAULT_RESTARTS {
@@ -814,7 +891,7 @@ mod tests {
             "{description}"
         );
 
-        let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3);
+        let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
         assert_eq!(
             restarting.handle_exit(0, stray, &kicks),
             Action::RestartPartition
@@ -829,7 +906,7 @@ mod tests {
 
     #[test]
     fn console_and_device_reads() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
         let kicks = Kicks(RefCell::new(Vec::new()));
         let flag = Exit::MmioRead {
             address: GuestPhysAddr::new(0x0900_0018),
@@ -844,7 +921,7 @@ mod tests {
 
     #[test]
     fn sgis_kick_the_target_cpu_and_end_its_idle() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3);
+        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
         let kicks = Kicks(RefCell::new(Vec::new()));
         let gicr_sgi =
             guest_layout::GIC_REDISTRIBUTORS + guest_layout::GIC_REDISTRIBUTOR_SIZE + 0x1_0000;
@@ -895,7 +972,7 @@ mod tests {
             *config(FaultPolicy::Stop),
             *config(FaultPolicy::Stop),
         ]));
-        let system = System::new(configs, GicVersion::V3);
+        let system = System::new(configs, GicVersion::V3, None);
         assert!(!system.partition_stopped());
         assert!(system.partition_stopped());
     }

@@ -146,6 +146,16 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     };
     // SAFETY: the memory map took this range out of free RAM for the heap alone.
     unsafe { ALLOCATOR.init_main(heap.start.as_u64(), heap.size()) };
+    let shared_memory = partitions::shared_memory_size().map(|size| {
+        memory_map
+            .carve(size, Usage::SharedMemory)
+            .unwrap_or_else(|| {
+                boot_failure(format_args!(
+                    "no {} of free RAM for the shared-memory regions and pool",
+                    HumanSize(size)
+                ))
+            })
+    });
     print_memory_map(&memory_map);
 
     let settings = build_hypervisor_map(&board, &image);
@@ -188,7 +198,7 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
         config.source,
         config.partitions.len()
     );
-    partitions::load(&memory_map, &board);
+    partitions::load(&memory_map, &board, shared_memory);
     println!("boot complete");
 
     match options.self_test {

@@ -19,6 +19,7 @@ use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
 use hypervisor::partition::{Partition, Platform, Runnable, System};
+use hypervisor::shmem::{Registry, ZeroMemory};
 use hypervisor::{println, psci};
 use spin::Once;
 
@@ -69,10 +70,57 @@ pub fn partition_ram() -> impl Iterator<Item = (PhysRange, Usage)> {
     })
 }
 
+/// Zeroes host memory for the region registry.
+struct ZeroHostMemory;
+
+impl ZeroMemory for ZeroHostMemory {
+    fn zero(&self, range: PhysRange) {
+        // SAFETY: the registry only hands out ranges of the shared-memory range the boot
+        // memory map carved for it (RAM nothing else uses, identity-mapped read-write); a range
+        // is zeroed while no partition has it mapped (created, or freed by its last client).
+        unsafe {
+            core::ptr::write_bytes(range.start.as_u64() as *mut u8, 0, range.size() as usize)
+        };
+    }
+}
+
+static REGISTRY: Once<spin::Mutex<Registry>> = Once::new();
+
+/// The host-wide region registry over `memory`, with the configuration's start-up regions
+/// created (largest first, so 2 MiB-aligned ones pack well).
+fn create_registry(memory: PhysRange) -> &'static spin::Mutex<Registry> {
+    let registry = REGISTRY.call_once(|| spin::Mutex::new(Registry::new(memory, &ZeroHostMemory)));
+    let mut regions: Vec<(&str, u64)> = configuration().regions.to_vec();
+    regions.sort_by(|a, b| b.1.cmp(&a.1));
+    for (name, size) in regions {
+        if let Err(status) = registry.lock().create_at_startup(name, size) {
+            boot_failure(format_args!(
+                "shared-memory region {name} ({}): {status:?}",
+                HumanSize(size)
+            ));
+        }
+        println!("shared memory: region {name} ({}) created", HumanSize(size));
+    }
+    registry
+}
+
+/// Bytes the shared-memory regions created at start-up and the run-time pool need, if any.
+pub fn shared_memory_size() -> Option<u64> {
+    let config = configuration();
+    let regions: u64 = config
+        .regions
+        .iter()
+        .map(|&(_, size)| (size + 0xfff) & !0xfff)
+        .sum();
+    let total = regions.saturating_add(config.shmem_pool);
+    (total > 0).then_some(total)
+}
+
 /// Checks every partition's RAM is board RAM the hypervisor does not use, builds the
 /// stage-2 tables, loads images and device trees, and prints what each partition got.
-pub fn load(memory_map: &MemoryMap, board: &Board) {
+pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRange>) {
     let config = configuration();
+    let registry = shared_memory.map(create_registry);
     let Some(vtcr) = vcpu::stage2_control() else {
         boot_failure(format_args!(
             "this CPU's physical address range is below 40 bits"
@@ -130,7 +178,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board) {
     }
     let mpidrs = board.cpus.iter().map(|c| c.mpidr).collect();
     RUNTIME.call_once(|| Runtime {
-        system: System::new(config.partitions, gic_version),
+        system: System::new(config.partitions, gic_version, registry),
         tables,
         loaded,
         assignment,
@@ -460,6 +508,7 @@ impl VcpuHost for Host {
         if loaded.stop_counted.swap(true, Ordering::AcqRel) {
             return;
         }
+        partition.release_shared_memory(&Wake);
         // Other vCPUs of the partition stop at their next exit: make them exit now.
         for vcpu in 0..partition.vcpu_count() {
             if let Some(cpu) = partition.physical_cpu(vcpu).filter(|&c| c != cpu::index()) {
@@ -478,6 +527,7 @@ impl VcpuHost for Host {
         if vcpu != 0 {
             return None;
         }
+        partition.release_shared_memory(&Wake);
         partition.reset_vcpus();
         // The other vCPUs are off now: make them exit and park before memory is reloaded.
         for other in 1..partition.vcpu_count() {

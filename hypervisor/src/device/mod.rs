@@ -66,6 +66,10 @@ pub enum Effect {
 pub trait SignalTarget: Send + Sync {
     /// Its state changed: recompute its interrupt (push `SetLevel`/`Raise` effects).
     fn signalled(&self, effects: &mut Effects);
+    /// Its partition stopped or restarts: give up every attachment (peers see them leave).
+    fn release(&self, effects: &mut Effects) {
+        let _ = effects;
+    }
 }
 
 /// Side effects collected during one access.

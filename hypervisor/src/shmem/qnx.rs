@@ -474,6 +474,10 @@ impl QnxShmem {
 
 impl SignalTarget for QnxShmem {
     /// A peer notified this client or the membership of one of its regions changed.
+    fn release(&self, effects: &mut Effects) {
+        self.reset(effects);
+    }
+
     fn signalled(&self, effects: &mut Effects) {
         let mut state = self.state.lock();
         let registry = self.registry.lock();
