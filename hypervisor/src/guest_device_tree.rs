@@ -1,16 +1,21 @@
-//! The device tree a partition's guest receives in x0: RAM, vCPUs, PSCI, GIC, timer, console.
+//! The device tree a partition's guest receives in x0: RAM, vCPUs, PSCI, GIC, timer, console, PCI.
 //!
 //! The nodes mirror what QEMU's `virt` machine generates (which unmodified Linux arm64 kernels
-//! accept), trimmed to what a partition has: no flash, PCI, virtio, ITS/v2m or PMU. vCPU `i`
-//! gets `reg` = the affinity bits of [`crate::psci::virtual_mpidr`], so the tree, PSCI `CPU_ON`
-//! and the vCPUs' MPIDR registers agree.
+//! accept), trimmed to what a partition has: no flash, virtio, ITS or PMU; the PCI host bridge
+//! and its MSI controller (GICv3 MBI or a GICv2m frame) only when the partition has PCI (see
+//! [`crate::pci::device_tree`]). vCPU `i` gets `reg` = the affinity bits of
+//! [`crate::psci::virtual_mpidr`], so the tree, PSCI `CPU_ON` and the vCPUs' MPIDR registers
+//! agree.
 
 use alloc::format;
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::fdt_writer::{FdtError, FdtWriter};
+use crate::pci::device_tree as pci_tree;
 use crate::psci::virtual_mpidr;
+
+pub use crate::pci::GuestPci;
 
 /// Phandle of the interrupt controller node (the root's `interrupt-parent`).
 pub const GIC_PHANDLE: u32 = 1;
@@ -82,6 +87,8 @@ pub struct GuestPlatform<'a> {
     pub bootargs: &'a str,
     /// PSCI conduit, `"hvc"` or `"smc"`.
     pub psci_method: &'a str,
+    /// The PCI host bridge and its MSI controller, if the partition has PCI devices.
+    pub pci: Option<GuestPci>,
 }
 
 /// Why a guest tree could not be built.
@@ -95,6 +102,8 @@ pub enum GuestTreeError {
     InvalidPsciMethod,
     /// A PL011 SPI number above 987.
     InvalidSpi(u32),
+    /// A PCI INTx or MSI INTID that is not an SPI (32-1019).
+    InvalidPciIntid(u32),
     /// The writer refused something (a name with characters a tree cannot hold, ...).
     Fdt(FdtError),
 }
@@ -114,6 +123,9 @@ impl fmt::Display for GuestTreeError {
             }
             GuestTreeError::InvalidPsciMethod => write!(formatter, "PSCI method not hvc/smc"),
             GuestTreeError::InvalidSpi(spi) => write!(formatter, "SPI {spi} out of range"),
+            GuestTreeError::InvalidPciIntid(intid) => {
+                write!(formatter, "PCI interrupt INTID {intid} is not an SPI")
+            }
             GuestTreeError::Fdt(error) => write!(formatter, "device tree: {error}"),
         }
     }
@@ -139,10 +151,15 @@ pub fn build(platform: &GuestPlatform) -> Result<Vec<u8>, GuestTreeError> {
     }
     write_cpus(&mut writer, platform.vcpus)?;
     write_psci(&mut writer, platform.psci_method)?;
-    write_gic(&mut writer, platform.gic)?;
+    write_gic(&mut writer, platform.gic, platform.pci.as_ref())?;
     write_timer(&mut writer, platform)?;
     if let Some((base, spi)) = platform.pl011 {
         write_pl011(&mut writer, base, spi)?;
+    }
+    if let Some(pci) = &platform.pci {
+        let gic_v3 = matches!(platform.gic, GuestGic::V3 { .. });
+        let cells = pci_tree::gic_address_cells(Some(pci));
+        pci_tree::write_host_bridge(&mut writer, pci, gic_v3, GIC_PHANDLE, cells)?;
     }
     writer.end_node()?;
     Ok(writer.finish()?)
@@ -177,6 +194,9 @@ fn validate(platform: &GuestPlatform) -> Result<(), GuestTreeError> {
     {
         return Err(GuestTreeError::InvalidSpi(spi));
     }
+    if let Some(intid) = platform.pci.as_ref().and_then(pci_tree::invalid_intid) {
+        return Err(GuestTreeError::InvalidPciIntid(intid));
+    }
     Ok(())
 }
 
@@ -187,6 +207,10 @@ fn write_chosen(writer: &mut FdtWriter, platform: &GuestPlatform) -> Result<(), 
     }
     if !platform.bootargs.is_empty() {
         writer.property_string("bootargs", platform.bootargs)?;
+    }
+    if platform.pci.is_some() {
+        // Where kernels older than the per-bridge property look for it.
+        writer.property_u32("linux,pci-probe-only", 1)?;
     }
     writer.end_node()
 }
@@ -218,7 +242,11 @@ fn write_psci(writer: &mut FdtWriter, method: &str) -> Result<(), FdtError> {
     writer.end_node()
 }
 
-fn write_gic(writer: &mut FdtWriter, gic: GuestGic) -> Result<(), FdtError> {
+fn write_gic(
+    writer: &mut FdtWriter,
+    gic: GuestGic,
+    pci: Option<&GuestPci>,
+) -> Result<(), FdtError> {
     let (compatible, distributor, second) = match gic {
         GuestGic::V3 {
             distributor,
@@ -238,9 +266,12 @@ fn write_gic(writer: &mut FdtWriter, gic: GuestGic) -> Result<(), FdtError> {
     }
     writer.property_u32("#interrupt-cells", 3)?;
     writer.property_empty("interrupt-controller")?;
-    // No child nodes (no ITS or v2m frame), but interrupt-map parsers read the controller's
-    // #address-cells; QEMU's node has children and says 2, an empty node says 0.
-    writer.property_u32("#address-cells", 0)?;
+    // Interrupt-map parsers read the controller's #address-cells: 0 for a node without
+    // children; with PCI 2, as QEMU's (a v2m frame may be a child).
+    writer.property_u32("#address-cells", pci_tree::gic_address_cells(pci))?;
+    if let Some(pci) = pci {
+        pci_tree::write_gic_msi(writer, matches!(gic, GuestGic::V3 { .. }), pci)?;
+    }
     writer.end_node()
 }
 
@@ -300,6 +331,7 @@ mod tests {
             pl011: Some((0x0900_0000, 1)),
             bootargs: "console=ttyAMA0 earlycon",
             psci_method: "hvc",
+            pci: None,
         }
     }
 

@@ -35,6 +35,7 @@ pub mod guest_device_tree;
 pub mod guest_layout;
 pub mod memory;
 pub mod partition;
+pub mod pci;
 pub mod psci;
 pub mod shmem;
 

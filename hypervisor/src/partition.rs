@@ -23,7 +23,11 @@ use crate::device::pl011::VirtualPl011;
 use crate::device::{ClientId, DeviceTable, DispatchError, Effect, Effects, SignalTarget};
 use crate::exit::{Action, Exit};
 use crate::guest_layout;
+use crate::pci::doorbell::{self, SharedBoard};
+use crate::pci::ivshmem::{Ivshmem, Variant};
+use crate::pci::{GuestPci, PciBridge};
 use crate::psci::{self, Request, status};
+use crate::shmem::qnx_pci::QnxPciFunction;
 use crate::shmem::{Policy, QnxShmem, Registry, Rule, Subst};
 
 /// What arch code offers the exit handler.
@@ -138,6 +142,10 @@ pub struct Partition {
     stopped: AtomicBool,
     /// Shared-memory devices, by their index in [`ClientId::device`].
     signal_targets: Vec<Arc<dyn SignalTarget>>,
+    /// Shared-memory devices holding attachments.
+    releasers: Vec<Arc<dyn SignalTarget>>,
+    /// The virtual PCI host bridge.
+    pci: PciBridge,
 }
 
 /// Fault restarts a partition with fault policy `restart` gets before it is stopped instead
@@ -169,7 +177,7 @@ impl Partition {
         index: usize,
         config: &'static PartitionConfig,
         gic_version: GicVersion,
-        registry: Option<&'static Mutex<Registry>>,
+        shared: Option<&'static SharedMemorySystem>,
     ) -> Partition {
         let vcpus = config
             .vcpus
@@ -209,17 +217,17 @@ impl Partition {
                 redistributors,
             );
         }
-        let signal_targets = match registry {
-            Some(registry) => shared_memory_devices(index, config, registry, &mut devices),
-            None => Vec::new(),
-        };
+        let (shared_devices, pci) =
+            shared_memory_devices(index, config, gic_version, shared, &mut devices);
         Partition {
             config,
             index,
             vcpus,
             gic,
             stopped: AtomicBool::new(false),
-            signal_targets,
+            signal_targets: shared_devices.targets,
+            releasers: shared_devices.releasers,
+            pci,
             inner: Mutex::new(Inner {
                 devices,
                 console: ConsoleLine::new(config.name),
@@ -445,11 +453,19 @@ impl Partition {
     /// Gives up every shared-memory attachment (the partition stopped or restarts), so that
     /// peers see it leave and run-time regions can be freed.
     pub fn release_shared_memory(&self, platform: &dyn Platform) {
-        for target in &self.signal_targets {
+        for target in &self.releasers {
             let mut effects = Effects::default();
             target.release(&mut effects);
             self.apply(usize::MAX, effects, platform);
         }
+    }
+
+    /// Puts the virtual PCI bus back to its reset state (a restart): BARs where firmware put
+    /// them, decoding off.
+    pub fn reset_pci(&self, platform: &dyn Platform) {
+        let mut effects = Effects::default();
+        self.pci.reset(&mut effects);
+        self.apply(usize::MAX, effects, platform);
     }
 
     /// Interrupts to load into list registers before vCPU `vcpu` runs (at most `slots`).
@@ -615,20 +631,56 @@ impl fmt::Debug for System {
     }
 }
 
-/// The partition's QNX shared-memory devices (MMIO form): factory page at `loc`, window at
-/// its slot of `guest_layout::SHMEM_WINDOWS`; each is a signal target (index = its
-/// [`ClientId::device`]).
+/// What partitions share: the region registry (QNX personality) and the doorbell board
+/// (QEMU ivshmem personality), both host-wide.
+pub struct SharedMemorySystem {
+    /// Named regions, restriction lists, signalling.
+    pub registry: &'static Mutex<Registry>,
+    /// ivshmem regions and peers.
+    pub board: SharedBoard,
+}
+
+impl fmt::Debug for SharedMemorySystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemorySystem").finish_non_exhaustive()
+    }
+}
+
+/// A partition's shared-memory devices as built from its configuration.
+struct SharedDevices {
+    /// Signal targets by [`ClientId::device`].
+    targets: Vec<Arc<dyn SignalTarget>>,
+    /// Devices that hold attachments to give up when the partition stops or restarts.
+    releasers: Vec<Arc<dyn SignalTarget>>,
+}
+
+/// Builds the partition's virtual PCI bus (always present, so guests may probe it) with its
+/// PCI shared-memory functions, and its QNX MMIO shmem devices; registers their frames.
 fn shared_memory_devices(
     index: usize,
     config: &'static PartitionConfig,
-    registry: &'static Mutex<Registry>,
+    gic_version: GicVersion,
+    shared: Option<&'static SharedMemorySystem>,
     devices: &mut DeviceTable,
-) -> Vec<Arc<dyn SignalTarget>> {
-    let mut targets: Vec<Arc<dyn SignalTarget>> = Vec::new();
+) -> (SharedDevices, PciBridge) {
+    let ram: Vec<(u64, u64)> = config.ram.iter().map(|r| (r.guest_base, r.size)).collect();
+    let bridge = PciBridge::new(GuestPci::QEMU_VIRT, &ram);
+    for (base, frame) in bridge.mmio_devices(gic_version) {
+        let _ = devices.insert(base, frame);
+    }
+    let mut built = SharedDevices {
+        targets: Vec::new(),
+        releasers: Vec::new(),
+    };
+    let Some(shared) = shared else {
+        return (built, bridge);
+    };
+    let partition = u16::try_from(index).unwrap_or(u16::MAX);
+    let mut slot: u8 = 1;
     for (n, shmem) in config.shmem.iter().enumerate() {
-        let Some((loc, intid)) = shmem.mmio else {
-            // The PCI form arrives with the virtual PCI host bridge.
-            continue;
+        let client = ClientId {
+            partition,
+            device: u16::try_from(built.targets.len()).unwrap_or(u16::MAX),
         };
         let rules = shmem
             .rules
@@ -651,25 +703,76 @@ fn shared_memory_devices(
             .iter()
             .map(|&(name, _, size)| (String::from(name), size))
             .collect();
-        let client = ClientId {
-            partition: u16::try_from(index).unwrap_or(u16::MAX),
-            device: u16::try_from(targets.len()).unwrap_or(u16::MAX),
+        let window = GuestPhysAddr::new(
+            guest_layout::SHMEM_WINDOWS + n as u64 * guest_layout::SHMEM_WINDOW_SIZE,
+        );
+        let intid = match shmem.mmio {
+            Some((_, intid)) => intid,
+            None => GuestPci::QEMU_VIRT.intx_intid(slot, 1).unwrap_or(0),
         };
-        let window = guest_layout::SHMEM_WINDOWS + n as u64 * guest_layout::SHMEM_WINDOW_SIZE;
         let device = Arc::new(QnxShmem::new(
             Policy::new(rules, substs),
             &creates,
             client,
-            GuestPhysAddr::new(window),
+            window,
             intid,
-            registry,
+            shared.registry,
         ));
-        // The configuration validator refused overlapping devices.
-        let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
-        let _ = devices.insert(GuestPhysAddr::new(window), device.window());
-        targets.push(device);
+        let _ = devices.insert(window, device.window());
+        match shmem.mmio {
+            Some((loc, _)) => {
+                // The configuration validator refused overlapping devices.
+                let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
+                built.targets.push(device.clone());
+            }
+            None => {
+                if bridge
+                    .add_function(slot, Box::new(QnxPciFunction::new(device.clone())))
+                    .is_err()
+                {
+                    CONSOLE.print(format_args!(
+                        "bulkhead: partition {}: no PCI slot for vdev shmem\n",
+                        config.name
+                    ));
+                }
+                built.targets.push(bridge.signal_target(slot));
+                slot = slot.saturating_add(1);
+            }
+        }
+        built.releasers.push(device);
     }
-    targets
+    for ivshmem in config.ivshmem {
+        let client = ClientId {
+            partition,
+            device: u16::try_from(built.targets.len()).unwrap_or(u16::MAX),
+        };
+        let vectors = u16::try_from(ivshmem.vectors).unwrap_or(u16::MAX);
+        let variant = if vectors == 0 {
+            Variant::Plain
+        } else {
+            Variant::Doorbell { vectors }
+        };
+        let added = doorbell::attach(&shared.board, ivshmem.name, client, vectors)
+            .map_err(|_| "no such ivshmem region or no free peer ID")
+            .and_then(|link| {
+                let memory = link.memory();
+                Ivshmem::new(variant, memory, Box::new(link)).map_err(|_| "bad ivshmem region")
+            })
+            .and_then(|function| {
+                bridge
+                    .add_function(slot, Box::new(function))
+                    .map_err(|_| "no PCI slot")
+            });
+        if let Err(reason) = added {
+            CONSOLE.print(format_args!(
+                "bulkhead: partition {}: vdev ivshmem {}: {reason}\n",
+                config.name, ivshmem.name
+            ));
+        }
+        built.targets.push(bridge.signal_target(slot));
+        slot = slot.saturating_add(1);
+    }
+    (built, bridge)
 }
 
 /// Links each vCPU's virtual timer PPI to the physical one (HW = 1 in the list register).
@@ -686,12 +789,12 @@ impl System {
     pub fn new(
         configs: &'static [PartitionConfig],
         gic_version: GicVersion,
-        registry: Option<&'static Mutex<Registry>>,
+        shared: Option<&'static SharedMemorySystem>,
     ) -> System {
         let partitions: Vec<Partition> = configs
             .iter()
             .enumerate()
-            .map(|(index, config)| Partition::new(index, config, gic_version, registry))
+            .map(|(index, config)| Partition::new(index, config, gic_version, shared))
             .collect();
         let running = AtomicUsize::new(partitions.len());
         System {

@@ -2,6 +2,7 @@
 //! device trees), and the glue between the vCPU trap loop (arch) and the partitions' logic
 //! (core).
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,7 +19,10 @@ use hypervisor::exit::{Action, Exit};
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
-use hypervisor::partition::{Partition, Platform, Runnable, System};
+use hypervisor::partition::{Partition, Platform, Runnable, SharedMemorySystem, System};
+use hypervisor::pci::GuestPci;
+use hypervisor::pci::doorbell::DoorbellBoard;
+use hypervisor::pci::ivshmem::SharedMemory;
 use hypervisor::shmem::{Registry, ZeroMemory};
 use hypervisor::{println, psci};
 use spin::Once;
@@ -86,8 +90,46 @@ impl ZeroMemory for ZeroHostMemory {
 
 static REGISTRY: Once<spin::Mutex<Registry>> = Once::new();
 
+static SHARED: Once<SharedMemorySystem> = Once::new();
+
 /// The host-wide region registry over `memory`, with the configuration's start-up regions
-/// created (largest first, so 2 MiB-aligned ones pack well).
+/// created (largest first, so 2 MiB-aligned ones pack well), and the ivshmem doorbell board
+/// over the regions ivshmem devices name.
+fn create_shared_memory(memory: PhysRange) -> &'static SharedMemorySystem {
+    let registry = create_registry(memory);
+    let mut board = DoorbellBoard::new();
+    let mut names: Vec<&str> = configuration()
+        .partitions
+        .iter()
+        .flat_map(|p| p.ivshmem.iter().map(|i| i.name))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let locked = registry.lock();
+        let Some(info) = locked.lookup(name).and_then(|id| locked.region(id)) else {
+            boot_failure(format_args!("ivshmem region {name} was not created"))
+        };
+        drop(locked);
+        if board
+            .add_region(
+                name,
+                SharedMemory {
+                    host: info.base,
+                    size: info.size,
+                },
+            )
+            .is_err()
+        {
+            boot_failure(format_args!("ivshmem region {name} named twice"));
+        }
+    }
+    SHARED.call_once(|| SharedMemorySystem {
+        registry,
+        board: Arc::new(spin::Mutex::new(board)),
+    })
+}
+
 fn create_registry(memory: PhysRange) -> &'static spin::Mutex<Registry> {
     let registry = REGISTRY.call_once(|| spin::Mutex::new(Registry::new(memory, &ZeroHostMemory)));
     let mut regions: Vec<(&str, u64)> = configuration().regions.to_vec();
@@ -120,7 +162,7 @@ pub fn shared_memory_size() -> Option<u64> {
 /// stage-2 tables, loads images and device trees, and prints what each partition got.
 pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRange>) {
     let config = configuration();
-    let registry = shared_memory.map(create_registry);
+    let shared = shared_memory.map(create_shared_memory);
     let Some(vtcr) = vcpu::stage2_control() else {
         boot_failure(format_args!(
             "this CPU's physical address range is below 40 bits"
@@ -178,7 +220,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
     }
     let mpidrs = board.cpus.iter().map(|c| c.mpidr).collect();
     RUNTIME.call_once(|| Runtime {
-        system: System::new(config.partitions, gic_version, registry),
+        system: System::new(config.partitions, gic_version, shared),
         tables,
         loaded,
         assignment,
@@ -298,6 +340,7 @@ fn guest_device_tree(partition: &PartitionConfig, gic_version: GicVersion) -> Ve
         }),
         bootargs: "",
         psci_method: "hvc",
+        pci: Some(GuestPci::QEMU_VIRT),
     };
     guest_device_tree::build(&platform).unwrap_or_else(|e| {
         boot_failure(format_args!(
@@ -528,6 +571,7 @@ impl VcpuHost for Host {
             return None;
         }
         partition.release_shared_memory(&Wake);
+        partition.reset_pci(&Wake);
         partition.reset_vcpus();
         // The other vCPUs are off now: make them exit and park before memory is reloaded.
         for other in 1..partition.vcpu_count() {

@@ -8,6 +8,8 @@
 //! into Rust. The MMU is on so that RAM is Normal cacheable memory: exclusives (the spin
 //! locks), unaligned accesses and cache coherency with the hypervisor then behave as they do
 //! for any OS; devices stay Device-nGnRnE and every address is its own guest-physical one.
+//! The map spans 1 TiB so that shared memory above 4 GiB (QNX shmem windows, 64-bit PCI
+//! BARs) is reachable too.
 
 use core::arch::global_asm;
 
@@ -122,8 +124,9 @@ bulkhead_guest_cpu_setup:
     msr     cpacr_el1, x0
     mov     x0, #0xff00                     // MAIR: attr0 Device-nGnRnE, attr1 Normal WB RA/WA
     msr     mair_el1, x0
-    movz    x0, #0x3520                     // TCR: T0SZ=32 (4 GiB), inner/outer WB WA,
-    movk    x0, #0x80, lsl #16              //   inner shareable, 4 KiB granule, EPD1, IPS=4 GiB
+    movz    x0, #0x3518                     // TCR: T0SZ=24 (1 TiB), inner/outer WB WA,
+    movk    x0, #0x80, lsl #16              //   inner shareable, 4 KiB granule, EPD1,
+    movk    x0, #0x2, lsl #32               //   IPS=40 bits (1 TiB)
     msr     tcr_el1, x0
     adrp    x0, bulkhead_guest_identity_map
     add     x0, x0, :lo12:bulkhead_guest_identity_map
@@ -142,15 +145,40 @@ bulkhead_guest_cpu_setup:
     isb
     ret
 
-// Level-1 table for a 32-bit VA space, 1 GiB blocks, VA = PA: the first GiB (flash, GIC,
-// UART, ...) Device-nGnRnE and never executable, the other three Normal write-back.
+// Identity map of a 40-bit VA space (VA = PA), 1 GiB blocks: a level-0 table whose two
+// entries point at level-1 tables for 0-512 GiB and 512 GiB-1 TiB. The first GiB (flash,
+// GIC, UART, PCI ECAM and 32-bit BARs, ...) is Device-nGnRnE and never executable, 1-4 GiB
+// (RAM) Normal write-back. Above that: 256-257 GiB Device-nGnRnE (QEMU virt's high PCIe
+// ECAM), and the shared-memory windows, Normal write-back and never executable: 384-512 GiB
+// (where a QNX `vdev shmem` maps attached regions) and 512 GiB-1 TiB (the PCI 64-bit
+// prefetchable window: ivshmem BAR2).
 .section .rodata.bulkhead_guest_identity_map, "a"
 .balign 4096
 bulkhead_guest_identity_map:
+    .quad   bulkhead_guest_identity_map_low + 3
+    .quad   bulkhead_guest_identity_map_high + 3
+    .fill   510, 8, 0
+.balign 4096
+bulkhead_guest_identity_map_low:
     .quad   0x0060000000000401
     .quad   0x0000000040000705
     .quad   0x0000000080000705
     .quad   0x00000000c0000705
+    .fill   252, 8, 0
+    .quad   0x0060004000000401
+    .fill   127, 8, 0
+    .set    bulkhead_guest_block, 0x6000000000
+    .rept   128
+    .quad   0x0060000000000705 + bulkhead_guest_block
+    .set    bulkhead_guest_block, bulkhead_guest_block + 0x40000000
+    .endr
+.balign 4096
+bulkhead_guest_identity_map_high:
+    .set    bulkhead_guest_block, 0x8000000000
+    .rept   512
+    .quad   0x0060000000000705 + bulkhead_guest_block
+    .set    bulkhead_guest_block, bulkhead_guest_block + 0x40000000
+    .endr
 
 // EL1 vector table: IRQs taken on SP_EL1 go to the dispatcher, everything else is fatal.
 .section .text.vectors, "ax"

@@ -4,7 +4,8 @@
 ///
 /// # Safety
 /// `address` must be a 4-byte aligned device register that is mapped (the identity map
-/// covers 0..4 GiB) and safe to read: reading it may have side effects on the device.
+/// covers 0..4 GiB and the shared-memory windows) and safe to read: reading it may have side
+/// effects on the device.
 pub unsafe fn read32(address: usize) -> u32 {
     // SAFETY: the caller guarantees a mapped, aligned, readable register.
     unsafe { core::ptr::read_volatile(address as *const u32) }

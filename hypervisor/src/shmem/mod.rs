@@ -14,6 +14,7 @@
 pub mod glob;
 pub mod policy;
 pub mod qnx;
+pub mod qnx_pci;
 pub mod registry;
 mod signals;
 mod window;

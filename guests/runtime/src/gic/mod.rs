@@ -1,5 +1,6 @@
 //! The interrupt controller: GICv2 or GICv3, whichever the platform has, behind one small API
-//! (set up, enable/disable an INTID, acknowledge/end, send an SGI to a vCPU of this guest).
+//! (set up, enable/disable an INTID, level or edge, acknowledge/end, send an SGI to a vCPU of
+//! this guest).
 //!
 //! All interrupts get one priority (0xa0) and are routed to the vCPU that enables them. On
 //! GICv3 everything is Group 1 (ICC_IGRPEN1_EL1), as Linux does; on GICv2 Group 0 with
@@ -114,6 +115,47 @@ pub fn enable(intid: u32) -> Result<(), GicError> {
         GicLayout::V2 { distributor, .. } => v2::enable(distributor, intid),
         GicLayout::V3 { distributor, .. } => v3::enable(distributor, intid),
     }
+}
+
+/// How a shared peripheral interrupt signals (GICD_ICFGR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Pending while the line is asserted (a device interrupt line, PCI INTx).
+    Level,
+    /// Pending once per rising edge or message (MSI, GICD_SETSPI_NSR, GICv2m).
+    Edge,
+}
+
+/// GICD_ICFGR<n>: two bits per INTID, the upper one set for edge-triggered (GICv2 and v3).
+const GICD_ICFGR: usize = 0xc00;
+/// GICD_TYPER (GICv2 and v3): ITLinesNumber in bits 0-4.
+const GICD_TYPER: usize = 0x004;
+
+/// Configures SPI `intid` as level-sensitive or edge-triggered. Call it before [`enable`]
+/// (the GIC may ignore the change while the interrupt is enabled).
+pub fn set_trigger(intid: u32, trigger: Trigger) -> Result<(), GicError> {
+    let distributor = match platform::gic() {
+        GicLayout::V2 { distributor, .. } | GicLayout::V3 { distributor, .. } => distributor,
+    };
+    // SAFETY: GICD_TYPER is a read-only ID register of the platform's distributor.
+    let typer = unsafe { crate::mmio::read32(distributor + GICD_TYPER) };
+    let lines = (32 * ((typer & 0x1f) + 1)).min(FIRST_SPECIAL_INTID);
+    if intid < 32 || intid >= lines {
+        return Err(GicError::InvalidIntid(intid));
+    }
+    let register = distributor + GICD_ICFGR + intid as usize / 16 * 4;
+    let edge_bit = 2u32 << ((intid % 16) * 2);
+    // SAFETY: a read-modify-write of the distributor's configuration register for this SPI;
+    // GIC registers never alias program memory.
+    unsafe {
+        let value = crate::mmio::read32(register);
+        let value = match trigger {
+            Trigger::Level => value & !edge_bit,
+            Trigger::Edge => value | edge_bit,
+        };
+        crate::mmio::write32(register, value);
+    }
+    Ok(())
 }
 
 /// Disables `intid` (an SGI or PPI on this vCPU).

@@ -12,6 +12,11 @@ pub(super) const FRAME_SIZE: u64 = 0x1_0000;
 
 const CTLR: u64 = 0x0000;
 const TYPER: u64 = 0x0004;
+/// GICD_SETSPI_NSR / GICD_CLRSPI_NSR (GICv3 message-based SPIs: an MSI writes the INTID).
+const SETSPI_NSR: u64 = 0x0040;
+const CLRSPI_NSR: u64 = 0x0048;
+/// GICD_TYPER.MBIS: message-based SPIs supported.
+const TYPER_MBIS: u32 = 1 << 16;
 const IIDR: u64 = 0x0008;
 const SGIR: u64 = 0x0f00;
 const CPENDSGIR: u64 = 0x0f10;
@@ -54,8 +59,8 @@ fn typer(state: &State) -> u32 {
         & 7)
         << 5;
     match state.version {
-        // IDbits = 9 (10-bit INTIDs), No1N: no 1-of-N SPI routing; no LPIs, no MBIS.
-        GicVersion::V3 => lines | cpus | (9 << 19) | (1 << 25),
+        // IDbits = 9 (10-bit INTIDs), No1N: no 1-of-N SPI routing; no LPIs; MBIS (SETSPI).
+        GicVersion::V3 => lines | cpus | (9 << 19) | (1 << 25) | TYPER_MBIS,
         GicVersion::V2 => lines | cpus,
     }
 }
@@ -133,6 +138,18 @@ pub(super) fn write_word(
             )
         }
         SGIR if !v3 && mask == u32::MAX => write_sgir(state, accessor, value),
+        // Message-based SPIs: only SPIs (INTIDs from 32) this distributor has; others ignored.
+        SETSPI_NSR | CLRSPI_NSR if v3 => {
+            let intid = value & mask & 0x3ff;
+            if state.spi(intid).is_none() {
+                return Wakeups::NONE;
+            }
+            if offset == SETSPI_NSR {
+                state.set_pending(0, intid, accessor)
+            } else {
+                state.clear_pending(0, intid)
+            }
+        }
         CPENDSGIR..SGI_PENDING_END if !v3 => {
             let first = ((offset - CPENDSGIR) % 0x10) as u32;
             let set = offset >= SPENDSGIR;

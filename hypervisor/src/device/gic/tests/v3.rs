@@ -5,10 +5,10 @@ use super::*;
 #[test]
 fn distributor_identity() {
     let mut guest = Guest::v3(4);
-    // ITLinesNumber 2 (64 SPIs), CPUNumber 3, IDbits 9, No1N; no LPIs, MBIS, ESPI.
+    // ITLinesNumber 2 (64 SPIs), CPUNumber 3, IDbits 9, No1N, MBIS; no LPIs, ESPI.
     assert_eq!(
         guest.dread(0, GICD_TYPER),
-        2 | (3 << 5) | (9 << 19) | (1 << 25)
+        2 | (3 << 5) | (1 << 16) | (9 << 19) | (1 << 25)
     );
     assert_eq!(guest.dread(0, GICD_IIDR), 0x4200_043b);
     assert_eq!(guest.dread(0, 0x000c), 0, "GICD_TYPER2");
@@ -272,4 +272,25 @@ fn linux_driver_sequence() {
     assert!(entries.as_slice()[0].group1);
     assert_eq!(entries.as_slice()[0].priority, 0xa0);
     assert_eq!(guest.flush(0), [(1, LrState::Pending)]);
+}
+
+#[test]
+fn message_based_spis() {
+    let mut guest = Guest::v3(2);
+    // INTID 40 enabled in group 1, distributor on.
+    guest.dwrite(0, GICD_CTLR, 0x2);
+    guest.dwrite(0, GICD_ISENABLER + 4, 1 << 8);
+    // An MSI: the device writes the INTID to GICD_SETSPI_NSR.
+    guest.dwrite(1, 0x0040, 40);
+    assert_eq!(guest.dread(0, GICD_ISPENDR + 4), 1 << 8);
+    let entries = guest.gic.flush(0, 4);
+    assert_eq!(entries.iter().map(|e| e.intid).collect::<Vec<_>>(), [40]);
+    // CLRSPI clears a pending one; SGIs/PPIs and INTIDs beyond the SPIs are ignored.
+    guest.gic.fold(0, &[]);
+    guest.dwrite(1, 0x0040, 41);
+    guest.dwrite(1, 0x0048, 41);
+    guest.dwrite(1, 0x0040, 5);
+    guest.dwrite(1, 0x0040, 1000);
+    assert_eq!(guest.dread(0, GICD_ISPENDR + 4), 0);
+    assert_eq!(guest.dread(0, GICD_ISPENDR), 0);
 }

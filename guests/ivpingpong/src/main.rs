@@ -1,0 +1,289 @@
+//! `ivpingpong`: the `pingpong` exchange over an `ivshmem-doorbell` device (PCI 1af4:1110):
+//! roles `ivping` and `ivpong` from the partition name's suffix. Peer IDs come from
+//! IVPosition; each side writes its ID into shared memory and rings vector 0 of the other.
+//! Ivping takes its doorbells through MSI-X (vector 0 → INTID 96, edge), ivpong through INTx
+//! (level, acknowledged by reading IntrStatus), so both paths run. On plain QEMU (whose
+//! ivshmem-doorbell only signals through MSI-X) `-append "ivpong msix"` switches ivpong over.
+//!
+//! Start-up without a membership interrupt: each side sets its interrupt up, publishes its
+//! peer ID + 1 (0x000 ivping's, 0x004 ivpong's), then reads the other's slot and, if it is
+//! there, rings it; at least one of two racing sides sees the other. Mailbox ivping → ivpong
+//! at 0x100, ivpong → ivping at 0x200.
+
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{Ordering, fence};
+
+use bulkhead_guest::{cpu, exit_fail_with, exit_pass, gic, println};
+use bulkhead_shmem::ivshmem::{DoorbellEvents, Ivshmem};
+use bulkhead_shmem::mailbox::{Letter, Mailbox};
+use bulkhead_shmem::pci::Ecam;
+use bulkhead_shmem::{boot_option, partition_name, wait};
+
+bulkhead_guest::entry!(main);
+
+/// Round trips.
+const ROUNDS: u32 = 10;
+/// Payload bytes per message.
+const PAYLOAD_LEN: usize = 48;
+/// Doorbell vector used both ways.
+const VECTOR: u16 = 0;
+/// INTID the MSI-X vector is delivered on (one of the MSI SPIs 96-127).
+const MSI_INTID: u32 = 96;
+/// Time the device and the peer have to show up.
+const STARTUP_TIMEOUT_MS: u64 = 30_000;
+/// Time one message or reply may take.
+const ROUND_TIMEOUT_MS: u64 = 5_000;
+/// Offsets in shared memory.
+const PING_ID: usize = 0x000;
+const PONG_ID: usize = 0x004;
+const TO_PONG: usize = 0x100;
+const TO_PING: usize = 0x200;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ping,
+    Pong,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Ping => "ivping",
+            Role::Pong => "ivpong",
+        }
+    }
+}
+
+/// Ivping's payload for `round`.
+fn message_payload(round: u32) -> [u8; PAYLOAD_LEN] {
+    let mut payload = [0u8; PAYLOAD_LEN];
+    for (index, byte) in payload.iter_mut().enumerate() {
+        *byte = (round.wrapping_mul(41) as usize + index * 13 + 7) as u8;
+    }
+    payload
+}
+
+/// Ivpong's reply to `message`: reversed, XOR 0xa5.
+fn reply_payload(message: &[u8]) -> [u8; PAYLOAD_LEN] {
+    let mut payload = [0u8; PAYLOAD_LEN];
+    for (byte, &source) in payload.iter_mut().zip(message.iter().rev()) {
+        *byte = source ^ 0xa5;
+    }
+    payload
+}
+
+struct Link {
+    role: Role,
+    device: Ivshmem,
+    events: &'static DoorbellEvents,
+    peer: u16,
+}
+
+impl Link {
+    fn me(&self) -> &'static str {
+        self.role.name()
+    }
+
+    fn mailbox(&self, offset: usize) -> Mailbox {
+        Mailbox::new(self.device.memory(), offset).unwrap_or_else(|error| {
+            exit_fail_with(format_args!(
+                "{}: shared memory too small: {error}",
+                self.me()
+            ))
+        })
+    }
+
+    fn read(&self, mailbox: &Mailbox) -> Letter {
+        mailbox.read().unwrap_or_else(|error| {
+            exit_fail_with(format_args!("{}: reading the mailbox: {error}", self.me()))
+        })
+    }
+}
+
+fn main() -> ! {
+    let name = partition_name().unwrap_or("");
+    let role = if name.ends_with("pong") {
+        Role::Pong
+    } else if name.ends_with("ping") {
+        Role::Ping
+    } else {
+        exit_fail_with(format_args!(
+            "ivpingpong: partition name \"{name}\" ends in neither ivping nor ivpong"
+        ))
+    };
+    let me = role.name();
+    if let Err(error) = gic::init().and_then(|()| wait::init()) {
+        exit_fail_with(format_args!("{me}: interrupt set-up: {error:?}"));
+    }
+
+    let ecam = Ecam::discover();
+    if let Some(pci) = ecam.find(
+        bulkhead_shmem::ivshmem::VENDOR_ID,
+        bulkhead_shmem::ivshmem::DEVICE_ID,
+        0,
+    ) {
+        // Firmware's job, done only where nobody did it (plain QEMU boots without firmware).
+        match pci.assign_unassigned_bars() {
+            Ok(0) => {}
+            Ok(placed) => println!("{me}: placed {placed} unassigned BAR(s) (no firmware)"),
+            Err(error) => exit_fail_with(format_args!("{me}: placing BARs: {error}")),
+        }
+    }
+    let device = Ivshmem::find(&ecam, 0)
+        .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: {error}")));
+    let pci = device.pci();
+    println!(
+        "{me}: ivshmem at PCI slot {} (revision {}, class {:#08x}): registers {:#x}, shared memory {:#x} ({} KiB)",
+        pci.slot(),
+        pci.revision(),
+        pci.class(),
+        device.registers_address(),
+        device.memory().address(),
+        device.memory().len() / 1024
+    );
+
+    let use_msix = match role {
+        Role::Ping => !boot_option("intx"),
+        Role::Pong => boot_option("msix"),
+    };
+    let events = if use_msix {
+        let events = device
+            .use_msix(VECTOR, MSI_INTID)
+            .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: MSI-X set-up: {error}")));
+        println!(
+            "{me}: doorbells through MSI-X vector {VECTOR} -> INTID {MSI_INTID} (message address {:#x})",
+            bulkhead_shmem::ivshmem::msi_address()
+        );
+        events
+    } else {
+        let (events, intid) = device
+            .use_intx()
+            .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: INTx set-up: {error}")));
+        println!("{me}: doorbells through INTx, INTID {intid}");
+        events
+    };
+
+    wait::polling(
+        "waiting for IVPosition (peer ID)",
+        STARTUP_TIMEOUT_MS,
+        10,
+        || device.position().is_some(),
+    );
+    let id = device.position().unwrap_or(0);
+    println!("{me}: my peer ID is {id}");
+
+    let memory = device.memory();
+    let (mine, theirs) = match role {
+        Role::Ping => (PING_ID, PONG_ID),
+        Role::Pong => (PONG_ID, PING_ID),
+    };
+    if let Err(error) = memory.store_release_u32(mine, u32::from(id) + 1) {
+        exit_fail_with(format_args!("{me}: shared memory too small: {error}"));
+    }
+    fence(Ordering::SeqCst);
+    let other = || memory.load_acquire_u32(theirs).unwrap_or(0);
+    if let Some(peer) = other().checked_sub(1) {
+        device.ring(peer as u16, VECTOR);
+    }
+    cpu::enable_interrupts();
+
+    let link = Link {
+        role,
+        device,
+        events,
+        peer: 0,
+    };
+    match role {
+        Role::Ping => {
+            wait::until("ivping: waiting for ivpong", STARTUP_TIMEOUT_MS, || {
+                other() != 0
+            });
+            let peer = other().wrapping_sub(1) as u16;
+            println!("ivping: ivpong is peer {peer}");
+            ping(Link { peer, ..link })
+        }
+        Role::Pong => pong(link),
+    }
+}
+
+fn ping(link: Link) -> ! {
+    let outbox = link.mailbox(TO_PONG);
+    let inbox = link.mailbox(TO_PING);
+    for round in 1..=ROUNDS {
+        let payload = message_payload(round);
+        let checksum = outbox.post(round, &payload).unwrap_or_else(|error| {
+            exit_fail_with(format_args!("ivping: posting {round}: {error}"))
+        });
+        let before = link.events.doorbells();
+        link.device.ring(link.peer, VECTOR);
+        println!("ivping: sent {round} (checksum {checksum:#010x})");
+
+        wait::until("ivping: waiting for a reply", ROUND_TIMEOUT_MS, || {
+            inbox.sequence() == round && link.events.doorbells() != before
+        });
+        let reply = link.read(&inbox);
+        if !reply.checksum_ok() {
+            exit_fail_with(format_args!(
+                "ivping: reply {round} checksum {:#010x} does not match its payload ({:#010x})",
+                reply.checksum,
+                bulkhead_shmem::fnv1a(reply.bytes())
+            ));
+        }
+        if reply.bytes() != reply_payload(&payload) {
+            exit_fail_with(format_args!(
+                "ivping: reply {round} payload is not the transformed message"
+            ));
+        }
+        println!("ivping: got reply {round} checksum ok");
+    }
+    println!(
+        "ivping: {ROUNDS} round trips, {} doorbells",
+        link.events.doorbells()
+    );
+    exit_pass()
+}
+
+fn pong(link: Link) -> ! {
+    let inbox = link.mailbox(TO_PONG);
+    let outbox = link.mailbox(TO_PING);
+    let memory = link.device.memory();
+    let mut seen = 0;
+    for round in 1..=ROUNDS {
+        let timeout = if round == 1 {
+            STARTUP_TIMEOUT_MS
+        } else {
+            ROUND_TIMEOUT_MS
+        };
+        wait::until("ivpong: waiting for a message", timeout, || {
+            inbox.sequence() == round && link.events.doorbells() != seen
+        });
+        seen = link.events.doorbells();
+        let message = link.read(&inbox);
+        if !message.checksum_ok() {
+            exit_fail_with(format_args!(
+                "ivpong: message {round} checksum {:#010x} does not match its payload ({:#010x})",
+                message.checksum,
+                bulkhead_shmem::fnv1a(message.bytes())
+            ));
+        }
+        println!("ivpong: got {round} checksum ok");
+        let Some(peer) = memory.load_acquire_u32(PING_ID).unwrap_or(0).checked_sub(1) else {
+            exit_fail_with(format_args!(
+                "ivpong: message {round} arrived but ivping's peer ID is not in shared memory"
+            ))
+        };
+        let reply = reply_payload(message.bytes());
+        let checksum = outbox.post(round, &reply).unwrap_or_else(|error| {
+            exit_fail_with(format_args!("ivpong: posting reply {round}: {error}"))
+        });
+        link.device.ring(peer as u16, VECTOR);
+        println!("ivpong: replied {round} (checksum {checksum:#010x})");
+    }
+    println!(
+        "ivpong: {ROUNDS} messages answered, {} doorbells",
+        link.events.doorbells()
+    );
+    exit_pass()
+}

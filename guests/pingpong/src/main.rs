@@ -1,0 +1,259 @@
+//! `pingpong`: two partitions (roles `ping` and `pong`, from the partition name's suffix)
+//! attach the QNX shmem region "pingpong" (PCI form). Whoever attaches first creates it. Ping
+//! waits until pong is an active client (the membership-change interrupt tells it), then
+//! plays ten rounds: it posts a message (sequence number, payload, FNV-1a checksum) and
+//! notifies pong alone; pong checks the checksum, posts a reply (the payload reversed and
+//! XORed with 0x5a, its own checksum) and notifies ping. Both wait in WFI for the device
+//! interrupt and check who notified them (signal knowledge).
+//!
+//! Region data: 0x000 ping's client index + 1, 0x004 pong's; mailbox ping → pong at 0x100,
+//! pong → ping at 0x200.
+
+#![no_std]
+#![no_main]
+
+use bulkhead_guest::{exit_fail_with, exit_pass, gic, println};
+use bulkhead_shmem::mailbox::{Letter, Mailbox};
+use bulkhead_shmem::memory::SharedMemory;
+use bulkhead_shmem::pci::Ecam;
+use bulkhead_shmem::qnx::{QnxShmem, Region, RegionEvents};
+use bulkhead_shmem::{partition_name, single_bit, wait};
+
+bulkhead_guest::entry!(main);
+
+/// Region name.
+const REGION: &str = "pingpong";
+/// Data pages asked for (the creator's choice wins).
+const PAGES: u32 = 1;
+/// Round trips.
+const ROUNDS: u32 = 10;
+/// Payload bytes per message.
+const PAYLOAD_LEN: usize = 48;
+/// Time the peer has to show up.
+const STARTUP_TIMEOUT_MS: u64 = 30_000;
+/// Time one message or reply may take.
+const ROUND_TIMEOUT_MS: u64 = 5_000;
+/// Offsets in the region's data.
+const PING_INDEX: usize = 0x000;
+const PONG_INDEX: usize = 0x004;
+const TO_PONG: usize = 0x100;
+const TO_PING: usize = 0x200;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ping,
+    Pong,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Ping => "ping",
+            Role::Pong => "pong",
+        }
+    }
+}
+
+/// Ping's payload for `round`.
+fn message_payload(round: u32) -> [u8; PAYLOAD_LEN] {
+    let mut payload = [0u8; PAYLOAD_LEN];
+    for (index, byte) in payload.iter_mut().enumerate() {
+        *byte = (round.wrapping_mul(37) as usize + index * 11 + 5) as u8;
+    }
+    payload
+}
+
+/// Pong's reply to `message`: reversed, XOR 0x5a.
+fn reply_payload(message: &[u8]) -> [u8; PAYLOAD_LEN] {
+    let mut payload = [0u8; PAYLOAD_LEN];
+    for (byte, &source) in payload.iter_mut().zip(message.iter().rev()) {
+        *byte = source ^ 0x5a;
+    }
+    payload
+}
+
+fn mailbox(role: Role, memory: SharedMemory, offset: usize) -> Mailbox {
+    Mailbox::new(memory, offset).unwrap_or_else(|error| {
+        exit_fail_with(format_args!("{}: region too small: {error}", role.name()))
+    })
+}
+
+fn read(role: Role, mailbox: &Mailbox) -> Letter {
+    mailbox.read().unwrap_or_else(|error| {
+        exit_fail_with(format_args!(
+            "{}: reading the mailbox: {error}",
+            role.name()
+        ))
+    })
+}
+
+fn main() -> ! {
+    let name = partition_name().unwrap_or("");
+    let role = if name.ends_with("pong") {
+        Role::Pong
+    } else if name.ends_with("ping") {
+        Role::Ping
+    } else {
+        exit_fail_with(format_args!(
+            "pingpong: partition name \"{name}\" ends in neither ping nor pong"
+        ))
+    };
+    let me = role.name();
+    if let Err(error) = gic::init().and_then(|()| wait::init()) {
+        exit_fail_with(format_args!("{me}: interrupt set-up: {error:?}"));
+    }
+
+    let ecam = Ecam::discover();
+    let device = QnxShmem::pci(&ecam, 0)
+        .or_else(|_| QnxShmem::from_device_tree(0))
+        .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: QNX shmem device: {error}")));
+    println!(
+        "{me}: QNX shmem factory page at {:#x} ({}), interrupt {}",
+        device.factory_address(),
+        device.location(),
+        device.intid()
+    );
+
+    // IRQs are still masked: the region is watched before its interrupt can arrive.
+    let region = device.attach(REGION, PAGES).unwrap_or_else(|status| {
+        exit_fail_with(format_args!("{me}: attach \"{REGION}\": {status}"))
+    });
+    let events = region
+        .watch()
+        .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: watch: {error}")));
+    let index = region.index();
+    println!(
+        "{me}: attached \"{REGION}\" as client {index}, {} page(s), data at {:#x}",
+        region.pages(),
+        region.data().address()
+    );
+    let slot = if role == Role::Ping {
+        PING_INDEX
+    } else {
+        PONG_INDEX
+    };
+    if let Err(error) = region.data().store_release_u32(slot, index + 1) {
+        exit_fail_with(format_args!("{me}: region too small: {error}"));
+    }
+    bulkhead_guest::cpu::enable_interrupts();
+
+    match role {
+        Role::Ping => ping(&region, events, index),
+        Role::Pong => pong(&region, events, index),
+    }
+}
+
+fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
+    let role = Role::Ping;
+    let mine = 1u16 << index;
+    wait::until(
+        "ping: waiting for pong to attach",
+        STARTUP_TIMEOUT_MS,
+        || events.active() & !mine != 0,
+    );
+    let others = events.active() & !mine;
+    let Some(pong) = single_bit(u32::from(others)) else {
+        exit_fail_with(format_args!(
+            "ping: expected one other client, active clients are {:#06x}",
+            events.active()
+        ))
+    };
+    println!(
+        "ping: pong is client {pong} (active clients {:#06x})",
+        events.active()
+    );
+    let pong_mask = 1u16 << pong;
+    let outbox = mailbox(role, region.data(), TO_PONG);
+    let inbox = mailbox(role, region.data(), TO_PING);
+
+    for round in 1..=ROUNDS {
+        let payload = message_payload(round);
+        let checksum = outbox
+            .post(round, &payload)
+            .unwrap_or_else(|error| exit_fail_with(format_args!("ping: posting {round}: {error}")));
+        region.notify(u32::from(pong_mask));
+        println!("ping: sent {round} (checksum {checksum:#010x})");
+
+        wait::until("ping: waiting for a reply", ROUND_TIMEOUT_MS, || {
+            inbox.sequence() == round && events.notified() & pong_mask != 0
+        });
+        let notified = events.take_notified();
+        if notified != pong_mask {
+            exit_fail_with(format_args!(
+                "ping: reply {round} notified by {notified:#06x}, expected only pong {pong_mask:#06x}"
+            ));
+        }
+        let reply = read(role, &inbox);
+        if !reply.checksum_ok() {
+            exit_fail_with(format_args!(
+                "ping: reply {round} checksum {:#010x} does not match its payload ({:#010x})",
+                reply.checksum,
+                bulkhead_shmem::fnv1a(reply.bytes())
+            ));
+        }
+        if reply.bytes() != reply_payload(&payload) {
+            exit_fail_with(format_args!(
+                "ping: reply {round} payload is not the transformed message"
+            ));
+        }
+        println!("ping: got reply {round} checksum ok");
+    }
+    println!(
+        "ping: {ROUNDS} round trips, {} device interrupts",
+        events.interrupts()
+    );
+    exit_pass()
+}
+
+fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
+    let role = Role::Pong;
+    let mine = 1u16 << index;
+    let inbox = mailbox(role, region.data(), TO_PONG);
+    let outbox = mailbox(role, region.data(), TO_PING);
+
+    for round in 1..=ROUNDS {
+        let timeout = if round == 1 {
+            STARTUP_TIMEOUT_MS
+        } else {
+            ROUND_TIMEOUT_MS
+        };
+        wait::until("pong: waiting for a message", timeout, || {
+            inbox.sequence() == round && events.notified() != 0
+        });
+        let notified = events.take_notified();
+        let ping_index = region
+            .data()
+            .load_acquire_u32(PING_INDEX)
+            .unwrap_or(0)
+            .wrapping_sub(1);
+        let ping_mask = u16::try_from(ping_index)
+            .ok()
+            .filter(|&ping| ping < 16)
+            .map(|ping| 1u16 << ping);
+        if ping_mask != Some(notified) || notified & mine != 0 {
+            exit_fail_with(format_args!(
+                "pong: message {round} notified by {notified:#06x}, ping is client {ping_index}"
+            ));
+        }
+        let message = read(role, &inbox);
+        if !message.checksum_ok() {
+            exit_fail_with(format_args!(
+                "pong: message {round} checksum {:#010x} does not match its payload ({:#010x})",
+                message.checksum,
+                bulkhead_shmem::fnv1a(message.bytes())
+            ));
+        }
+        println!("pong: got {round} checksum ok");
+        let reply = reply_payload(message.bytes());
+        let checksum = outbox.post(round, &reply).unwrap_or_else(|error| {
+            exit_fail_with(format_args!("pong: posting reply {round}: {error}"))
+        });
+        region.notify(u32::from(notified));
+        println!("pong: replied {round} (checksum {checksum:#010x})");
+    }
+    println!(
+        "pong: {ROUNDS} messages answered, {} device interrupts",
+        events.interrupts()
+    );
+    exit_pass()
+}

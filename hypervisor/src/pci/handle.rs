@@ -1,0 +1,162 @@
+//! The handle the rest of the hypervisor holds: [`PciBridge`], its frames for the device table, and the [`SignalTarget`] for doorbells.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use spin::Mutex;
+
+use super::bridge::{Bridge, Frame, PciError};
+use super::v2m::V2mFrame;
+use super::{GuestPci, PciFunction};
+use crate::addr::GuestPhysAddr;
+use crate::device::gic::GicVersion;
+use crate::device::{Effects, MmioDevice, SignalTarget};
+use crate::exit::AccessWidth;
+
+/// A partition's PCI host bridge (a cheap handle; clones share the bridge).
+#[derive(Clone)]
+pub struct PciBridge {
+    inner: Arc<Mutex<Bridge>>,
+}
+
+impl fmt::Debug for PciBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PciBridge").finish_non_exhaustive()
+    }
+}
+
+impl PciBridge {
+    /// A bridge with no functions; `ram` are the partition's guest-physical RAM ranges
+    /// `(base, size)`, which no BAR may overlap.
+    pub fn new(layout: GuestPci, ram: &[(u64, u64)]) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Bridge::new(layout, ram))),
+        }
+    }
+
+    /// Its layout.
+    pub fn layout(&self) -> GuestPci {
+        self.inner.lock().layout()
+    }
+
+    /// Puts `function` in slot `slot` (device number 0-31, function 0) and places its BARs.
+    pub fn add_function(&self, slot: u8, function: Box<dyn PciFunction>) -> Result<(), PciError> {
+        self.inner.lock().add_function(slot, function)
+    }
+
+    /// Puts every function back to its reset state (command 0, BARs at their firmware places,
+    /// MSI-X disabled and masked, the function's own reset) for a partition restart: unmaps
+    /// what was mapped and lowers asserted INTx lines.
+    pub fn reset(&self, effects: &mut Effects) {
+        self.inner.lock().reset(effects);
+    }
+
+    /// Something outside the partition changed slot `slot`'s function (a peer's doorbell): let
+    /// it update its interrupts. Ignored for an empty slot.
+    pub fn signal(&self, slot: u8, effects: &mut Effects) {
+        self.inner.lock().signal(usize::from(slot), effects);
+    }
+
+    /// A [`SignalTarget`] that runs [`PciBridge::signal`] for `slot`, for the partition's table
+    /// of shared-memory devices.
+    pub fn signal_target(&self, slot: u8) -> Arc<dyn SignalTarget> {
+        Arc::new(PciSignalTarget {
+            bridge: self.clone(),
+            slot,
+        })
+    }
+
+    /// Where BAR `bar` of slot `slot` decodes now (`None`: no such BAR, or being sized).
+    pub fn bar_address(&self, slot: u8, bar: usize) -> Option<GuestPhysAddr> {
+        self.inner
+            .lock()
+            .bar_address(usize::from(slot), bar)
+            .map(GuestPhysAddr::new)
+    }
+
+    /// The frames to put in the partition's device table: ECAM, the 32-bit window, the 64-bit
+    /// window, and with a GICv2 and MSI the v2m frame the device tree describes.
+    pub fn mmio_devices(&self, gic: GicVersion) -> Vec<(GuestPhysAddr, Box<dyn MmioDevice>)> {
+        let layout = self.layout();
+        let mut devices: Vec<(GuestPhysAddr, Box<dyn MmioDevice>)> = [
+            (Frame::Ecam, layout.ecam, "pci-ecam"),
+            (Frame::Mmio32, layout.mmio32, "pci-mmio32"),
+            (Frame::Mmio64, layout.mmio64, "pci-mmio64"),
+        ]
+        .into_iter()
+        .map(|(frame, (base, size), name)| {
+            let window = Window {
+                bridge: self.inner.clone(),
+                frame,
+                size,
+                name,
+            };
+            (
+                GuestPhysAddr::new(base),
+                Box::new(window) as Box<dyn MmioDevice>,
+            )
+        })
+        .collect();
+        if gic == GicVersion::V2
+            && let Some(frame) = V2mFrame::new(layout)
+        {
+            devices.push((GuestPhysAddr::new(layout.v2m_frame.0), Box::new(frame)));
+        }
+        devices
+    }
+}
+
+/// Runs [`PciBridge::signal`] for one slot when the registry signals its device.
+pub struct PciSignalTarget {
+    bridge: PciBridge,
+    slot: u8,
+}
+
+impl SignalTarget for PciSignalTarget {
+    fn signalled(&self, effects: &mut Effects) {
+        self.bridge.signal(self.slot, effects);
+    }
+}
+
+/// One of the bridge's frames in the partition's device table.
+struct Window {
+    bridge: Arc<Mutex<Bridge>>,
+    frame: Frame,
+    size: u64,
+    name: &'static str,
+}
+
+impl MmioDevice for Window {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(
+        &mut self,
+        _vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        effects: &mut Effects,
+    ) -> u64 {
+        self.bridge.lock().read(self.frame, offset, width, effects)
+    }
+
+    fn write(
+        &mut self,
+        _vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        value: u64,
+        effects: &mut Effects,
+    ) {
+        self.bridge
+            .lock()
+            .write(self.frame, offset, width, value, effects);
+    }
+}
