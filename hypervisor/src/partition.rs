@@ -710,26 +710,25 @@ fn shared_memory_devices(
             Some((_, intid)) => intid,
             None => GuestPci::QEMU_VIRT.intx_intid(slot, 1).unwrap_or(0),
         };
-        let device = Arc::new(QnxShmem::new(
+        let device = QnxShmem::new(
             Policy::new(rules, substs),
             &creates,
             client,
             window,
             intid,
             shared.registry,
-        ));
-        let _ = devices.insert(window, device.window());
-        match shmem.mmio {
+        );
+        let device = match shmem.mmio {
             Some((loc, _)) => {
+                let device = Arc::new(device);
                 // The configuration validator refused overlapping devices.
                 let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
                 built.targets.push(device.clone());
+                device
             }
             None => {
-                if bridge
-                    .add_function(slot, Box::new(QnxPciFunction::new(device.clone())))
-                    .is_err()
-                {
+                let (function, device) = QnxPciFunction::new(device);
+                if bridge.add_function(slot, Box::new(function)).is_err() {
                     CONSOLE.print(format_args!(
                         "bulkhead: partition {}: no PCI slot for vdev shmem\n",
                         config.name
@@ -737,8 +736,10 @@ fn shared_memory_devices(
                 }
                 built.targets.push(bridge.signal_target(slot));
                 slot = slot.saturating_add(1);
+                device
             }
-        }
+        };
+        let _ = devices.insert(window, device.window());
         built.releasers.push(device);
     }
     for ivshmem in config.ivshmem {

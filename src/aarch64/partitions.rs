@@ -133,7 +133,7 @@ fn create_shared_memory(memory: PhysRange) -> &'static SharedMemorySystem {
 fn create_registry(memory: PhysRange) -> &'static spin::Mutex<Registry> {
     let registry = REGISTRY.call_once(|| spin::Mutex::new(Registry::new(memory, &ZeroHostMemory)));
     let mut regions: Vec<(&str, u64)> = configuration().regions.to_vec();
-    regions.sort_by(|a, b| b.1.cmp(&a.1));
+    regions.sort_by_key(|&(_, size)| core::cmp::Reverse(size));
     for (name, size) in regions {
         if let Err(status) = registry.lock().create_at_startup(name, size) {
             boot_failure(format_args!(

@@ -50,7 +50,7 @@ pub struct RunArgs {
 }
 
 /// The configuration `cargo xtask run` boots unless told otherwise.
-pub const DEFAULT_CONFIG: &str = "qemu/systems/partitions/board.board";
+pub const DEFAULT_CONFIG: &str = "qemu/systems/demo/board.board";
 
 /// Run `cargo xtask run`; exits with QEMU's status.
 pub fn command(args: &RunArgs) -> Result<ExitCode> {

@@ -108,6 +108,13 @@ pub trait MmioDevice: Send {
         value: u64,
         effects: &mut Effects,
     );
+    /// Whether the device answers at `offset` (< size). A device with holes (a window where
+    /// only some pages are registers) says no for them, and the access is then treated as
+    /// outside the partition's map.
+    fn claims(&self, offset: u64) -> bool {
+        let _ = offset;
+        true
+    }
 }
 
 /// Why an access found no device.
@@ -165,7 +172,7 @@ impl DeviceTable {
             .and_then(|i| self.entries.get_mut(i))
             .ok_or(DispatchError::NoDevice)?;
         let offset = address.offset_from(*base).ok_or(DispatchError::NoDevice)?;
-        if offset >= device.size() {
+        if offset >= device.size() || !device.claims(offset) {
             return Err(DispatchError::NoDevice);
         }
         if offset.saturating_add(width.bytes()) > device.size() {

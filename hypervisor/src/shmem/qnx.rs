@@ -66,6 +66,10 @@ pub enum InterruptKind {
     Level,
     /// One edge per event that leaves something unread ([`Effect::Raise`]).
     Edge,
+    /// The line belongs to someone else (the PCI bridge's INTx): after every change the
+    /// device signals itself ([`Effect::Signal`] with its own client id), and the owner asks
+    /// [`QnxShmem::interrupt_pending`].
+    Delegated,
 }
 
 /// One attached region as this device shows it.
@@ -275,6 +279,12 @@ impl QnxShmem {
 
     /// A load from the window at `offset`: control page registers (reading status takes it
     /// and updates the interrupt), 0 elsewhere.
+    /// Whether `offset` in the window lies in the control page of an attached region.
+    pub fn is_control_page(&self, offset: u64) -> bool {
+        let state = self.state.lock();
+        control_page(&state, offset).is_some()
+    }
+
     pub fn read_window(&self, offset: u64, width: AccessWidth, effects: &mut Effects) -> u64 {
         let mut state = self.state.lock();
         let mut registry = self.registry.lock();
@@ -468,6 +478,7 @@ impl QnxShmem {
                     effects.push(Effect::Raise { intid: self.intid });
                 }
             }
+            InterruptKind::Delegated => effects.push(Effect::Signal(self.client)),
         }
     }
 }
@@ -585,6 +596,12 @@ struct Window(Arc<QnxShmem>);
 impl MmioDevice for Window {
     fn name(&self) -> &'static str {
         "qnx-shmem window"
+    }
+
+    /// Only the control pages of attached regions answer; any other access to the window
+    /// (a detached region's pages, gaps) is outside the partition's map.
+    fn claims(&self, offset: u64) -> bool {
+        self.0.is_control_page(offset)
     }
 
     fn size(&self) -> u64 {

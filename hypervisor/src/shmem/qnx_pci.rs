@@ -4,10 +4,10 @@
 
 use alloc::sync::Arc;
 
-use crate::device::{Effect, Effects, SignalTarget};
+use crate::device::{ClientId, Effect, Effects, SignalTarget};
 use crate::exit::AccessWidth;
 use crate::pci::{BAR_COUNT, BarKind, BarSpec, BarWidth, Context, Identity, PciFunction};
-use crate::shmem::QnxShmem;
+use crate::shmem::{InterruptKind, QnxShmem};
 
 /// PCI vendor ID QNX uses for the shmem vdev.
 pub const VENDOR: u16 = 0x1c05;
@@ -20,16 +20,27 @@ pub struct QnxPciFunction {
 }
 
 impl QnxPciFunction {
-    /// Wraps `device` (its own interrupt effects are replaced by the bridge's INTx).
-    pub fn new(device: Arc<QnxShmem>) -> Self {
-        Self { device }
+    /// Wraps `device`, whose interrupt is delegated to the bridge's INTx: accesses to its
+    /// control pages (which do not pass through the bridge) signal the device itself, and the
+    /// bridge then re-reads the level.
+    pub fn new(device: QnxShmem) -> (Self, Arc<QnxShmem>) {
+        let device = Arc::new(device.with_interrupt_kind(InterruptKind::Delegated));
+        (
+            Self {
+                device: Arc::clone(&device),
+            },
+            device,
+        )
     }
 }
 
-/// Passes on what the device asked for except its interrupt, which INTx carries.
-fn forward(effects: &mut Effects, context: &mut Context<'_>) {
+/// Passes on what the device asked for except its interrupt, which INTx carries (the bridge
+/// re-reads `intx_level` after every access and signal).
+fn forward(own: ClientId, effects: &mut Effects, context: &mut Context<'_>) {
     for effect in effects.drain() {
-        if !matches!(effect, Effect::SetLevel { .. } | Effect::Raise { .. }) {
+        let interrupt = matches!(effect, Effect::SetLevel { .. } | Effect::Raise { .. })
+            || effect == Effect::Signal(own);
+        if !interrupt {
             context.push(effect);
         }
     }
@@ -88,7 +99,7 @@ impl PciFunction for QnxPciFunction {
             let mut effects = Effects::default();
             self.device
                 .write_factory(offset, width, value, &mut effects);
-            forward(&mut effects, context);
+            forward(self.device.client(), &mut effects, context);
         }
     }
 
@@ -99,6 +110,6 @@ impl PciFunction for QnxPciFunction {
     fn signalled(&mut self, context: &mut Context<'_>) {
         let mut effects = Effects::default();
         self.device.signalled(&mut effects);
-        forward(&mut effects, context);
+        forward(self.device.client(), &mut effects, context);
     }
 }
