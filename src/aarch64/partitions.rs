@@ -199,7 +199,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
         let root = table.root();
         tables.push(spin::Mutex::new(table));
         let vmid = (index as u64 + 1) & 0xff;
-        let entry = load_image(partition, gic_version);
+        let entry = load_image(partition, gic_version, 0);
         loaded.push(Loaded {
             vttbr: (vmid << 48) | root,
             entry,
@@ -307,7 +307,12 @@ fn ram_bytes(host_base: u64, size: u64) -> &'static mut [u8] {
 }
 
 /// The device tree describing the partition's own platform.
-fn guest_device_tree(partition: &PartitionConfig, gic_version: GicVersion) -> Vec<u8> {
+fn guest_device_tree(
+    partition: &PartitionConfig,
+    gic_version: GicVersion,
+    restarts: usize,
+) -> Vec<u8> {
+    let bootargs = alloc::format!("bulkhead.restarts={restarts}");
     let ram: Vec<(u64, u64)> = partition
         .ram
         .iter()
@@ -338,7 +343,7 @@ fn guest_device_tree(partition: &PartitionConfig, gic_version: GicVersion) -> Ve
                 .unwrap_or(layout::PL011_DEFAULT_INTID);
             (base, intid.saturating_sub(layout::FIRST_SPI))
         }),
-        bootargs: "",
+        bootargs: &bootargs,
         psci_method: "hvc",
         pci: Some(GuestPci::QEMU_VIRT),
     };
@@ -353,7 +358,7 @@ fn guest_device_tree(partition: &PartitionConfig, gic_version: GicVersion) -> Ve
 /// Zeroes the partition's RAM, copies its image to the first RAM range at the Image
 /// header's text_offset (0 for a raw binary) and its device tree below the image (or after
 /// it when there is no room); returns vCPU 0's entry with x0 = the device tree's address.
-fn load_image(partition: &PartitionConfig, gic_version: GicVersion) -> GuestEntry {
+fn load_image(partition: &PartitionConfig, gic_version: GicVersion, restarts: usize) -> GuestEntry {
     for ram in partition.ram {
         ram_bytes(ram.host_base, ram.size).fill(0);
     }
@@ -390,7 +395,7 @@ fn load_image(partition: &PartitionConfig, gic_version: GicVersion) -> GuestEntr
         destination.copy_from_slice(image);
     }
     arch_aarch64::mmu::clean_to_point_of_coherency(first.host_base + offset, size);
-    let tree = guest_device_tree(partition, gic_version);
+    let tree = guest_device_tree(partition, gic_version, restarts);
     let tree_size = tree.len() as u64;
     let tree_offset = if tree_size <= offset {
         0
@@ -579,7 +584,11 @@ impl VcpuHost for Host {
                 Wake.kick(cpu);
             }
         }
-        let entry = load_image(partition.config, partition.gic_version());
+        let entry = load_image(
+            partition.config,
+            partition.gic_version(),
+            partition.restarts(),
+        );
         println!("bulkhead: partition {} restarted", partition.name());
         Some(entry)
     }

@@ -269,6 +269,12 @@ pub fn model() -> Option<&'static str> {
         .or_else(|| root.compatible().map(|compatible| compatible.first()))
 }
 
+/// `/chosen/bootargs`, if the device tree has them.
+pub fn bootargs() -> Option<&'static str> {
+    let tree = device_tree()?;
+    tree.find_node("/chosen")?.property("bootargs")?.as_str()
+}
+
 /// Number of `cpu` nodes under `/cpus`.
 pub fn cpu_count() -> Option<usize> {
     let tree = device_tree()?;
