@@ -62,9 +62,74 @@ pub struct VcpuSetup {
 }
 
 /// HCR_EL2 for guests: stage 2 on, IRQ/FIQ/SError to EL2 (virtual interrupts to the guest),
-/// SMC and WFI trapped, EL1 is AArch64, set/way invalidation upgraded to clean+invalidate.
-const HCR_GUEST: u64 =
-    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 19) | (1 << 31);
+/// SMC and WFI trapped, EL1 is AArch64, set/way invalidation upgraded to clean+invalidate;
+/// pointer-authentication instructions and key registers not trapped (APK, API): the keys
+/// are EL1 state of the one vCPU this CPU ever runs.
+const HCR_GUEST: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 13)
+    | (1 << 19)
+    | (1 << 31)
+    | (1 << 40)
+    | (1 << 41);
+
+/// Hands the CPU's FP/SIMD, SVE, SME and PMU to its guest without traps. Static partitioning
+/// never switches a CPU between guests and the hypervisor itself (soft-float) never touches
+/// these registers, so nothing is saved or restored.
+fn give_cpu_features_to_guest() {
+    let pfr0: u64;
+    let pfr1: u64;
+    let pmcr: u64;
+    // SAFETY: reads of ID and PMU control registers; no side effects.
+    unsafe {
+        asm!(
+            "mrs {pfr0}, id_aa64pfr0_el1",
+            "mrs {pfr1}, id_aa64pfr1_el1",
+            "mrs {pmcr}, pmcr_el0",
+            pfr0 = out(reg) pfr0,
+            pfr1 = out(reg) pfr1,
+            pmcr = out(reg) pmcr,
+            options(nomem, nostack)
+        );
+    }
+    const CPTR_RES1_NO_TRAPS: u64 = 0x33ff & !(1 << 10);
+    const TRAP_SVE: u64 = 1 << 8;
+    const TRAP_SME: u64 = 1 << 12;
+    let sve = (pfr0 >> 32) & 0xf != 0;
+    let sme = (pfr1 >> 24) & 0xf != 0;
+    let mut cptr = CPTR_RES1_NO_TRAPS;
+    if sve {
+        cptr &= !TRAP_SVE;
+    }
+    if sme {
+        cptr &= !TRAP_SME;
+    }
+    // MDCR_EL2: all PMU counters (HPMN = PMCR_EL0.N) to EL1, no debug or PMU traps.
+    let counters = (pmcr >> 11) & 0x1f;
+    // SAFETY: EL2 trap controls of this CPU, which only ever runs this guest.
+    unsafe {
+        asm!(
+            "msr cptr_el2, {cptr}",
+            "msr mdcr_el2, {mdcr}",
+            "isb",
+            cptr = in(reg) cptr,
+            mdcr = in(reg) counters,
+            options(nomem, nostack)
+        );
+    }
+    // The length registers are accessible once CPTR_EL2 no longer traps them.
+    if sve {
+        // SAFETY: ZCR_EL2 exists with SVE; the largest vector length for EL1 (the CPU clamps).
+        unsafe { asm!("msr S3_4_C1_C2_0, {}", in(reg) 0xfu64, options(nomem, nostack)) };
+    }
+    if sme {
+        // SAFETY: SMCR_EL2 exists with SME; the largest streaming vector length for EL1.
+        unsafe { asm!("msr S3_4_C1_C2_6, {}", in(reg) 0xfu64, options(nomem, nostack)) };
+    }
+}
 /// SCTLR_EL1 at guest entry: MMU and caches off, RES1 bits set.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// SPSR_EL2 for entry: EL1h, DAIF masked.
@@ -92,6 +157,7 @@ pub fn stage2_control() -> Option<u64> {
 /// [`trap`], which returns to the guest or parks the CPU.
 pub fn run(setup: &VcpuSetup, start: GuestEntry, host: &'static dyn VcpuHost) -> ! {
     HOST.call_once(|| host);
+    give_cpu_features_to_guest();
     let midr: u64;
     // SAFETY: configures this CPU's EL2 controls for its one guest: reads MIDR, writes
     // EL2/EL1 system registers only; no memory is touched. Stage-2 tables are complete.
