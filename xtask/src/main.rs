@@ -14,6 +14,7 @@
     )
 )]
 
+mod bench;
 mod build;
 mod error;
 mod guests;
@@ -47,6 +48,10 @@ enum Task {
     Run(run::RunArgs),
     /// Run the host unit tests and the system-test scenarios; end with `N passed, N failed`.
     Test(test::TestArgs),
+    /// Measure doorbell round trips and shared-memory copies in the bench guests, under
+    /// -icount (instruction counts) and in wall-clock time; print a table, write
+    /// target/bench/results.json.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Task::Build(args) => build::command(args),
         Task::Run(args) => run::command(args),
         Task::Test(args) => test::command(args),
+        Task::Bench(args) => bench::command(args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");
