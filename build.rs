@@ -20,6 +20,15 @@ fn main() {
         );
         println!("cargo:rerun-if-changed=boot/aarch64.ld");
     }
+    if target == "x86_64-unknown-none" {
+        println!(
+            "cargo:rustc-link-arg=-T{}",
+            root.join("boot/x86_64.ld").display()
+        );
+        // The 32-bit entry code uses absolute addresses: link a fixed-address executable.
+        println!("cargo:rustc-link-arg=--no-pie");
+        println!("cargo:rerun-if-changed=boot/x86_64.ld");
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=BULKHEAD_CONFIG");
     println!("cargo:rerun-if-env-changed=BULKHEAD_GUEST_IMAGES");

@@ -11,9 +11,14 @@ extern crate alloc;
 mod aarch64;
 #[cfg(target_os = "none")]
 mod allocator;
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+mod x86_64;
 
-#[cfg(all(target_os = "none", not(target_arch = "aarch64")))]
-compile_error!("Bulkhead's bare-metal image supports aarch64 only so far");
+#[cfg(all(
+    target_os = "none",
+    not(any(target_arch = "aarch64", target_arch = "x86_64"))
+))]
+compile_error!("Bulkhead's bare-metal image supports aarch64 and x86_64 only");
 
 #[cfg(not(target_os = "none"))]
 fn main() {

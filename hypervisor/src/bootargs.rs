@@ -1,4 +1,4 @@
-//! Options Bulkhead takes from the boot command line (`/chosen/bootargs`, QEMU `-append`).
+//! Options Bulkhead takes from the boot command line (`/chosen/bootargs`, `-append`, Multiboot2).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -12,6 +12,9 @@ pub enum ExitMethod {
     /// Semihosting SYS_EXIT with a failure status (QEMU `-semihosting`): the emulator's exit
     /// status tells the failure. Only for emulators: on hardware the trap has no handler.
     Semihosting,
+    /// x86 emulators: QEMU's `isa-debug-exit` device (port 0xf4) with a failure status, and
+    /// Bochs's shutdown port; a clean power-off still goes through ACPI.
+    DebugExit,
 }
 
 /// A deliberate failure after boot, to show the failure paths work.
@@ -26,7 +29,7 @@ pub enum SelfTest {
 /// The parsed `bulkhead.*` options.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct BootOptions {
-    /// `bulkhead.exit=psci|semihosting`.
+    /// `bulkhead.exit=psci|semihosting|debug-exit`.
     pub exit: ExitMethod,
     /// `bulkhead.poweroff`: power off once boot is complete instead of idling.
     pub power_off_when_done: bool,
@@ -49,6 +52,7 @@ impl BootOptions {
             match (key, value) {
                 ("exit", "psci") => options.exit = ExitMethod::Psci,
                 ("exit", "semihosting") => options.exit = ExitMethod::Semihosting,
+                ("exit", "debug-exit") => options.exit = ExitMethod::DebugExit,
                 ("poweroff", "") => options.power_off_when_done = true,
                 ("selftest", "panic") => options.self_test = Some(SelfTest::Panic),
                 ("selftest", "fault") => options.self_test = Some(SelfTest::Fault),
@@ -78,6 +82,10 @@ mod tests {
     #[test]
     fn empty_line_gives_defaults() {
         assert_eq!(BootOptions::parse(""), BootOptions::default());
+        assert_eq!(
+            BootOptions::parse("bulkhead.exit=debug-exit").exit,
+            ExitMethod::DebugExit
+        );
         assert_eq!(
             BootOptions::parse("bulkhead.exit=tape").unknown,
             ["bulkhead.exit=tape"]

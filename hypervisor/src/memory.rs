@@ -100,6 +100,8 @@ pub enum Usage {
     Image,
     /// The device tree the firmware handed over.
     DeviceTree,
+    /// The boot loader's boot information (x86: the Multiboot2 information structure).
+    BootInformation,
     /// Kept by firmware (`/memreserve/`, `/reserved-memory`).
     Firmware,
     /// The hypervisor's heap.
@@ -116,6 +118,7 @@ impl Usage {
         match self {
             Usage::Image => "hypervisor image",
             Usage::DeviceTree => "device tree",
+            Usage::BootInformation => "boot information",
             Usage::Firmware => "firmware reserved",
             Usage::Heap => "hypervisor heap",
             Usage::Partition => "partition RAM",

@@ -1,4 +1,7 @@
-//! `cargo xtask build`: the hypervisor image (ELF, then a flat Image binary) and the UEFI loader.
+//! `cargo xtask build`: the hypervisor image (ELF, then a flat Image binary on aarch64 or a
+//! Multiboot2 ELF and a GRUB ISO on x86_64) and the UEFI loader.
+
+pub mod iso;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +21,10 @@ pub enum Arch {
     /// 64-bit Arm, hypervisor at EL2.
     #[default]
     Aarch64,
+    /// x86-64 with VMX, booted through Multiboot2 (GRUB).
+    #[value(name = "x86_64")]
+    #[serde(rename = "x86_64")]
+    X86_64,
 }
 
 impl Arch {
@@ -25,6 +32,7 @@ impl Arch {
     pub fn image_target(self) -> &'static str {
         match self {
             Self::Aarch64 => "aarch64-unknown-none-softfloat",
+            Self::X86_64 => "x86_64-unknown-none",
         }
     }
 
@@ -32,6 +40,7 @@ impl Arch {
     pub fn uefi_target(self) -> &'static str {
         match self {
             Self::Aarch64 => "aarch64-unknown-uefi",
+            Self::X86_64 => "x86_64-unknown-uefi",
         }
     }
 
@@ -39,6 +48,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Self::Aarch64 => "aarch64",
+            Self::X86_64 => "x86_64",
         }
     }
 
@@ -46,13 +56,38 @@ impl Arch {
     fn efi_boot_file(self) -> &'static str {
         match self {
             Self::Aarch64 => "BOOTAA64.EFI",
+            Self::X86_64 => "BOOTX64.EFI",
         }
     }
 
     fn elf_machine(self) -> elf::Machine {
         match self {
             Self::Aarch64 => elf::EM_AARCH64,
+            Self::X86_64 => elf::EM_X86_64,
         }
+    }
+
+    /// The machine profile `run` uses when `--machine` is not given.
+    pub fn default_profile(self) -> &'static str {
+        match self {
+            Self::Aarch64 => "virt-gicv3",
+            Self::X86_64 => "bochs-vmx",
+        }
+    }
+
+    /// The boot option that makes a panic or fatal exception exit the emulator with a failure
+    /// status: semihosting on aarch64 (QEMU also needs `-semihosting`), QEMU's isa-debug-exit
+    /// device and Bochs's shutdown port on x86_64.
+    pub fn failure_exit_option(self) -> &'static str {
+        match self {
+            Self::Aarch64 => "bulkhead.exit=semihosting",
+            Self::X86_64 => "bulkhead.exit=debug-exit",
+        }
+    }
+
+    /// Whether the image can take partitions from a configuration yet.
+    pub fn has_partitions(self) -> bool {
+        self == Self::Aarch64
     }
 }
 
@@ -60,7 +95,8 @@ impl Arch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BootMethod {
-    /// The image itself, as a Linux arm64 Image (`-kernel bulkhead.bin`).
+    /// The image itself: an arm64 Image (`-kernel bulkhead.bin`), or on x86_64 the Multiboot2
+    /// image on a GRUB ISO.
     #[default]
     Image,
     /// UEFI firmware starts the loader (BOOTAA64.EFI), which carries the image.
@@ -121,12 +157,13 @@ pub struct BuildArgs {
     config: Option<PathBuf>,
 }
 
-/// The hypervisor image, as cargo built it and as QEMU boots it.
+/// The hypervisor image, as cargo built it and as the emulator boots it.
 #[derive(Debug, Clone)]
 pub struct Image {
     /// With symbols, for gdb.
     pub elf: PathBuf,
-    /// Flat binary starting with the arm64 Image header.
+    /// What the boot loader takes: on aarch64 a flat binary starting with the arm64 Image
+    /// header; on x86_64 an ELF with only its loadable segments (GRUB's `multiboot2` loads it).
     pub binary: PathBuf,
 }
 
@@ -145,6 +182,12 @@ pub fn command(args: &BuildArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|path| workspace::absolute_existing(path, "configuration file"))
         .transpose()?;
+    if config.is_some() && !args.arch.has_partitions() {
+        return Err(Error::new(format!(
+            "{} partitions are not implemented yet: build without --config",
+            args.arch.name()
+        )));
+    }
     let profile = args.cargo_profile.profile();
     let image = image(args.arch, profile, config.as_deref())?;
     let loader = match args.boot {
@@ -152,7 +195,15 @@ pub fn command(args: &BuildArgs) -> Result<ExitCode> {
         BootMethod::Uefi => Some(loader(args.arch, profile, &image)?),
     };
     println!("image ELF (symbols): {}", image.elf.display());
-    println!("image binary:        {}", image.binary.display());
+    if args.arch == Arch::X86_64 {
+        setup::emulators(&iso::requirements())?;
+        let iso_path = image.binary.with_extension("iso");
+        iso::make(&image.binary, "", &iso_path)?;
+        println!("Multiboot2 ELF:      {}", image.binary.display());
+        println!("GRUB ISO:            {}", iso_path.display());
+    } else {
+        println!("image binary:        {}", image.binary.display());
+    }
     if let Some(loader) = loader {
         println!("UEFI loader:         {}", loader.efi.display());
         println!("EFI system partition: {}", loader.esp.display());
@@ -174,12 +225,31 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
         .join(target)
         .join(profile.directory());
     let elf_path = directory.join("bulkhead");
+    let extension = match arch {
+        Arch::Aarch64 => "bin",
+        Arch::X86_64 => "elf",
+    };
     // One binary per configuration, so images of several configurations can coexist.
     let binary_path = directory.join(match config {
-        Some(config) => format!("bulkhead-{}.bin", config_tag(config)),
-        None => "bulkhead.bin".to_string(),
+        Some(config) => format!("bulkhead-{}.{extension}", config_tag(config)),
+        None => format!("bulkhead.{extension}"),
     });
     let elf = std::fs::read(&elf_path).context(|| format!("cannot read {}", elf_path.display()))?;
+    if arch == Arch::X86_64 {
+        let loadable = iso::loadable_elf(&elf).context(|| elf_path.display().to_string())?;
+        iso::check_multiboot2_header(&loadable).context(|| elf_path.display().to_string())?;
+        std::fs::write(&binary_path, &loadable)
+            .context(|| format!("cannot write {}", binary_path.display()))?;
+        println!(
+            "==> {} ({} bytes, Multiboot2)",
+            binary_path.display(),
+            loadable.len()
+        );
+        return Ok(Image {
+            elf: elf_path,
+            binary: binary_path,
+        });
+    }
     let flat = flatten(&elf, arch).context(|| elf_path.display().to_string())?;
     check_image_header(&flat.bytes).context(|| elf_path.display().to_string())?;
     std::fs::write(&binary_path, &flat.bytes)
@@ -247,6 +317,11 @@ pub fn config_tag(config: &Path) -> String {
 
 /// Build the UEFI loader around `image` and lay out the EFI system partition.
 pub fn loader(arch: Arch, profile: CargoProfile, image: &Image) -> Result<Loader> {
+    if arch == Arch::X86_64 {
+        return Err(Error::new(
+            "the x86_64 UEFI entry is not implemented yet: use --boot image (Multiboot2 via GRUB)",
+        ));
+    }
     let target = arch.uefi_target();
     println!(
         "==> building the UEFI loader ({}, {target})",

@@ -1,4 +1,7 @@
 //! Machine profiles (`qemu/*.toml`): which emulator and board to run, and the command line for it.
+//! QEMU is driven by its command line; Bochs by a generated bochsrc (see `profile/bochs.rs`).
+
+mod bochs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +13,17 @@ use crate::error::{Context, Error, Result};
 use crate::setup::Requirement;
 use crate::workspace;
 
-/// The profile `run` uses when `--machine` is not given.
-pub const DEFAULT: &str = "virt-gicv3";
+/// Which emulator program a profile drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmulatorKind {
+    /// QEMU (`qemu-system-*`), configured on its command line.
+    #[default]
+    Qemu,
+    /// Bochs, configured through a bochsrc; it always exits with status 1, so scenarios on it
+    /// judge by serial markers.
+    Bochs,
+}
 
 /// One machine profile, read from a TOML file in `qemu/`.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,13 +36,17 @@ pub struct Profile {
     pub description: String,
     /// Architecture of the emulated machine.
     pub arch: Arch,
+    /// Which emulator program this is (`qemu`, the default, or `bochs`).
+    #[serde(default)]
+    pub emulator_kind: EmulatorKind,
     /// Emulator program: a name looked up on `$PATH`, or a path.
     pub emulator: String,
     /// Debian/Ubuntu package that provides the emulator.
     pub emulator_package: String,
-    /// `-M` value.
+    /// QEMU `-M` value (required for QEMU; Bochs has no machine types).
+    #[serde(default)]
     pub machine: String,
-    /// `-cpu` value.
+    /// QEMU `-cpu` value, or the Bochs CPU model (`cpu: model=...`).
     pub cpu: String,
     /// Default CPU count (`-smp`).
     pub smp: u32,
@@ -45,6 +61,9 @@ pub struct Profile {
     /// Firmware for `--boot uefi`; a profile without it cannot boot through UEFI.
     #[serde(default)]
     pub uefi: Option<UefiFirmware>,
+    /// Bochs settings (required with `emulator-kind = "bochs"`).
+    #[serde(default)]
+    pub bochs: Option<bochs::BochsSettings>,
 }
 
 /// The UEFI firmware a profile boots with.
@@ -67,6 +86,8 @@ pub enum Boot {
     Image { binary: PathBuf, append: String },
     /// Firmware boots `EFI/BOOT/BOOTAA64.EFI` from this directory, served as a FAT drive.
     Uefi { esp: PathBuf },
+    /// The BIOS boots GRUB from this CD image, which boots the Multiboot2 image (x86_64).
+    Iso { iso: PathBuf },
 }
 
 /// Where the serial console goes.
@@ -125,8 +146,28 @@ impl Profile {
         let profile: Self =
             toml::from_str(text).context(|| "invalid machine profile".to_string())?;
         profile.check_smp(profile.smp)?;
-        if profile.emulator.is_empty() || profile.machine.is_empty() || profile.memory.is_empty() {
-            return Err(Error::new("emulator, machine and memory must not be empty"));
+        if profile.emulator.is_empty() || profile.memory.is_empty() {
+            return Err(Error::new("emulator and memory must not be empty"));
+        }
+        match profile.emulator_kind {
+            EmulatorKind::Qemu if profile.machine.is_empty() => {
+                return Err(Error::new("a QEMU profile needs `machine`"));
+            }
+            EmulatorKind::Qemu if profile.bochs.is_some() => {
+                return Err(Error::new("[bochs] needs emulator-kind = \"bochs\""));
+            }
+            EmulatorKind::Bochs => {
+                if profile.bochs.is_none() {
+                    return Err(Error::new("a Bochs profile needs a [bochs] table"));
+                }
+                if profile.arch != Arch::X86_64 || profile.uefi.is_some() {
+                    return Err(Error::new(
+                        "Bochs profiles are x86_64 and boot a GRUB ISO (no [uefi])",
+                    ));
+                }
+                bochs::megabytes(&profile.memory)?;
+            }
+            EmulatorKind::Qemu => {}
         }
         Ok(profile)
     }
@@ -151,6 +192,18 @@ impl Profile {
             program: self.emulator.clone(),
             package: self.emulator_package.clone(),
         }];
+        if let Some(settings) = &self.bochs {
+            requirements.extend(settings.requirements());
+        }
+        if self.arch == Arch::X86_64 && boot == BootMethod::Image {
+            requirements.extend(crate::build::iso::requirements());
+        }
+        if boot == BootMethod::Uefi && self.arch == Arch::X86_64 {
+            return Err(Error::new(
+                "the x86_64 UEFI entry is not implemented yet: use boot = \"image\" (Multiboot2 \
+                 via GRUB)",
+            ));
+        }
         if boot == BootMethod::Uefi {
             let firmware = self.uefi_firmware()?;
             requirements.push(Requirement::File {
@@ -170,9 +223,16 @@ impl Profile {
         })
     }
 
-    /// The emulator command for one launch.
+    /// The emulator command for one launch. For Bochs this writes the bochsrc next to the ISO.
     pub fn command(&self, launch: &Launch) -> Result<Command> {
         self.check_smp(launch.smp)?;
+        if self.emulator_kind == EmulatorKind::Bochs {
+            let settings = self
+                .bochs
+                .as_ref()
+                .context(|| "a Bochs profile needs a [bochs] table".to_string())?;
+            return bochs::command(self, settings, launch);
+        }
         let mut machine = self.machine.clone();
         if let Boot::Uefi { .. } = launch.boot {
             for option in &self.uefi_firmware()?.machine_options {
@@ -219,6 +279,9 @@ impl Profile {
                 command.arg("-drive").arg(drive);
                 command.args(["-boot", "menu=on,splash-time=0"]);
             }
+            Boot::Iso { iso } => {
+                command.arg("-cdrom").arg(iso);
+            }
         }
         Ok(command)
     }
@@ -262,6 +325,8 @@ mod tests {
         let names = available();
         assert!(names.contains(&"virt-gicv3".to_string()), "{names:?}");
         assert!(names.contains(&"virt-gicv2".to_string()), "{names:?}");
+        assert!(names.contains(&"bochs-vmx".to_string()), "{names:?}");
+        assert!(names.contains(&"q35-tcg".to_string()), "{names:?}");
         for name in names {
             Profile::load(&name).unwrap();
         }
@@ -335,5 +400,51 @@ mod tests {
              -S -gdb tcp::1234 -bios /usr/share/AAVMF/AAVMF_CODE.fd \
              -drive file=fat:rw:/t/esp/aarch64,format=raw -boot menu=on,splash-time=0"
         );
+    }
+
+    #[test]
+    fn x86_qemu_boots_the_iso_with_isa_debug_exit() {
+        let profile = Profile::load("q35-tcg").unwrap();
+        assert_eq!(profile.arch, Arch::X86_64);
+        let command = profile
+            .command(&Launch {
+                boot: Boot::Iso {
+                    iso: PathBuf::from("/t/x.iso"),
+                },
+                smp: 2,
+                memory: "256M".to_string(),
+                semihosting: false,
+                console: Console::Captured,
+                gdb: false,
+            })
+            .unwrap();
+        assert_eq!(command.get_program(), "qemu-system-x86_64");
+        assert_eq!(
+            arguments(&command).join(" "),
+            "-M q35 -cpu max -smp 2 -m 256M -display none -serial stdio -monitor none \
+             -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 -cdrom /t/x.iso"
+        );
+        let requirements = profile.requirements(BootMethod::Image).unwrap();
+        assert!(
+            requirements.iter().any(|requirement| matches!(
+                requirement,
+                Requirement::Program { program, .. } if program == "grub-mkrescue"
+            )),
+            "{requirements:?}"
+        );
+        assert!(profile.requirements(BootMethod::Uefi).is_err());
+    }
+
+    #[test]
+    fn bochs_profiles_need_their_table_and_no_machine_type() {
+        let text = "description = \"x\"\narch = \"x86_64\"\nemulator-kind = \"bochs\"\n\
+                    emulator = \"bochs\"\nemulator-package = \"bochs\"\n\
+                    cpu = \"corei7_skylake_x\"\nsmp = 2\nmemory = \"256M\"\n";
+        let error = Profile::parse(text).unwrap_err().to_string();
+        assert!(error.contains("[bochs]"), "{error}");
+        let error = Profile::parse(&text.replace("bochs\"\nemulator =", "qemu\"\nemulator ="))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs `machine`"), "{error}");
     }
 }

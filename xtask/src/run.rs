@@ -1,18 +1,14 @@
 //! `cargo xtask run`: build the image and boot it in QEMU with the serial console on the terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use crate::build::{self, Arch, BootMethod, CargoProfileArgs};
 use crate::error::{Context, Error, Result};
-use crate::profile::{self, Boot, Console, Launch, Profile};
+use crate::profile::{Boot, Console, EmulatorKind, Launch, Profile};
 use crate::{setup, workspace};
-
-/// The kernel command-line word that makes the image report panics and power-off as QEMU's exit
-/// status (QEMU also needs `-semihosting`).
-pub const SEMIHOSTING_EXIT: &str = "bulkhead.exit=semihosting";
 
 /// Options of `cargo xtask run`.
 #[derive(Debug, Clone, Args)]
@@ -20,10 +16,12 @@ pub struct RunArgs {
     /// Architecture to build for.
     #[arg(long, value_enum, default_value_t)]
     arch: Arch,
-    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2) or the path of a profile file.
-    #[arg(long, value_name = "PROFILE", default_value = profile::DEFAULT)]
-    machine: String,
-    /// Boot method: `image` (QEMU -kernel) or `uefi` (AAVMF firmware starts the loader).
+    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2, bochs-vmx, q35-tcg) or the
+    /// path of a profile file [default: virt-gicv3 on aarch64, bochs-vmx on x86_64].
+    #[arg(long, value_name = "PROFILE")]
+    machine: Option<String>,
+    /// Boot method: `image` (aarch64: QEMU -kernel; x86_64: GRUB ISO with the Multiboot2 image)
+    /// or `uefi` (AAVMF firmware starts the loader; aarch64 only so far).
     #[arg(long, value_enum, default_value_t)]
     boot: BootMethod,
     /// Number of CPUs (default: the profile's).
@@ -32,19 +30,22 @@ pub struct RunArgs {
     /// Memory size in QEMU's syntax, e.g. 512M or 2G (default: the profile's).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
-    /// Kernel command-line words, e.g. "bulkhead.poweroff" (Image boot only).
+    /// Kernel command-line words, e.g. "bulkhead.poweroff" (Image boot only; on x86_64 they go
+    /// on GRUB's multiboot2 line).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     append: Option<String>,
     /// Wait for gdb on TCP port 1234 before the first instruction, and print the gdb command.
     #[arg(long)]
     gdb: bool,
-    /// Leave out `bulkhead.exit=semihosting` and QEMU's -semihosting.
+    /// Leave out `bulkhead.exit=semihosting` and QEMU's -semihosting (x86_64:
+    /// `bulkhead.exit=debug-exit`).
     #[arg(long)]
     no_semihosting: bool,
     /// System configuration (a board file, see hypervisor/config/README.md), compiled into
-    /// the image; `none` boots without partitions.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
+    /// the image; `none` boots without partitions [default: qemu/systems/demo/board.board on
+    /// aarch64, none on x86_64, which has no partitions yet].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     cargo_profile: CargoProfileArgs,
 }
@@ -55,7 +56,11 @@ pub const DEFAULT_CONFIG: &str = "qemu/systems/demo/board.board";
 /// Run `cargo xtask run`; exits with QEMU's status.
 pub fn command(args: &RunArgs) -> Result<ExitCode> {
     setup::toolchain()?;
-    let profile = Profile::load(&args.machine)?;
+    let profile = Profile::load(
+        args.machine
+            .as_deref()
+            .unwrap_or(args.arch.default_profile()),
+    )?;
     if profile.arch != args.arch {
         return Err(Error::new(format!(
             "machine profile `{}` is for {}, not {}",
@@ -70,13 +75,19 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
         .memory
         .clone()
         .unwrap_or_else(|| profile.memory.clone());
-    let config = if args.config.as_os_str() == "none" {
-        None
-    } else {
-        Some(workspace::absolute_existing(
-            &workspace::root().join(&args.config),
+    let config = match &args.config {
+        Some(path) if path.as_os_str() == "none" => None,
+        None if !args.arch.has_partitions() => None,
+        Some(_) if !args.arch.has_partitions() => {
+            return Err(Error::new(format!(
+                "{} partitions are not implemented yet: leave out --config",
+                args.arch.name()
+            )));
+        }
+        path => Some(workspace::absolute_existing(
+            &workspace::root().join(path.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))),
             "configuration file",
-        )?)
+        )?),
     };
     if args.boot == BootMethod::Uefi && args.append.is_some() {
         return Err(Error::new(
@@ -88,19 +99,32 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
 
     let cargo_profile = args.cargo_profile.profile();
     let image = build::image(args.arch, cargo_profile, config.as_deref())?;
-    let semihosting = !args.no_semihosting;
+    let failure_exit = !args.no_semihosting;
+    let semihosting = failure_exit && args.arch == Arch::Aarch64;
     let boot = match args.boot {
         BootMethod::Image => {
             let mut words = Vec::new();
-            if semihosting {
-                words.push(SEMIHOSTING_EXIT);
+            if failure_exit {
+                words.push(args.arch.failure_exit_option());
             }
             if let Some(append) = &args.append {
                 words.push(append);
             }
-            Boot::Image {
-                binary: image.binary.clone(),
-                append: words.join(" "),
+            let append = words.join(" ");
+            if args.arch == Arch::X86_64 {
+                let iso = image.binary.with_file_name("bulkhead-run.iso");
+                println!(
+                    "==> {} (GRUB: multiboot2 /boot/bulkhead.elf {append})",
+                    iso.display()
+                );
+                Boot::Iso {
+                    iso: build::iso::make(&image.binary, &append, &iso)?,
+                }
+            } else {
+                Boot::Image {
+                    binary: image.binary.clone(),
+                    append,
+                }
             }
         }
         BootMethod::Uefi => {
@@ -118,8 +142,13 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
     })?;
 
     println!(
-        "==> booting on `{}` ({}), {smp} CPUs; quit with Ctrl-A X",
-        profile.name, profile.description
+        "==> booting on `{}` ({}), {smp} CPUs; quit with {}",
+        profile.name,
+        profile.description,
+        match profile.emulator_kind {
+            EmulatorKind::Qemu => "Ctrl-A X",
+            EmulatorKind::Bochs => "Ctrl-C (Bochs exits with status 1 whatever happened)",
+        }
     );
     if args.boot == BootMethod::Uefi {
         println!(

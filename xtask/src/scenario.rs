@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::build::BootMethod;
 use crate::error::{Context, Error, Result};
 use crate::markers::{ExitExpectation, Expectation, Marker};
-use crate::profile::Profile;
+use crate::profile::{EmulatorKind, Profile};
 use crate::workspace;
 
 /// Forbidden markers when a scenario does not list its own.
@@ -152,6 +152,19 @@ pub fn parse(text: &str, stem: &str) -> Result<Scenario> {
         }
     }
     let profile = Profile::load(&file.machine)?;
+    if profile.emulator_kind == EmulatorKind::Bochs && exit != ExitExpectation::Markers {
+        return Err(Error::new(format!(
+            "machine profile `{}` runs Bochs, which always exits with status 1: judge by \
+             markers (exit = \"markers\")",
+            profile.name
+        )));
+    }
+    if config.is_some() && !profile.arch.has_partitions() {
+        return Err(Error::new(format!(
+            "`config`: {} partitions are not implemented yet",
+            profile.arch.name()
+        )));
+    }
     let smp = file.smp.unwrap_or(profile.smp);
     profile.check_smp(smp)?;
     profile.requirements(file.boot)?;
@@ -209,6 +222,8 @@ mod tests {
             "boot-uefi-gicv3",
             "panic-reports-location",
             "fault-reports-syndrome",
+            "boot-x86-bochs-vmx",
+            "boot-x86-qemu-novmx",
         ] {
             assert!(
                 names.contains(&expected),
@@ -251,6 +266,16 @@ mod tests {
         assert!(
             error(&MINIMAL.replace("timeout-seconds = 5", "timeout-seconds = 0"))
                 .contains("timeout")
+        );
+        let bochs = MINIMAL.replace("virt-gicv3", "bochs-vmx");
+        assert!(error(&bochs).contains("exit = \"markers\""));
+        parse(&bochs.replace("\"poweroff\"", "\"markers\""), "x").unwrap();
+        assert!(
+            error(&format!(
+                "{}\nconfig = \"qemu/systems/demo/board.board\"\n",
+                bochs.replace("\"poweroff\"", "\"markers\"")
+            ))
+            .contains("not implemented yet")
         );
     }
 }

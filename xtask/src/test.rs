@@ -11,7 +11,6 @@ use crate::build::{self, Arch, BootMethod, CargoProfile, Image, Loader};
 use crate::error::{Context, Result};
 use crate::harness;
 use crate::profile::{Boot, Console, Launch};
-use crate::run::SEMIHOSTING_EXIT;
 use crate::scenario::{self, Scenario};
 use crate::{setup, workspace};
 
@@ -173,17 +172,28 @@ impl Artifacts {
         artifacts
     }
 
-    /// How `scenario` boots, or why it cannot.
-    fn boot(&self, scenario: &Scenario) -> Result<Boot, String> {
-        let key = (scenario.profile.arch, scenario.config.clone());
+    /// How `scenario` boots, or why it cannot. An x86_64 scenario gets its own GRUB ISO (the
+    /// command line lives in its grub.cfg) in `directory`.
+    fn boot(&self, scenario: &Scenario, directory: &std::path::Path) -> Result<Boot, String> {
+        let arch = scenario.profile.arch;
+        let key = (arch, scenario.config.clone());
         let missing = || Err("not built".to_string());
         match scenario.boot {
             BootMethod::Image => match self.images.get(&key) {
                 Some(Ok(image)) => {
-                    let mut append = SEMIHOSTING_EXIT.to_string();
+                    let mut append = arch.failure_exit_option().to_string();
                     if !scenario.append.is_empty() {
                         append.push(' ');
                         append.push_str(&scenario.append);
+                    }
+                    if arch == Arch::X86_64 {
+                        std::fs::create_dir_all(directory).map_err(|error| {
+                            format!("cannot create {}: {error}", directory.display())
+                        })?;
+                        let iso = directory.join(format!("{}.iso", scenario.name));
+                        return build::iso::make(&image.binary, &append, &iso)
+                            .map(|iso| Boot::Iso { iso })
+                            .map_err(|error| error.to_string());
                     }
                     Ok(Boot::Image {
                         binary: image.binary.clone(),
@@ -254,14 +264,14 @@ fn system_tests(scenarios: &[Scenario], tally: &mut Tally) -> Result<()> {
             }
             continue;
         }
-        let outcome = artifacts.boot(scenario).and_then(|boot| {
+        let outcome = artifacts.boot(scenario, &logs).and_then(|boot| {
             let command = scenario
                 .profile
                 .command(&Launch {
                     boot,
                     smp: scenario.smp,
                     memory: scenario.memory.clone(),
-                    semihosting: true,
+                    semihosting: scenario.profile.arch == Arch::Aarch64,
                     console: Console::Captured,
                     gdb: false,
                 })

@@ -1,0 +1,325 @@
+//! x86_64 bring-up: Multiboot2 information → COM1 console → ACPI (CPUs, APICs, power-off) →
+//! memory map → the hypervisor's page tables → heap → exceptions → VMX → every CPU online.
+
+mod panic;
+mod smp;
+
+use alloc::boxed::Box;
+use core::fmt;
+
+use arch_x86_64::apic::LocalApic;
+use arch_x86_64::cpu::{self, PerCpu};
+use arch_x86_64::mmu::{self, HeapTables};
+use arch_x86_64::paging::{HostPaging, Memory, PageTable};
+use arch_x86_64::platform::{self, Platform, RootTable};
+use arch_x86_64::serial::{COM1, Serial};
+use arch_x86_64::{descriptors, exception, power, vmx};
+use boot::x86_64::{BootInfo, ImageLayout, TRAMPOLINE_ADDRESS};
+use hypervisor::addr::{HostPhysAddr, HumanSize, PAGE_SIZE, PhysRange};
+use hypervisor::bootargs::{BootOptions, SelfTest};
+use hypervisor::console::CONSOLE;
+use hypervisor::memory::{MemoryMap, PhysRangeSet, Usage};
+use hypervisor::println;
+use spin::Once;
+
+use crate::allocator::BootAllocator;
+
+#[global_allocator]
+static ALLOCATOR: BootAllocator = BootAllocator::new();
+
+/// Size of the hypervisor heap carved from RAM at boot.
+const HEAP_SIZE: u64 = 16 << 20;
+/// Below this, memory belongs to the firmware (real-mode area, EBDA, BIOS) and the AP
+/// trampoline; Bulkhead maps only the trampoline's page there.
+const LOW_MEMORY_END: u64 = 1 << 20;
+
+static UART: Once<Serial> = Once::new();
+
+/// Stops the boot with a report (a firmware or configuration problem, not a guest's doing).
+fn boot_failure(args: fmt::Arguments<'_>) -> ! {
+    CONSOLE.print_emergency(format_args!("bulkhead: boot failed: {args}\n"));
+    power::fail()
+}
+
+/// Rust entry of the boot CPU, called by `boot/src/x86_64.rs` in long mode on the boot page
+/// tables (the low 4 GiB identity-mapped), interrupts off.
+#[unsafe(no_mangle)]
+extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
+    let (heap_start, heap_size) = boot::x86_64::bootstrap_heap();
+    // SAFETY: the linker reserved this region inside the image for exactly this; nothing else
+    // uses it, and this runs once, on the boot CPU, before any allocation.
+    unsafe { ALLOCATOR.init_bootstrap(heap_start, heap_size) };
+    // SAFETY: COM1's ports belong to the hypervisor console alone.
+    if let Some(serial) = unsafe { Serial::new(COM1) } {
+        CONSOLE.set_sink(UART.call_once(|| serial));
+    }
+    hypervisor::console::init_logging(log::LevelFilter::Info);
+    // Exceptions are reported from here on.
+    descriptors::install_this_cpu();
+    exception::install();
+
+    // SAFETY: the entry code checked the Multiboot2 magic and passes EBX unchanged; the boot
+    // page tables identity-map the low 4 GiB, where GRUB puts the information.
+    let info = match unsafe { boot::x86_64::read_multiboot2(boot_information) } {
+        Ok(info) => info,
+        Err(error) => boot_failure(format_args!(
+            "the Multiboot2 boot information at {boot_information:#x} is unusable: {error:?}"
+        )),
+    };
+    let options = BootOptions::parse(&info.command_line);
+    power::set_failure_exit(options.exit);
+    println!("Bulkhead {} (x86_64) booting", hypervisor::VERSION);
+    if info.loader.is_empty() {
+        println!("boot method: multiboot2");
+    } else {
+        println!("boot method: multiboot2 ({})", info.loader);
+    }
+    for word in &options.unknown {
+        log::warn!("unknown boot option `{word}` ignored");
+    }
+
+    let root = info.acpi.map(|root| RootTable {
+        revision: root.revision,
+        address: root.address,
+    });
+    // SAFETY: the boot page tables identity-map the low 4 GiB; the root comes from GRUB's
+    // RSDP tag (or the BIOS area is searched).
+    let platform = match unsafe { platform::read(root) } {
+        Ok(platform) => platform,
+        Err(error) => boot_failure(format_args!("{error}")),
+    };
+    power::set_soft_off(platform.soft_off);
+    let local_apic = LocalApic::current();
+    print_platform(&platform, local_apic);
+
+    let image = boot::x86_64::image_layout();
+    let mut memory_map = build_memory_map(&info, &image);
+    let Some(heap) = memory_map.carve(HEAP_SIZE, Usage::Heap) else {
+        boot_failure(format_args!(
+            "no {} of free RAM for the heap",
+            HumanSize(HEAP_SIZE)
+        ))
+    };
+    // SAFETY: the memory map took this range out of free RAM for the heap alone.
+    unsafe { ALLOCATOR.init_main(heap.start.as_u64(), heap.size()) };
+    print_memory_map(&memory_map);
+
+    let table = build_hypervisor_map(&memory_map, &image, &platform, local_apic);
+    // SAFETY: still on the boot page tables, which map the trampoline's page writable; it lies
+    // in low memory the memory map keeps out of every allocation; no other CPU runs yet.
+    if let Err(error) = unsafe { boot::x86_64::install_trampoline(table.root()) } {
+        boot_failure(format_args!("AP trampoline: {error:?}"));
+    }
+    mmu::enable_protection();
+    // SAFETY: the new tables map the image (this code, its stack, .data), all RAM (heap and the
+    // boot information), the local APIC and the I/O APICs, at the same addresses.
+    unsafe { mmu::activate(&table) };
+    local_apic.enable();
+
+    let apic_id = cpu::apic_id();
+    let boot_cpu = platform.cpu_index(apic_id).unwrap_or_else(|| {
+        log::warn!("the boot CPU's APIC ID {apic_id} is not in the MADT; calling it cpu 0");
+        0
+    });
+    let per_cpu: &'static PerCpu = Box::leak(Box::new(PerCpu::new(boot_cpu, apic_id)));
+    cpu::install_per_cpu(per_cpu);
+    println!("cpu {boot_cpu} online (APIC ID {apic_id}, boot CPU)");
+    let vmx_on = usize::from(report_vmx(boot_cpu));
+
+    let (online, vmx_on_secondaries) = smp::start_secondaries(&platform, boot_cpu, local_apic);
+    println!("{online} of {} CPUs online", platform.cpus.len());
+    let vmx_total = vmx_on + vmx_on_secondaries;
+    if vmx_total == online {
+        println!("VMX on {vmx_total} of {online} CPUs");
+    } else {
+        println!(
+            "VMX on {vmx_total} of {online} CPUs: partitions need VMX (Bochs with \
+             cpu: model=corei7_skylake_x, or KVM with nested VMX)"
+        );
+    }
+    println!("configuration: none (x86_64 partitions are not implemented yet)");
+    println!("boot complete");
+
+    match options.self_test {
+        Some(SelfTest::Panic) => panic::deliberate_panic(),
+        Some(SelfTest::Fault) => deliberate_fault(),
+        None => {}
+    }
+    if options.power_off_when_done {
+        println!("bulkhead: powering off (ACPI S5)");
+        power::power_off();
+    }
+    println!("no partitions on x86_64 yet; CPUs idle");
+    cpu::halt()
+}
+
+/// Turns VMX on for this CPU and says so; true if it is on.
+pub(crate) fn report_vmx(index: usize) -> bool {
+    match vmx::enable_this_cpu() {
+        Ok(features) => {
+            println!(
+                "cpu {index}: VMX on (EPT, VPID, unrestricted guest{}; VMCS revision {:#x})",
+                if features.ept_1gib_pages {
+                    ", 1 GiB EPT pages"
+                } else {
+                    ""
+                },
+                features.revision
+            );
+            true
+        }
+        Err(error) => {
+            println!("cpu {index}: no VMX: {error}");
+            false
+        }
+    }
+}
+
+/// Reads an unmapped address: the page fault must be reported.
+fn deliberate_fault() -> ! {
+    println!("self-test: reading unmapped address 0x1000");
+    // SAFETY: not memory-safe by intent: the address is unmapped, so the load raises a page
+    // fault, which is reported and stops the machine; the load never completes.
+    let value = unsafe { core::ptr::read_volatile(0x1000 as *const u64) };
+    boot_failure(format_args!(
+        "the unmapped read returned {value:#x} instead of faulting"
+    ))
+}
+
+fn page_range(start: u64, size: u64) -> PhysRange {
+    let first = start & !(PAGE_SIZE - 1);
+    let end = start.saturating_add(size).saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    PhysRange {
+        start: HostPhysAddr::new(first),
+        end: HostPhysAddr::new(end.max(first)),
+    }
+}
+
+/// RAM from the Multiboot2 memory map (available areas, whole pages), with the image, the
+/// boot information and low memory in use.
+fn build_memory_map(info: &BootInfo, image: &ImageLayout) -> MemoryMap {
+    let ram: alloc::vec::Vec<PhysRange> = info
+        .memory
+        .iter()
+        .filter(|area| area.available)
+        .filter_map(|area| {
+            let start = area.start.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1);
+            let end = area.start.checked_add(area.size)? & !(PAGE_SIZE - 1);
+            (end > start).then(|| page_range(start, end - start))
+        })
+        .collect();
+    let (info_start, info_end) = info.range;
+    let in_use = [
+        (page_range(0, LOW_MEMORY_END), Usage::Firmware),
+        (
+            page_range(image.start, image.end - image.start),
+            Usage::Image,
+        ),
+        (
+            page_range(info_start, info_end.saturating_sub(info_start)),
+            Usage::BootInformation,
+        ),
+    ];
+    MemoryMap::new(&ram, &in_use)
+}
+
+fn print_platform(platform: &Platform, local_apic: LocalApic) {
+    let apic_ids: alloc::vec::Vec<alloc::string::String> = platform
+        .cpus
+        .iter()
+        .map(|cpu| alloc::format!("{}", cpu.apic_id))
+        .collect();
+    println!(
+        "platform: ACPI ({}); {} CPUs (APIC IDs {}); local APIC at {:#x} ({}); {} I/O APIC(s)",
+        platform.oem,
+        platform.cpus.len(),
+        apic_ids.join(", "),
+        platform.local_apic_address,
+        match local_apic {
+            LocalApic::Xapic { .. } => "xAPIC",
+            LocalApic::X2apic => "x2APIC",
+        },
+        platform.io_apics.len()
+    );
+    println!("console: COM1 at I/O port {COM1:#x}");
+}
+
+fn print_memory_map(map: &MemoryMap) {
+    println!("memory map:");
+    for bank in &map.ram {
+        println!("  RAM   {bank}");
+    }
+    for (range, usage) in &map.used {
+        println!("  used  {range} {}", usage.name());
+    }
+    for range in map.free.ranges() {
+        println!("  free  {range}");
+    }
+}
+
+/// Builds the hypervisor's identity map: image sections with W^X, the rest of RAM read-write
+/// and never executable, the AP trampoline's page read-execute, the local and I/O APICs
+/// uncached. Nothing else is mapped (page 0 included), so a stray access faults and is
+/// reported.
+fn build_hypervisor_map(
+    map: &MemoryMap,
+    image: &ImageLayout,
+    platform: &Platform,
+    local_apic: LocalApic,
+) -> PageTable<HeapTables, HostPaging> {
+    let mut table = PageTable::<HeapTables, HostPaging>::new(HeapTables::default())
+        .unwrap_or_else(|e| boot_failure(format_args!("hypervisor page table: {e}")));
+    let mut map_range = |start: u64, end: u64, memory: Memory, what: &str| {
+        if end > start
+            && let Err(e) = table.map(start, start, end - start, memory)
+        {
+            boot_failure(format_args!("mapping {what} [{start:#x}, {end:#x}): {e}"));
+        }
+    };
+    let code = Memory::Normal {
+        write: false,
+        execute: true,
+    };
+    let read_only = Memory::Normal {
+        write: false,
+        execute: false,
+    };
+    let read_write = Memory::Normal {
+        write: true,
+        execute: false,
+    };
+    map_range(image.start, image.text_end, code, "image text");
+    map_range(image.text_end, image.rodata_end, read_only, "image rodata");
+    map_range(image.rodata_end, image.end, read_write, "image data");
+    map_range(
+        TRAMPOLINE_ADDRESS,
+        TRAMPOLINE_ADDRESS + PAGE_SIZE,
+        code,
+        "AP trampoline",
+    );
+    let mut rest_of_ram = PhysRangeSet::new();
+    for &bank in &map.ram {
+        rest_of_ram.insert(bank);
+    }
+    rest_of_ram.remove(page_range(0, LOW_MEMORY_END));
+    rest_of_ram.remove(page_range(image.start, image.end - image.start));
+    for range in rest_of_ram.ranges() {
+        map_range(range.start.as_u64(), range.end.as_u64(), read_write, "RAM");
+    }
+    let mut devices = PhysRangeSet::new();
+    if let Some(base) = local_apic.mmio_base() {
+        devices.insert(page_range(base, PAGE_SIZE));
+    }
+    for io_apic in &platform.io_apics {
+        devices.insert(page_range(io_apic.address, PAGE_SIZE));
+    }
+    for range in devices.ranges() {
+        map_range(
+            range.start.as_u64(),
+            range.end.as_u64(),
+            Memory::Device,
+            "device",
+        );
+    }
+    table
+}
