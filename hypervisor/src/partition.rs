@@ -326,7 +326,7 @@ impl Partition {
                     .lock()
                     .devices
                     .read(vcpu, address, width, &mut effects);
-                self.apply(vcpu, effects, platform);
+                self.apply(vcpu, &mut effects, platform);
                 self.wake(vcpu, self.gic.take_wakeups(), platform);
                 match result {
                     Ok(value) => Action::CompleteRead(value),
@@ -348,7 +348,7 @@ impl Partition {
                         .lock()
                         .devices
                         .write(vcpu, address, width, value, &mut effects);
-                self.apply(vcpu, effects, platform);
+                self.apply(vcpu, &mut effects, platform);
                 self.wake(vcpu, self.gic.take_wakeups(), platform);
                 match result {
                     Ok(()) => Action::Resume,
@@ -395,7 +395,7 @@ impl Partition {
 
     /// Applies device effects; `vcpu` is the vCPU whose access caused them (`usize::MAX`
     /// when none of this partition's did), which needs no kick.
-    fn apply(&self, vcpu: usize, mut effects: Effects, platform: &dyn Platform) {
+    fn apply(&self, vcpu: usize, effects: &mut Effects, platform: &dyn Platform) {
         for effect in effects.drain() {
             match effect {
                 Effect::ConsoleByte(byte) => {
@@ -423,6 +423,12 @@ impl Partition {
                 Effect::UnmapMemory { guest, size } => {
                     platform.unmap_memory(self.index, guest, size)
                 }
+                // A device of this partition signalled itself (a PCI function's INTx after a
+                // control-page access): no trip through the platform, and no kick of the CPU
+                // that is handling the access anyway.
+                Effect::Signal(client) if usize::from(client.partition) == self.index => {
+                    self.signal_device_from(client.device, vcpu, platform);
+                }
                 Effect::Signal(client) => platform.signal(client),
             }
         }
@@ -443,10 +449,16 @@ impl Partition {
     /// A shared-memory device of this partition was signalled (by a peer's notify or a
     /// membership change): let it recompute its interrupt.
     pub fn signal_device(&self, device: u16, platform: &dyn Platform) {
+        self.signal_device_from(device, usize::MAX, platform);
+    }
+
+    /// As [`Partition::signal_device`], caused by an access of vCPU `vcpu` (`usize::MAX`:
+    /// none of this partition's), which needs no kick.
+    fn signal_device_from(&self, device: u16, vcpu: usize, platform: &dyn Platform) {
         if let Some(target) = self.signal_targets.get(usize::from(device)) {
             let mut effects = Effects::default();
             target.signalled(&mut effects);
-            self.apply(usize::MAX, effects, platform);
+            self.apply(vcpu, &mut effects, platform);
         }
     }
 
@@ -456,7 +468,7 @@ impl Partition {
         for target in &self.releasers {
             let mut effects = Effects::default();
             target.release(&mut effects);
-            self.apply(usize::MAX, effects, platform);
+            self.apply(usize::MAX, &mut effects, platform);
         }
     }
 
@@ -465,7 +477,7 @@ impl Partition {
     pub fn reset_pci(&self, platform: &dyn Platform) {
         let mut effects = Effects::default();
         self.pci.reset(&mut effects);
-        self.apply(usize::MAX, effects, platform);
+        self.apply(usize::MAX, &mut effects, platform);
     }
 
     /// Interrupts to load into list registers before vCPU `vcpu` runs (at most `slots`).
@@ -473,11 +485,11 @@ impl Partition {
         &self,
         vcpu: usize,
         slots: usize,
+        entries: &mut ListEntries,
         platform: &dyn Platform,
-    ) -> ListEntries {
-        let entries = self.gic.flush(vcpu, slots);
+    ) {
+        self.gic.flush_into(vcpu, slots, entries);
         self.wake(vcpu, self.gic.take_wakeups(), platform);
-        entries
     }
 
     /// What the list registers of vCPU `vcpu` held after it ran.
@@ -1059,7 +1071,8 @@ mod tests {
             partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
             Action::Resume
         );
-        let entries = partition.flush_interrupts(1, 4, &kicks);
+        let mut entries = ListEntries::new();
+        partition.flush_interrupts(1, 4, &mut entries, &kicks);
         assert_eq!(
             entries
                 .as_slice()

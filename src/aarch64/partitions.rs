@@ -599,10 +599,10 @@ impl VcpuHost for Host {
         }
     }
 
-    fn flush(&self, slots: usize) -> ListEntries {
+    fn flush(&self, slots: usize, entries: &mut ListEntries) {
         match self.current() {
-            Some((_, partition, vcpu)) => partition.flush_interrupts(vcpu, slots, &Wake),
-            None => ListEntries::new(),
+            Some((_, partition, vcpu)) => partition.flush_interrupts(vcpu, slots, entries, &Wake),
+            None => entries.clear(),
         }
     }
 

@@ -39,8 +39,9 @@ pub trait VcpuHost: Sync {
     fn restart(&self) -> Option<GuestEntry>;
     /// What this CPU's list registers held after the guest ran.
     fn fold(&self, entries: &[ListEntry]);
-    /// Interrupts to load into (at most `slots`) list registers before the guest runs.
-    fn flush(&self, slots: usize) -> ListEntries;
+    /// Interrupts to load into (at most `slots`) list registers before the guest runs, into
+    /// `entries`.
+    fn flush(&self, slots: usize, entries: &mut ListEntries);
     /// The guest's virtual timer fired (its physical PPI stays active until the guest
     /// deactivates the virtual interrupt).
     fn virtual_timer_fired(&self);
@@ -271,7 +272,12 @@ fn flush_list_registers(host: &'static dyn VcpuHost) {
     };
     let slots = per_cpu.list_registers.load(Ordering::Relaxed);
     let previously_used = per_cpu.list_registers_used.load(Ordering::Relaxed);
-    let entries = host.flush(slots);
+    let mut entries = ListEntries::new();
+    host.flush(slots, &mut entries);
+    if entries.is_unchanged() {
+        // The list registers already hold what they should.
+        return;
+    }
     for (index, entry) in entries.iter().enumerate() {
         crate::gic::write_list_register(index, entry);
     }

@@ -72,21 +72,35 @@ pub trait SignalTarget: Send + Sync {
     }
 }
 
-/// Side effects collected during one access.
+/// Effects kept inline before [`Effects`] spills to the heap: one access rarely asks for more,
+/// and the trap path should not allocate.
+const INLINE_EFFECTS: usize = 8;
+
+/// Side effects collected during one access, in order. The first few live inline.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Effects {
-    list: Vec<Effect>,
+    inline: [Option<Effect>; INLINE_EFFECTS],
+    len: usize,
+    spilled: Vec<Effect>,
 }
 
 impl Effects {
     /// Records an effect.
     pub fn push(&mut self, effect: Effect) {
-        self.list.push(effect);
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(effect);
+                self.len += 1;
+            }
+            None => self.spilled.push(effect),
+        }
     }
 
-    /// Takes the recorded effects.
+    /// Takes the recorded effects, in the order they were pushed.
     pub fn drain(&mut self) -> impl Iterator<Item = Effect> + '_ {
-        self.list.drain(..)
+        let len = core::mem::take(&mut self.len);
+        let inline = self.inline.iter_mut().take(len).filter_map(Option::take);
+        inline.chain(self.spilled.drain(..))
     }
 }
 
@@ -330,6 +344,25 @@ mod tests {
                 .map(|(b, ..)| b.as_u64())
                 .collect::<Vec<_>>(),
             [0x1000, 0x2000]
+        );
+    }
+
+    #[test]
+    fn effects_keep_order_past_the_inline_part() {
+        let mut effects = Effects::default();
+        for byte in 0..20u8 {
+            effects.push(Effect::ConsoleByte(byte));
+        }
+        let drained: Vec<Effect> = effects.drain().collect();
+        assert_eq!(
+            drained,
+            (0..20u8).map(Effect::ConsoleByte).collect::<Vec<_>>()
+        );
+        assert_eq!(effects.drain().count(), 0);
+        effects.push(Effect::Raise { intid: 40 });
+        assert_eq!(
+            effects.drain().collect::<Vec<_>>(),
+            [Effect::Raise { intid: 40 }]
         );
     }
 

@@ -3,7 +3,7 @@
 //! Runs on every guest entry and exit: no allocation, bounded work.
 
 use super::list::{ListEntries, ListEntry, LrState, MAX_LIST_ENTRIES};
-use super::state::{Irq, Loaded, PRIVATE_INTERRUPTS, SGI_COUNT, State, bit};
+use super::state::{Irq, Loaded, SGI_COUNT, State, bit, set_bits};
 use super::{GicVersion, Wakeups};
 
 /// An interrupt offered for a list register.
@@ -138,22 +138,47 @@ fn load(state: &mut State, vcpu: usize, chosen: &Candidate) -> Option<(ListEntry
 }
 
 /// The list register contents for vCPU `vcpu` with `slots` list registers.
-pub(super) fn flush(state: &mut State, vcpu: usize, slots: usize) -> (ListEntries, Wakeups) {
-    let mut entries = ListEntries::new();
+pub(super) fn flush(
+    state: &mut State,
+    vcpu: usize,
+    slots: usize,
+    entries: &mut ListEntries,
+) -> Wakeups {
+    entries.clear();
     if vcpu >= state.vcpu_count() {
-        return (entries, Wakeups::NONE);
+        return Wakeups::NONE;
+    }
+    // Nothing changed since a flush found nothing for this vCPU: nothing to load now either.
+    let generation = state.generation;
+    // Nothing changed and the guest left the list registers as flushed: keep them.
+    if let Some(cpu) = state.vcpus.get_mut(vcpu)
+        && core::mem::take(&mut cpu.kept)
+        && cpu.flushed_at == generation
+    {
+        entries.set_unchanged();
+        return Wakeups::NONE;
+    }
+    if state.vcpus.get(vcpu).and_then(|cpu| cpu.quiet_at) == Some(generation) {
+        return Wakeups::NONE;
     }
     // A flush with no fold since the last one: the guest has not run, nothing changed.
     let wake = fold_with(state, vcpu, |loaded| loaded.state);
     let mut selection = Selection::new(slots);
+    state.refresh_busy();
     if let Some(cpu) = state.vcpus.get(vcpu) {
-        for (intid, irq) in (0..).zip(&cpu.private) {
+        for intid in set_bits(u64::from(cpu.busy)) {
+            let Some(irq) = cpu.private.get(intid as usize) else {
+                continue;
+            };
             if let Some(offered) = candidate(state, intid, irq, true) {
                 selection.offer(offered);
             }
         }
     }
-    for (intid, spi) in (PRIVATE_INTERRUPTS..).zip(&state.spis) {
+    for intid in state.busy_spis() {
+        let Some(spi) = state.spi(intid) else {
+            continue;
+        };
         // An SPI active here but routed elsewhere: its next pending instance goes to its
         // route once this vCPU has deactivated it.
         let pending_here = state.route(spi) == Some(vcpu);
@@ -179,11 +204,33 @@ pub(super) fn flush(state: &mut State, vcpu: usize, slots: usize) -> (ListEntrie
     if let Some(cpu) = state.vcpus.get_mut(vcpu) {
         cpu.loaded = loaded_now;
         cpu.loaded_len = count;
+        // Quiet: nothing loaded, nothing left over, nobody to wake. (Loading changed the
+        // state otherwise; the generation only moves through the VirtualGic entry points.)
+        let quiet = count == 0 && !selection.dropped && wake.is_empty();
+        cpu.quiet_at = quiet.then_some(generation);
+        cpu.flushed_at = generation;
     }
     if selection.dropped {
         entries.set_more_pending();
     }
-    (entries, wake)
+    wake
+}
+
+/// Whether the list registers came back exactly as the last flush of vCPU `vcpu` loaded
+/// them (same INTIDs, states and GICv2 SGI sources, in order) with nothing changed since:
+/// then the fold and the next flush can leave everything as it is.
+pub(super) fn unchanged_since_flush(state: &State, vcpu: usize, reported: &[ListEntry]) -> bool {
+    let Some(cpu) = state.vcpus.get(vcpu) else {
+        return false;
+    };
+    let loaded = cpu.loaded.get(..cpu.loaded_len).unwrap_or(&[]);
+    cpu.flushed_at == state.generation
+        && loaded.len() == reported.len()
+        && loaded.iter().zip(reported).all(|(loaded, now)| {
+            loaded.intid == now.intid
+                && loaded.state == now.state
+                && loaded.source == now.source_cpu
+        })
 }
 
 /// Takes back vCPU `vcpu`'s list registers as arch code read them after the guest ran.

@@ -102,6 +102,7 @@ pub struct ListEntries {
     entries: [ListEntry; MAX_LIST_ENTRIES],
     len: usize,
     more: bool,
+    unchanged: bool,
 }
 
 impl ListEntries {
@@ -111,7 +112,14 @@ impl ListEntries {
             entries: [ListEntry::EMPTY; MAX_LIST_ENTRIES],
             len: 0,
             more: false,
+            unchanged: false,
         }
+    }
+
+    /// Whether the list registers hold exactly what they should already: arch code then
+    /// writes nothing and keeps its underflow setting (the list is empty in that case).
+    pub const fn is_unchanged(&self) -> bool {
+        self.unchanged
     }
 
     /// Appends an entry; gives it back when the list is full.
@@ -151,6 +159,18 @@ impl ListEntries {
     /// for them once the list registers drain.
     pub const fn more_pending(&self) -> bool {
         self.more
+    }
+
+    /// Empties the list for reuse (no entries, no flags).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.more = false;
+        self.unchanged = false;
+    }
+
+    /// Marks the list as "leave the list registers as they are".
+    pub(super) fn set_unchanged(&mut self) {
+        self.unchanged = true;
     }
 
     /// Records that interrupts were left out for lack of slots.

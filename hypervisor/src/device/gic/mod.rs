@@ -103,7 +103,7 @@ impl Wakeups {
 
     /// The vCPU indices, in increasing order.
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |&vcpu| self.contains(vcpu))
+        state::set_bits(self.0).map(|vcpu| vcpu as usize)
     }
 }
 
@@ -192,7 +192,9 @@ impl VirtualGic {
     /// pending again after the guest handles it if still high; edge-triggered: a rising
     /// edge pends it). Anything but an existing SPI is ignored.
     pub fn set_spi_level(&self, intid: u32, level: bool) -> Wakeups {
-        self.state.lock().set_line(intid, level)
+        let mut state = self.state.lock();
+        state.changed();
+        state.set_line(intid, level)
     }
 
     /// A hypervisor source raises an edge: an SGI or PPI of vCPU `vcpu` (for a GICv2 SGI
@@ -200,7 +202,9 @@ impl VirtualGic {
     /// interrupt ([`VirtualGic::link_hardware`]) the physical one stays active until the
     /// guest deactivates the virtual one.
     pub fn raise(&self, intid: u32, vcpu: usize) -> Wakeups {
-        self.state.lock().set_pending(vcpu, intid, vcpu)
+        let mut state = self.state.lock();
+        state.changed();
+        state.set_pending(vcpu, intid, vcpu)
     }
 
     /// A guest's trapped ICC_SGI1R_EL1 write from vCPU `from_vcpu`: SGI INTID in bits
@@ -214,6 +218,7 @@ impl VirtualGic {
         let intid = ((value >> 24) & 0xf) as u32;
         let field = |shift: u32| (value >> shift) & 0xff;
         let mut state = self.state.lock();
+        state.changed();
         let mut wake = Wakeups::NONE;
         if value & (1 << 40) != 0 {
             for vcpu in (0..self.vcpus).filter(|&vcpu| vcpu != from_vcpu) {
@@ -242,9 +247,15 @@ impl VirtualGic {
     /// vCPU; arch code writes all of its list registers from them (the rest empty).
     /// Flushing again without a fold returns the previous entries to the model first.
     pub fn flush(&self, vcpu: usize, slots: usize) -> ListEntries {
-        let (entries, wake) = delivery::flush(&mut self.state.lock(), vcpu, slots);
-        self.defer(wake);
+        let mut entries = ListEntries::new();
+        self.flush_into(vcpu, slots, &mut entries);
         entries
+    }
+
+    /// [`VirtualGic::flush`] into a caller's list (no copy on the trap path).
+    pub fn flush_into(&self, vcpu: usize, slots: usize, entries: &mut ListEntries) {
+        let wake = delivery::flush(&mut self.state.lock(), vcpu, slots, entries);
+        self.defer(wake);
     }
 
     /// After vCPU `vcpu` left the guest: the list registers as they are now. Only each
@@ -253,7 +264,23 @@ impl VirtualGic {
     /// acknowledged and deactivated it), so arch code may skip empty list registers.
     /// Interrupts that became pending meanwhile stay pending.
     pub fn fold(&self, vcpu: usize, lrs: &[ListEntry]) {
-        let wake = delivery::fold(&mut self.state.lock(), vcpu, lrs);
+        let mut state = self.state.lock();
+        // Nothing was loaded and nothing is reported: nothing to take back.
+        let loaded = state.vcpus.get(vcpu).is_some_and(|cpu| cpu.loaded_len > 0);
+        if !loaded && lrs.is_empty() {
+            return;
+        }
+        // The guest ran without touching its list registers and nothing else changed: they
+        // stay as they are (the next flush says so), the model is already right.
+        if delivery::unchanged_since_flush(&state, vcpu, lrs) {
+            if let Some(cpu) = state.vcpus.get_mut(vcpu) {
+                cpu.kept = true;
+            }
+            return;
+        }
+        state.changed();
+        let wake = delivery::fold(&mut state, vcpu, lrs);
+        drop(state);
         self.defer(wake);
     }
 
@@ -261,7 +288,9 @@ impl VirtualGic {
     /// `physical`: its list register entries carry HW=1 (e.g. the virtual timer, PPI 27).
     /// Kept across [`VirtualGic::reset`].
     pub fn link_hardware(&self, intid: u32, vcpu: usize, physical: u32) {
-        if let Some(irq) = self.state.lock().irq_mut(vcpu, intid) {
+        let mut state = self.state.lock();
+        state.changed();
+        if let Some(irq) = state.irq_mut(vcpu, intid) {
             irq.hardware = Some(physical);
         }
     }
@@ -301,6 +330,7 @@ impl VirtualGic {
 
     fn write(&self, kind: FrameKind, vcpu: usize, offset: u64, width: AccessWidth, value: u64) {
         let mut state = self.state.lock();
+        state.changed();
         let mut wake = Wakeups::NONE;
         write_access(offset, width, value, |word, value, mask| {
             wake |= match kind {

@@ -73,6 +73,18 @@ impl Irq {
         }
     }
 
+    /// Whether the interrupt is in any state flush, fold or delivery must look at: pending,
+    /// active, or held by a list register. Most interrupts are none of these, and the hot
+    /// paths skip them on this check alone.
+    #[inline]
+    pub(super) fn is_busy(&self) -> bool {
+        self.latch
+            || self.sources != 0
+            || (!self.edge && self.line)
+            || self.active
+            || self.resident.is_some()
+    }
+
     /// Pending in the model (not counting a resident list register's part).
     pub(super) fn pending(&self) -> bool {
         self.latch || self.sources != 0 || (!self.edge && self.line)
@@ -132,6 +144,18 @@ pub(super) struct Vcpu {
     pub(super) loaded_len: usize,
     /// GICR_WAKER.ProcessorSleep.
     pub(super) processor_sleep: bool,
+    /// The [`State::generation`] at which a flush for this vCPU found nothing to load: until
+    /// the state changes, the next flush has nothing to load either.
+    pub(super) quiet_at: Option<u64>,
+    /// The [`State::generation`] right after the last flush of this vCPU.
+    pub(super) flushed_at: u64,
+    /// A fold found the list registers exactly as flushed and nothing changed: the next
+    /// flush may leave them alone.
+    pub(super) kept: bool,
+    /// Private interrupts changed since the last [`State::refresh_busy`] (bit = INTID).
+    pub(super) dirty: u32,
+    /// Private interrupts that are busy ([`Irq::is_busy`]) as of the last refresh.
+    pub(super) busy: u32,
 }
 
 /// The whole virtual GIC's state.
@@ -149,6 +173,24 @@ pub(super) struct State {
     pub(super) group0_enabled: bool,
     /// GICD_CTLR.EnableGrp1(A).
     pub(super) group1_enabled: bool,
+    /// Counts changes made through [`super::VirtualGic`] (every mutating entry point bumps
+    /// it), so a flush can tell that nothing changed since it last found nothing.
+    pub(super) generation: u64,
+    /// SPIs changed since the last [`State::refresh_busy`] (bit = SPI index).
+    pub(super) spi_dirty: Vec<u64>,
+    /// SPIs busy as of the last refresh: flush and WFI only look at these.
+    pub(super) spi_busy: Vec<u64>,
+}
+
+/// The set bits of `word`, lowest first.
+pub(super) fn set_bits(mut word: u64) -> impl Iterator<Item = u32> {
+    core::iter::from_fn(move || {
+        (word != 0).then(|| {
+            let index = word.trailing_zeros();
+            word &= word - 1;
+            index
+        })
+    })
 }
 
 /// The bit of vCPU `index` in an 8-bit mask (none beyond 8).
@@ -166,6 +208,9 @@ impl State {
             spi_lines,
             group0_enabled: false,
             group1_enabled: false,
+            generation: 0,
+            spi_dirty: alloc::vec![0; spis.div_ceil(64)],
+            spi_busy: alloc::vec![0; spis.div_ceil(64)],
         };
         state.vcpus.resize(
             vcpus,
@@ -174,6 +219,11 @@ impl State {
                 loaded: [Loaded::default(); MAX_LIST_ENTRIES],
                 loaded_len: 0,
                 processor_sleep: true,
+                quiet_at: None,
+                flushed_at: 0,
+                kept: false,
+                dirty: 0,
+                busy: 0,
             },
         );
         state.spis.resize(spis, Spi::default());
@@ -185,6 +235,11 @@ impl State {
     /// guest's). GICv3 interrupts start in group 1 (as KVM does), GICv2 ones in group 0;
     /// GICv2 SGIs are always enabled (like GIC-400).
     pub(super) fn reset(&mut self) {
+        self.changed();
+        for vcpu in &mut self.vcpus {
+            vcpu.dirty = u32::MAX;
+        }
+        self.spi_dirty.fill(u64::MAX);
         let group1 = self.version == GicVersion::V3;
         let v2 = self.version == GicVersion::V2;
         self.group0_enabled = false;
@@ -203,6 +258,11 @@ impl State {
                 ..Spi::default()
             };
         }
+    }
+
+    /// Records that the state changed (every mutating entry point calls it).
+    pub(super) fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Number of vCPUs.
@@ -226,9 +286,51 @@ impl State {
     /// Mutable form of [`State::irq`].
     pub(super) fn irq_mut(&mut self, bank: usize, intid: u32) -> Option<&mut Irq> {
         match intid.checked_sub(PRIVATE_INTERRUPTS) {
-            None => self.vcpus.get_mut(bank)?.private.get_mut(intid as usize),
-            Some(index) => self.spis.get_mut(index as usize).map(|spi| &mut spi.irq),
+            None => {
+                let cpu = self.vcpus.get_mut(bank)?;
+                cpu.dirty |= 1u32.checked_shl(intid).unwrap_or(0);
+                cpu.private.get_mut(intid as usize)
+            }
+            Some(_) => self.spi_mut(intid).map(|spi| &mut spi.irq),
         }
+    }
+
+    /// Brings the busy bitmaps up to date for everything changed since the last call (every
+    /// mutable access goes through [`State::irq_mut`] / [`State::spi_mut`] / `reset`, which
+    /// mark it).
+    pub(super) fn refresh_busy(&mut self) {
+        for cpu in &mut self.vcpus {
+            let dirty = core::mem::take(&mut cpu.dirty);
+            for intid in set_bits(u64::from(dirty)) {
+                let busy = cpu.private.get(intid as usize).is_some_and(Irq::is_busy);
+                let mask = 1u32 << intid;
+                cpu.busy = if busy {
+                    cpu.busy | mask
+                } else {
+                    cpu.busy & !mask
+                };
+            }
+        }
+        for (word, (dirty, busy)) in self
+            .spi_dirty
+            .iter_mut()
+            .zip(self.spi_busy.iter_mut())
+            .enumerate()
+        {
+            for bit in set_bits(core::mem::take(dirty)) {
+                let index = word * 64 + bit as usize;
+                let is_busy = self.spis.get(index).is_some_and(|spi| spi.irq.is_busy());
+                let mask = 1u64 << bit;
+                *busy = if is_busy { *busy | mask } else { *busy & !mask };
+            }
+        }
+    }
+
+    /// INTIDs of the SPIs busy as of the last refresh.
+    pub(super) fn busy_spis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.spi_busy.iter().enumerate().flat_map(|(word, &bits)| {
+            set_bits(bits).map(move |bit| PRIVATE_INTERRUPTS + (word as u32) * 64 + bit)
+        })
     }
 
     /// SPI `intid`.
@@ -239,8 +341,11 @@ impl State {
 
     /// Mutable form of [`State::spi`].
     pub(super) fn spi_mut(&mut self, intid: u32) -> Option<&mut Spi> {
-        let index = intid.checked_sub(PRIVATE_INTERRUPTS)?;
-        self.spis.get_mut(index as usize)
+        let index = intid.checked_sub(PRIVATE_INTERRUPTS)? as usize;
+        if let Some(word) = self.spi_dirty.get_mut(index / 64) {
+            *word |= 1 << (index % 64);
+        }
+        self.spis.get_mut(index)
     }
 
     /// Whether the distributor forwards interrupts of this group.
@@ -460,14 +565,19 @@ impl State {
     pub(super) fn set_group_enables(&mut self, group0: bool, group1: bool) -> Wakeups {
         self.group0_enabled = group0;
         self.group1_enabled = group1;
-        (0..self.vcpu_count())
-            .filter(|&vcpu| self.has_deliverable(vcpu))
-            .fold(Wakeups::NONE, |wake, vcpu| wake | Wakeups::of(vcpu))
+        let mut wake = Wakeups::NONE;
+        for vcpu in 0..self.vcpu_count() {
+            if self.has_deliverable(vcpu) {
+                wake |= Wakeups::of(vcpu);
+            }
+        }
+        wake
     }
 
     /// Whether vCPU `vcpu` has something to take: an interrupt deliverable to it that no
     /// list register holds, or a pending one in its own list registers.
-    pub(super) fn has_deliverable(&self, vcpu: usize) -> bool {
+    pub(super) fn has_deliverable(&mut self, vcpu: usize) -> bool {
+        self.refresh_busy();
         let Some(cpu) = self.vcpus.get(vcpu) else {
             return false;
         };
@@ -476,11 +586,16 @@ impl State {
             Some(holder) => holder == vcpu && irq.lr_pending && !irq.discard_lr_pending,
             None => here && self.deliverable(irq),
         };
-        cpu.private.iter().any(|irq| waiting(irq, true))
-            || self.spis.iter().any(|spi| {
+        set_bits(u64::from(cpu.busy)).any(|intid| {
+            cpu.private
+                .get(intid as usize)
+                .is_some_and(|irq| waiting(irq, true))
+        }) || self.busy_spis().any(|intid| {
+            self.spi(intid).is_some_and(|spi| {
                 let here =
                     self.route(spi) == Some(vcpu) && (!spi.irq.active || spi.active_on == vcpu);
                 waiting(&spi.irq, here)
             })
+        })
     }
 }

@@ -257,3 +257,38 @@ fn reset_clears_guest_state() {
     guest.gic.fold(0, &[lr(40, LrState::Pending)]);
     assert_eq!(guest.dread(0, GICD_ISPENDR + 4), 0, "stale fold ignored");
 }
+
+#[test]
+fn untouched_list_registers_are_kept_until_something_changes() {
+    let mut guest = Guest::v3(2);
+    guest.dwrite(0, GICD_CTLR, 0x2);
+    guest.dwrite(0, GICD_ISENABLER + 4, 1 << 8);
+    let _ = guest.gic.set_spi_level(40, true);
+    let first = guest.gic.flush(0, 4);
+    assert_eq!(first.iter().map(|e| e.intid).collect::<Vec<_>>(), [40]);
+    // The guest acknowledged it (active now) and trapped for something else.
+    let active = [ListEntry::reported(40, 0, LrState::Active)];
+    guest.gic.fold(0, &active);
+    let second = guest.gic.flush(0, 4);
+    assert!(
+        !second.is_unchanged(),
+        "the guest changed the list register"
+    );
+    // Another exit with the register as loaded and nothing else changed: keep it.
+    let as_loaded: Vec<ListEntry> = second
+        .iter()
+        .map(|e| ListEntry::reported(e.intid, e.source_cpu, e.state))
+        .collect();
+    guest.gic.fold(0, &as_loaded);
+    let third = guest.gic.flush(0, 4);
+    assert!(third.is_unchanged());
+    // Something changes meanwhile (another interrupt pends): a full flush again.
+    guest.gic.fold(0, &as_loaded);
+    guest.dwrite(0, GICD_ISENABLER + 4, 1 << 9);
+    let _ = guest.gic.raise(41, 0);
+    let fourth = guest.gic.flush(0, 4);
+    assert!(!fourth.is_unchanged());
+    let mut intids: Vec<u32> = fourth.iter().map(|e| e.intid).collect();
+    intids.sort_unstable();
+    assert_eq!(intids, [40, 41]);
+}
