@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use bulkhead_config::{Arch, FaultPolicy, System, Vdev};
+use bulkhead_config::{Arch, FaultPolicy, System, UartLocation, Vdev};
 
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -116,9 +116,11 @@ fn configured_system(root: &Path, board: &Path) -> Result<String, Vec<String>> {
 
 fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
     let mut errors = Vec::new();
-    if system.board.arch.value != Arch::Aarch64 {
+    let arch = system.board.arch.value;
+    let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if target_arch != arch.name() && !target_arch.is_empty() {
         errors.push(format!(
-            "{}: this image supports arch aarch64 only so far",
+            "{}: a board for arch {arch} cannot be built into an image for {target_arch}",
             system.board.arch.at
         ));
     }
@@ -141,10 +143,15 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         println!("cargo:rerun-if-changed={}", vm.image.path.display());
         let mut pl011 = None;
         let mut pl011_interrupt: Option<u32> = None;
+        let mut uart8250: Option<u16> = None;
         let mut shmem: Vec<String> = Vec::new();
         let mut ivshmem: Vec<String> = Vec::new();
         for vdev in &vm.vdevs {
             match vdev {
+                Vdev::Pl011(uart) if arch != Arch::Aarch64 => errors.push(format!(
+                    "{}: vdev pl011 is aarch64-only (x86_64 partitions use vdev ser8250)",
+                    uart.at
+                )),
                 Vdev::Pl011(uart) => {
                     pl011 = Some(uart.base.value);
                     if let Some(intr) = &uart.intr {
@@ -159,13 +166,32 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                         pl011_interrupt = Some(intr.number);
                     }
                 }
-                Vdev::Uart8250(device) => errors.push(format!(
-                    "{}: vdev ser8250 is not available on aarch64 yet",
+                Vdev::Uart8250(device) => match (arch, device.location.value) {
+                    (Arch::X86_64, UartLocation::Port(port)) => {
+                        if device.intr.is_some() {
+                            errors.push(format!(
+                                "{}: vdev ser8250 has no interrupt on x86_64 yet (leave out intr)",
+                                device.at
+                            ));
+                        }
+                        uart8250 = Some(port);
+                    }
+                    (Arch::X86_64, UartLocation::Mmio(_)) => errors.push(format!(
+                        "{}: vdev ser8250 on x86_64 sits at an I/O port (loc 0x3f8)",
+                        device.location.at
+                    )),
+                    (Arch::Aarch64, _) => errors.push(format!(
+                        "{}: vdev ser8250 is not available on aarch64 yet",
+                        device.at
+                    )),
+                },
+                Vdev::IoApic(device) => {
+                    errors.push(format!("{}: vdev ioapic is not available yet", device.at))
+                }
+                Vdev::Shmem(device) if arch == Arch::X86_64 => errors.push(format!(
+                    "{}: vdev shmem is not available on x86_64 yet",
                     device.at
                 )),
-                Vdev::IoApic(device) => {
-                    errors.push(format!("{}: vdev ioapic is x86_64-only", device.at))
-                }
                 Vdev::Shmem(device) => {
                     let rules: Vec<String> = device
                         .rules
@@ -203,6 +229,10 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                         creates.join(", ")
                     ));
                 }
+                Vdev::Ivshmem(device) if arch == Arch::X86_64 => errors.push(format!(
+                    "{}: vdev ivshmem is not available on x86_64 yet",
+                    device.at
+                )),
                 Vdev::Ivshmem(device) => ivshmem.push(format!(
                     "hypervisor::config::IvshmemConfig {{ name: {:?}, size: {:#x}, vectors: {} }}",
                     device.name.value,
@@ -246,6 +276,7 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         );
         let _ = writeln!(code, "            pl011: {pl011:?},");
         let _ = writeln!(code, "            pl011_interrupt: {pl011_interrupt:?},");
+        let _ = writeln!(code, "            uart8250: {uart8250:?},");
         let _ = writeln!(code, "            shmem: &[{}],", shmem.join(", "));
         let _ = writeln!(code, "            ivshmem: &[{}],", ivshmem.join(", "));
         let _ = writeln!(code, "        }},");

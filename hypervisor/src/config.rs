@@ -41,6 +41,8 @@ pub struct PartitionConfig {
     pub pl011: Option<u64>,
     /// The PL011's interrupt (a GIC INTID, an SPI), from `intr gic:N`; `None`: the default.
     pub pl011_interrupt: Option<u32>,
+    /// First I/O port of the virtual 16550 (x86 `vdev ser8250`), if the partition has one.
+    pub uart8250: Option<u16>,
     /// QNX-personality shared-memory devices (`vdev shmem`), in file order.
     pub shmem: &'static [ShmemConfig],
     /// QEMU-personality shared-memory devices (`vdev ivshmem-plain|doorbell`), in file order.

@@ -76,6 +76,22 @@ pub enum Exit {
         /// The architecture's syndrome, for reports.
         syndrome: u64,
     },
+    /// An x86 `in` from an I/O port.
+    PortRead {
+        /// The port.
+        port: u16,
+        /// Its width (byte, word or dword).
+        width: AccessWidth,
+    },
+    /// An x86 `out` to an I/O port.
+    PortWrite {
+        /// The port.
+        port: u16,
+        /// Its width (byte, word or dword).
+        width: AccessWidth,
+        /// The value written (already truncated to the width).
+        value: u64,
+    },
     /// A hypervisor or firmware call (HVC, SMC, VMCALL): function number and arguments.
     Hypercall {
         /// Function identifier (x0 / rax).
@@ -93,6 +109,9 @@ pub enum Exit {
     },
     /// Something the hypervisor cannot emulate: an undecodable access, an unknown trap.
     GuestFault {
+        /// What happened, named by arch code (an x86 exit reason); `None`: an unhandled guest
+        /// exception.
+        reason: Option<&'static str>,
         /// The architecture's syndrome value (ESR_EL2 / exit reason).
         syndrome: u64,
         /// The address involved, if any.

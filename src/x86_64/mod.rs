@@ -1,7 +1,9 @@
 //! x86_64 bring-up: Multiboot2 information → COM1 console → ACPI (CPUs, APICs, power-off) →
 //! memory map → the hypervisor's page tables → heap → exceptions → VMX → every CPU online.
 
+mod guest;
 mod panic;
+mod partitions;
 mod smp;
 
 use alloc::boxed::Box;
@@ -137,7 +139,14 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
              cpu: model=corei7_skylake_x, or KVM with nested VMX)"
         );
     }
-    println!("configuration: none (x86_64 partitions are not implemented yet)");
+    let config = partitions::configuration();
+    println!(
+        "configuration: {} ({}), {} partition(s)",
+        config.board,
+        config.source,
+        config.partitions.len()
+    );
+    partitions::load(&memory_map, platform.cpus.len());
     println!("boot complete");
 
     match options.self_test {
@@ -149,8 +158,10 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
         println!("bulkhead: powering off (ACPI S5)");
         power::power_off();
     }
-    println!("no partitions on x86_64 yet; CPUs idle");
-    cpu::halt()
+    if !partitions::has_partitions() {
+        println!("no partitions; CPUs idle");
+    }
+    partitions::run_this_cpu(vmx_on == 1)
 }
 
 /// Turns VMX on for this CPU and says so; true if it is on.
@@ -209,7 +220,7 @@ fn build_memory_map(info: &BootInfo, image: &ImageLayout) -> MemoryMap {
         })
         .collect();
     let (info_start, info_end) = info.range;
-    let in_use = [
+    let mut in_use = alloc::vec![
         (page_range(0, LOW_MEMORY_END), Usage::Firmware),
         (
             page_range(image.start, image.end - image.start),
@@ -220,6 +231,8 @@ fn build_memory_map(info: &BootInfo, image: &ImageLayout) -> MemoryMap {
             Usage::BootInformation,
         ),
     ];
+    // Partition RAM is never the heap's (`partitions::load` checks it is RAM at all).
+    in_use.extend(partitions::reserved_ranges());
     MemoryMap::new(&ram, &in_use)
 }
 
@@ -250,7 +263,10 @@ fn print_memory_map(map: &MemoryMap) {
         println!("  RAM   {bank}");
     }
     for (range, usage) in &map.used {
-        println!("  used  {range} {}", usage.name());
+        match partitions::describe_host_range(range).filter(|_| *usage == Usage::Partition) {
+            Some(name) => println!("  used  {range} {} {name}", usage.name()),
+            None => println!("  used  {range} {}", usage.name()),
+        }
     }
     for range in map.free.ranges() {
         println!("  free  {range}");

@@ -89,9 +89,10 @@ extern "C" fn bulkhead_x86_secondary_main(context: &'static SecondaryContext) ->
             context.index, context.apic_id
         );
     }
-    if super::report_vmx(context.index) {
+    let vmx_on = super::report_vmx(context.index);
+    if vmx_on {
         VMX_ON.fetch_add(1, Ordering::AcqRel);
     }
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    cpu::halt()
+    super::partitions::run_this_cpu(vmx_on)
 }

@@ -84,11 +84,6 @@ impl Arch {
             Self::X86_64 => "bulkhead.exit=debug-exit",
         }
     }
-
-    /// Whether the image can take partitions from a configuration yet.
-    pub fn has_partitions(self) -> bool {
-        self == Self::Aarch64
-    }
 }
 
 /// How firmware hands control to the image.
@@ -182,12 +177,6 @@ pub fn command(args: &BuildArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|path| workspace::absolute_existing(path, "configuration file"))
         .transpose()?;
-    if config.is_some() && !args.arch.has_partitions() {
-        return Err(Error::new(format!(
-            "{} partitions are not implemented yet: build without --config",
-            args.arch.name()
-        )));
-    }
     let profile = args.cargo_profile.profile();
     let image = image(args.arch, profile, config.as_deref())?;
     let loader = match args.boot {

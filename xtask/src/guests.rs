@@ -1,5 +1,7 @@
-//! Building the test and demo guests (`guests/`, a cargo workspace of its own) into flat arm64
-//! Images that partitions load: `guests/target/images/NAME.bin`.
+//! Building the test and demo guests into flat images that partitions load:
+//! `guests/target/images/NAME.bin`. The aarch64 guests are the cargo workspace `guests/` (flat
+//! arm64 Images); the x86_64 guests the workspace `guests/x86/` (flat images linked at
+//! guest-physical 0x200000, their directory names end in `-x86`).
 
 use std::path::PathBuf;
 
@@ -7,8 +9,22 @@ use crate::build::{Arch, flatten};
 use crate::error::{Context, Result};
 use crate::workspace;
 
-/// The guests' target triple (they may use FP/SIMD; the hypervisor never touches it).
-const GUEST_TARGET: &str = "aarch64-unknown-none";
+/// The guests' target triple for an architecture (aarch64 guests may use FP/SIMD; the
+/// hypervisor never touches it).
+fn guest_target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Aarch64 => "aarch64-unknown-none",
+        Arch::X86_64 => "x86_64-unknown-none",
+    }
+}
+
+/// The guest workspace of an architecture.
+fn workspace_directory(arch: Arch) -> PathBuf {
+    match arch {
+        Arch::Aarch64 => directory(),
+        Arch::X86_64 => directory().join("x86"),
+    }
+}
 
 /// The directory holding the guest workspace.
 pub fn directory() -> PathBuf {
@@ -20,24 +36,26 @@ pub fn images_directory() -> PathBuf {
     directory().join("target").join("images")
 }
 
-/// Builds every guest (a directory of `guests/` with `src/main.rs`; the binary is named after
-/// it) and writes its flat image. Returns the images directory.
+/// Builds every guest of `arch` (a directory of its workspace with `src/main.rs`; the binary
+/// is named after it) and writes its flat image. Returns the images directory.
 pub fn build(arch: Arch) -> Result<PathBuf> {
-    println!("==> building the guests ({GUEST_TARGET})");
+    let target = guest_target(arch);
+    let workspace_directory = workspace_directory(arch);
+    println!("==> building the guests ({target})");
     let mut cargo = workspace::cargo();
     cargo
-        .current_dir(directory())
-        .args(["build", "--release", "--target", GUEST_TARGET])
+        .current_dir(&workspace_directory)
+        .args(["build", "--release", "--target", target])
         .env_remove("CARGO_TARGET_DIR");
     workspace::run(&mut cargo)?;
     let images = images_directory();
     std::fs::create_dir_all(&images).context(|| format!("cannot create {}", images.display()))?;
-    let binaries = directory()
+    let binaries = workspace_directory
         .join("target")
-        .join(GUEST_TARGET)
+        .join(target)
         .join("release");
-    let entries = std::fs::read_dir(directory())
-        .context(|| format!("cannot list {}", directory().display()))?;
+    let entries = std::fs::read_dir(&workspace_directory)
+        .context(|| format!("cannot list {}", workspace_directory.display()))?;
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.path().join("src").join("main.rs").is_file())

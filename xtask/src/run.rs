@@ -43,7 +43,7 @@ pub struct RunArgs {
     no_semihosting: bool,
     /// System configuration (a board file, see hypervisor/config/README.md), compiled into
     /// the image; `none` boots without partitions [default: qemu/systems/demo/board.board on
-    /// aarch64, none on x86_64, which has no partitions yet].
+    /// aarch64, qemu/systems/x86-hello/board.board on x86_64].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -52,6 +52,15 @@ pub struct RunArgs {
 
 /// The configuration `cargo xtask run` boots unless told otherwise.
 pub const DEFAULT_CONFIG: &str = "qemu/systems/demo/board.board";
+/// The same on x86_64.
+pub const DEFAULT_CONFIG_X86: &str = "qemu/systems/x86-hello/board.board";
+
+fn default_config(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Aarch64 => DEFAULT_CONFIG,
+        Arch::X86_64 => DEFAULT_CONFIG_X86,
+    }
+}
 
 /// Run `cargo xtask run`; exits with QEMU's status.
 pub fn command(args: &RunArgs) -> Result<ExitCode> {
@@ -77,15 +86,11 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| profile.memory.clone());
     let config = match &args.config {
         Some(path) if path.as_os_str() == "none" => None,
-        None if !args.arch.has_partitions() => None,
-        Some(_) if !args.arch.has_partitions() => {
-            return Err(Error::new(format!(
-                "{} partitions are not implemented yet: leave out --config",
-                args.arch.name()
-            )));
-        }
         path => Some(workspace::absolute_existing(
-            &workspace::root().join(path.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))),
+            &workspace::root().join(
+                path.as_deref()
+                    .unwrap_or(Path::new(default_config(args.arch))),
+            ),
             "configuration file",
         )?),
     };

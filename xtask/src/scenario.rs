@@ -159,12 +159,6 @@ pub fn parse(text: &str, stem: &str) -> Result<Scenario> {
             profile.name
         )));
     }
-    if config.is_some() && !profile.arch.has_partitions() {
-        return Err(Error::new(format!(
-            "`config`: {} partitions are not implemented yet",
-            profile.arch.name()
-        )));
-    }
     let smp = file.smp.unwrap_or(profile.smp);
     profile.check_smp(smp)?;
     profile.requirements(file.boot)?;
@@ -224,6 +218,10 @@ mod tests {
             "fault-reports-syndrome",
             "boot-x86-bochs-vmx",
             "boot-x86-qemu-novmx",
+            "partitions-x86-bochs",
+            "fault-containment-x86-bochs",
+            "restart-policy-x86-bochs",
+            "bad-config-x86-pl011",
         ] {
             assert!(
                 names.contains(&expected),
@@ -270,12 +268,5 @@ mod tests {
         let bochs = MINIMAL.replace("virt-gicv3", "bochs-vmx");
         assert!(error(&bochs).contains("exit = \"markers\""));
         parse(&bochs.replace("\"poweroff\"", "\"markers\""), "x").unwrap();
-        assert!(
-            error(&format!(
-                "{}\nconfig = \"qemu/systems/demo/board.board\"\n",
-                bochs.replace("\"poweroff\"", "\"markers\"")
-            ))
-            .contains("not implemented yet")
-        );
     }
 }

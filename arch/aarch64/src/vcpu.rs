@@ -232,6 +232,7 @@ pub fn trap(frame: &mut TrapFrame, kind: u64) {
         // An SError from a guest is its fault; nothing routes FIQs.
         3 => {
             let action = host.handle_exit(Exit::GuestFault {
+                reason: None,
                 syndrome: frame.esr,
                 address: None,
             });
@@ -326,6 +327,7 @@ fn synchronous(frame: &mut TrapFrame, host: &'static dyn VcpuHost) {
         0x18 => system_register(frame, host),
         0x24 => data_abort(frame, host),
         _ => host.handle_exit(Exit::GuestFault {
+            reason: None,
             syndrome,
             address: None,
         }),
@@ -342,6 +344,7 @@ fn system_register(frame: &mut TrapFrame, host: &'static dyn VcpuHost) -> Action
     let identity_mask = (0b11 << 20) | (0b111 << 17) | (0b111 << 14) | (0xf << 10) | (0xf << 1) | 1;
     if iss & identity_mask != sgi1r {
         return host.handle_exit(Exit::GuestFault {
+            reason: None,
             syndrome: frame.esr,
             address: None,
         });
@@ -474,6 +477,7 @@ fn data_abort(frame: &mut TrapFrame, host: &'static dyn VcpuHost) -> Action {
     const STAGE1_WALK: u64 = 1 << 7;
     let fault = |host: &dyn VcpuHost| {
         host.handle_exit(Exit::GuestFault {
+            reason: None,
             syndrome,
             address: Some(GuestPhysAddr::new(ipa)),
         })
@@ -518,6 +522,7 @@ fn emulate(
         Ok(width) => width,
         Err(_) => {
             return host.handle_exit(Exit::GuestFault {
+                reason: None,
                 syndrome: frame.esr,
                 address: None,
             });
@@ -540,6 +545,7 @@ fn emulate(
         let element = frame.far.wrapping_sub(first_virtual);
         if element != 0 && element != width.bytes() {
             return host.handle_exit(Exit::GuestFault {
+                reason: None,
                 syndrome: frame.esr,
                 address: Some(GuestPhysAddr::new(ipa)),
             });

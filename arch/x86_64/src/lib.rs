@@ -29,6 +29,7 @@ extern crate std;
 pub mod paging;
 pub mod sleep_state;
 pub mod vector;
+pub mod vmx_exit;
 pub mod vmx_features;
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
@@ -49,5 +50,7 @@ pub mod platform;
 pub mod power;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod serial;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod vmcs;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod vmx;

@@ -6,6 +6,8 @@
 
 pub mod gic;
 pub mod pl011;
+pub mod port;
+pub mod uart16550;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -20,15 +20,20 @@ use crate::console::CONSOLE;
 use crate::console_mux::ConsoleLine;
 use crate::device::gic::{GicVersion, ListEntries, ListEntry, VirtualGic, Wakeups};
 use crate::device::pl011::VirtualPl011;
+use crate::device::port::PortTable;
+use crate::device::uart16550::Virtual16550;
 use crate::device::{ClientId, DeviceTable, DispatchError, Effect, Effects, SignalTarget};
 use crate::exit::{Action, Exit};
 use crate::guest_layout;
-use crate::pci::doorbell::{self, SharedBoard};
-use crate::pci::ivshmem::{Ivshmem, Variant};
-use crate::pci::{GuestPci, PciBridge};
+use crate::pci::PciBridge;
+use crate::pci::doorbell::SharedBoard;
 use crate::psci::{self, Request, status};
-use crate::shmem::qnx_pci::QnxPciFunction;
-use crate::shmem::{Policy, QnxShmem, Registry, Rule, Subst};
+use crate::shmem::Registry;
+
+mod ports;
+mod shared;
+
+use shared::{link_timers, shared_memory_devices};
 
 /// What arch code offers the exit handler.
 pub trait Platform {
@@ -125,6 +130,8 @@ impl fmt::Display for StopReason {
 
 struct Inner {
     devices: DeviceTable,
+    /// x86 I/O-port devices.
+    ports: PortTable,
     console: ConsoleLine,
     stop_reason: Option<StopReason>,
     restarts: usize,
@@ -201,6 +208,11 @@ impl Partition {
                 .unwrap_or(guest_layout::PL011_DEFAULT_INTID);
             let _ = devices.insert(GuestPhysAddr::new(base), Box::new(VirtualPl011::new(intid)));
         }
+        let mut ports = PortTable::new();
+        if let Some(port) = config.uart8250 {
+            // The configuration validator already refused overlapping devices.
+            let _ = ports.insert(port, Box::new(Virtual16550::new()));
+        }
         let gic = Arc::new(VirtualGic::new(
             gic_version,
             config.vcpus.len(),
@@ -230,6 +242,7 @@ impl Partition {
             pci,
             inner: Mutex::new(Inner {
                 devices,
+                ports,
                 console: ConsoleLine::new(config.name),
                 stop_reason: None,
                 restarts: 0,
@@ -358,6 +371,10 @@ impl Partition {
                     ),
                 }
             }
+            Exit::PortRead { port, width } => self.port_read(vcpu, port, width, platform),
+            Exit::PortWrite { port, width, value } => {
+                self.port_write(vcpu, port, width, value, platform)
+            }
             Exit::Hypercall {
                 function,
                 arguments,
@@ -383,12 +400,14 @@ impl Partition {
                 self.wake(vcpu, wakeups, platform);
                 Action::Resume
             }
-            Exit::GuestFault { syndrome, address } => {
+            Exit::GuestFault {
+                reason,
+                syndrome,
+                address,
+            } => {
                 let at = address.map_or(String::new(), |a| format!(" at {:#x}", a.as_u64()));
-                self.fault(
-                    vcpu,
-                    format!("unhandled guest exception{at} (syndrome {syndrome:#x})"),
-                )
+                let what = reason.unwrap_or("unhandled guest exception");
+                self.fault(vcpu, format!("{what}{at} (syndrome {syndrome:#x})"))
             }
         }
     }
@@ -658,144 +677,6 @@ impl fmt::Debug for SharedMemorySystem {
     }
 }
 
-/// A partition's shared-memory devices as built from its configuration.
-struct SharedDevices {
-    /// Signal targets by [`ClientId::device`].
-    targets: Vec<Arc<dyn SignalTarget>>,
-    /// Devices that hold attachments to give up when the partition stops or restarts.
-    releasers: Vec<Arc<dyn SignalTarget>>,
-}
-
-/// Builds the partition's virtual PCI bus (always present, so guests may probe it) with its
-/// PCI shared-memory functions, and its QNX MMIO shmem devices; registers their frames.
-fn shared_memory_devices(
-    index: usize,
-    config: &'static PartitionConfig,
-    gic_version: GicVersion,
-    shared: Option<&'static SharedMemorySystem>,
-    devices: &mut DeviceTable,
-) -> (SharedDevices, PciBridge) {
-    let ram: Vec<(u64, u64)> = config.ram.iter().map(|r| (r.guest_base, r.size)).collect();
-    let bridge = PciBridge::new(GuestPci::QEMU_VIRT, &ram);
-    for (base, frame) in bridge.mmio_devices(gic_version) {
-        let _ = devices.insert(base, frame);
-    }
-    let mut built = SharedDevices {
-        targets: Vec::new(),
-        releasers: Vec::new(),
-    };
-    let Some(shared) = shared else {
-        return (built, bridge);
-    };
-    let partition = u16::try_from(index).unwrap_or(u16::MAX);
-    let mut slot: u8 = 1;
-    for (n, shmem) in config.shmem.iter().enumerate() {
-        let client = ClientId {
-            partition,
-            device: u16::try_from(built.targets.len()).unwrap_or(u16::MAX),
-        };
-        let rules = shmem
-            .rules
-            .iter()
-            .map(|&(allow, glob)| {
-                if allow {
-                    Rule::allow(glob)
-                } else {
-                    Rule::deny(glob)
-                }
-            })
-            .collect();
-        let substs = shmem
-            .substs
-            .iter()
-            .map(|&(old, new)| Subst::new(old, new))
-            .collect();
-        let creates: Vec<(String, u64)> = shmem
-            .creates
-            .iter()
-            .map(|&(name, _, size)| (String::from(name), size))
-            .collect();
-        let window = GuestPhysAddr::new(
-            guest_layout::SHMEM_WINDOWS + n as u64 * guest_layout::SHMEM_WINDOW_SIZE,
-        );
-        let intid = match shmem.mmio {
-            Some((_, intid)) => intid,
-            None => GuestPci::QEMU_VIRT.intx_intid(slot, 1).unwrap_or(0),
-        };
-        let device = QnxShmem::new(
-            Policy::new(rules, substs),
-            &creates,
-            client,
-            window,
-            intid,
-            shared.registry,
-        );
-        let device = match shmem.mmio {
-            Some((loc, _)) => {
-                let device = Arc::new(device);
-                // The configuration validator refused overlapping devices.
-                let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
-                built.targets.push(device.clone());
-                device
-            }
-            None => {
-                let (function, device) = QnxPciFunction::new(device);
-                if bridge.add_function(slot, Box::new(function)).is_err() {
-                    CONSOLE.print(format_args!(
-                        "bulkhead: partition {}: no PCI slot for vdev shmem\n",
-                        config.name
-                    ));
-                }
-                built.targets.push(bridge.signal_target(slot));
-                slot = slot.saturating_add(1);
-                device
-            }
-        };
-        let _ = devices.insert(window, device.window());
-        built.releasers.push(device);
-    }
-    for ivshmem in config.ivshmem {
-        let client = ClientId {
-            partition,
-            device: u16::try_from(built.targets.len()).unwrap_or(u16::MAX),
-        };
-        let vectors = u16::try_from(ivshmem.vectors).unwrap_or(u16::MAX);
-        let variant = if vectors == 0 {
-            Variant::Plain
-        } else {
-            Variant::Doorbell { vectors }
-        };
-        let added = doorbell::attach(&shared.board, ivshmem.name, client, vectors)
-            .map_err(|_| "no such ivshmem region or no free peer ID")
-            .and_then(|link| {
-                let memory = link.memory();
-                Ivshmem::new(variant, memory, Box::new(link)).map_err(|_| "bad ivshmem region")
-            })
-            .and_then(|function| {
-                bridge
-                    .add_function(slot, Box::new(function))
-                    .map_err(|_| "no PCI slot")
-            });
-        if let Err(reason) = added {
-            CONSOLE.print(format_args!(
-                "bulkhead: partition {}: vdev ivshmem {}: {reason}\n",
-                config.name, ivshmem.name
-            ));
-        }
-        built.targets.push(bridge.signal_target(slot));
-        slot = slot.saturating_add(1);
-    }
-    (built, bridge)
-}
-
-/// Links each vCPU's virtual timer PPI to the physical one (HW = 1 in the list register).
-fn link_timers(gic: &VirtualGic, vcpus: usize) {
-    let intid = guest_layout::VIRTUAL_TIMER_INTID;
-    for vcpu in 0..vcpus {
-        gic.link_hardware(intid, vcpu, intid);
-    }
-}
-
 impl System {
     /// The run-time system from the static configuration; partitions see a GIC of
     /// `gic_version`.
@@ -839,258 +720,4 @@ impl System {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::exit::AccessWidth;
-    use core::cell::RefCell;
-
-    struct Kicks(RefCell<Vec<usize>>);
-
-    impl Platform for Kicks {
-        fn kick(&self, cpu: usize) {
-            self.0.borrow_mut().push(cpu);
-        }
-    }
-
-    fn config(policy: FaultPolicy) -> &'static PartitionConfig {
-        Box::leak(Box::new(PartitionConfig {
-            name: "test",
-            ram: &[],
-            vcpus: &[2, 3],
-            image: &[],
-            image_path: "test",
-            fault_policy: policy,
-            pl011: Some(0x0900_0000),
-            pl011_interrupt: None,
-            shmem: &[],
-            ivshmem: &[],
-        }))
-    }
-
-    fn call(function: u32, arguments: [u64; 4]) -> Exit {
-        Exit::Hypercall {
-            function: u64::from(function),
-            arguments,
-        }
-    }
-
-    #[test]
-    fn psci_cpu_on_affinity_info_and_off() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
-        let kicks = Kicks(RefCell::new(Vec::new()));
-        let on = |target| call(psci::CPU_ON[1], [target, 0x4020_1000, 42, 0]);
-        let info = |target| call(psci::AFFINITY_INFO[1], [target, 0, 0, 0]);
-        assert_eq!(
-            partition.handle_exit(0, info(0x8000_0001), &kicks),
-            Action::ReturnValues([1, 0, 0, 0])
-        );
-        assert_eq!(
-            partition.handle_exit(0, on(0x8000_0001), &kicks),
-            Action::ReturnValues([0, 0, 0, 0])
-        );
-        assert_eq!(*kicks.0.borrow(), [3]);
-        assert_eq!(
-            partition.handle_exit(0, on(0x8000_0001), &kicks),
-            Action::ReturnValues([-5i64 as u64, 0, 0, 0])
-        );
-        assert_eq!(
-            partition.handle_exit(0, info(0x8000_0001), &kicks),
-            Action::ReturnValues([2, 0, 0, 0])
-        );
-        assert_eq!(
-            partition.take_start(1),
-            Some(StartRequest {
-                entry: 0x4020_1000,
-                context: 42
-            })
-        );
-        assert_eq!(
-            partition.handle_exit(0, on(0x8000_0001), &kicks),
-            Action::ReturnValues([-4i64 as u64, 0, 0, 0])
-        );
-        // vCPU 2 does not exist in this partition: a guest cannot reach other CPUs.
-        assert_eq!(
-            partition.handle_exit(0, on(0x8000_0002), &kicks),
-            Action::ReturnValues([-2i64 as u64, 0, 0, 0])
-        );
-        assert_eq!(
-            partition.handle_exit(1, call(psci::CPU_OFF, [0; 4]), &kicks),
-            Action::VcpuOff
-        );
-        assert_eq!(partition.vcpu_state(1), Some(VcpuState::Off));
-        assert_eq!(
-            partition.handle_exit(0, info(0x8000_0001), &kicks),
-            Action::ReturnValues([1, 0, 0, 0])
-        );
-    }
-
-    #[test]
-    fn psci_version_features_and_system_off() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
-        let kicks = Kicks(RefCell::new(Vec::new()));
-        assert_eq!(
-            partition.handle_exit(0, call(psci::VERSION, [0; 4]), &kicks),
-            Action::ReturnValues([0x1_0000, 0, 0, 0])
-        );
-        let features = |f: u32| call(psci::FEATURES, [u64::from(f), 0, 0, 0]);
-        assert_eq!(
-            partition.handle_exit(0, features(psci::CPU_ON[1]), &kicks),
-            Action::ReturnValues([0, 0, 0, 0])
-        );
-        assert_eq!(
-            partition.handle_exit(0, features(0x8000_0000), &kicks),
-            Action::ReturnValues([u64::MAX, 0, 0, 0])
-        );
-        assert_eq!(
-            partition.handle_exit(0, call(psci::SYSTEM_OFF, [0; 4]), &kicks),
-            Action::StopPartition
-        );
-        assert_eq!(
-            partition.stop_reason(),
-            Some(StopReason::SystemOff { vcpu: 0 })
-        );
-        // Once stopped, every exit of every vCPU stops.
-        assert_eq!(
-            partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
-            Action::StopPartition
-        );
-    }
-
-    #[test]
-    fn faults_stop_or_restart_by_policy() {
-        let kicks = Kicks(RefCell::new(Vec::new()));
-        let stray = Exit::MmioWrite {
-            address: GuestPhysAddr::new(0x1_0000),
-            width: AccessWidth::Word,
-            value: 1,
-            syndrome: 0x9200_0046,
-        };
-        let stopping = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
-        assert_eq!(
-            stopping.handle_exit(0, stray, &kicks),
-            Action::StopPartition
-        );
-        let Some(StopReason::Fault {
-            vcpu: 0,
-            description,
-        }) = stopping.stop_reason()
-        else {
-            panic!()
-        };
-        assert!(
-            description.contains("outside its map at 0x10000"),
-            "{description}"
-        );
-        assert!(description.contains("syndrome 0x92000046"), "{description}");
-
-        let limited = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
-        assert_eq!(limited.runnable(1), Runnable::Park);
-        assert_eq!(limited.runnable(0), Runnable::Run);
-        for _ in 0..MAX_FAULT_RESTARTS {
-            assert_eq!(
-                limited.handle_exit(0, stray, &kicks),
-                Action::RestartPartition
-            );
-            limited.reset_vcpus();
-        }
-        assert_eq!(
-            limited.handle_exit(0, stray, &kicks),
-            Action::StopPartition,
-            "restart limit"
-        );
-        assert_eq!(limited.runnable(0), Runnable::Stop);
-        let Some(StopReason::Fault { description, .. }) = limited.stop_reason() else {
-            panic!()
-        };
-        assert!(
-            description.contains("restart limit of 3 reached"),
-            "{description}"
-        );
-
-        let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
-        assert_eq!(
-            restarting.handle_exit(0, stray, &kicks),
-            Action::RestartPartition
-        );
-        assert!(!restarting.is_stopped());
-        assert_eq!(
-            restarting.handle_exit(0, call(0x8600_ff01, [0; 4]), &kicks),
-            Action::RestartPartition,
-            "unknown calls are faults too"
-        );
-    }
-
-    #[test]
-    fn console_and_device_reads() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
-        let kicks = Kicks(RefCell::new(Vec::new()));
-        let flag = Exit::MmioRead {
-            address: GuestPhysAddr::new(0x0900_0018),
-            width: AccessWidth::Word,
-            syndrome: 0,
-        };
-        assert_eq!(
-            partition.handle_exit(0, flag, &kicks),
-            Action::CompleteRead(0x90)
-        );
-    }
-
-    #[test]
-    fn sgis_kick_the_target_cpu_and_end_its_idle() {
-        let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
-        let kicks = Kicks(RefCell::new(Vec::new()));
-        let gicr_sgi =
-            guest_layout::GIC_REDISTRIBUTORS + guest_layout::GIC_REDISTRIBUTOR_SIZE + 0x1_0000;
-        let write = |address: u64, value: u64| Exit::MmioWrite {
-            address: GuestPhysAddr::new(address),
-            width: AccessWidth::Word,
-            value,
-            syndrome: 0,
-        };
-        // vCPU 1 enables SGI 1 in its redistributor; the distributor enables group 1.
-        assert_eq!(
-            partition.handle_exit(1, write(gicr_sgi + 0x100, 1 << 1), &kicks),
-            Action::Resume
-        );
-        assert_eq!(
-            partition.handle_exit(0, write(guest_layout::GIC_DISTRIBUTOR.0, 0x12), &kicks),
-            Action::Resume
-        );
-        assert_eq!(
-            partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
-            Action::Idle
-        );
-        // vCPU 0 sends SGI 1 to vCPU 1 (target list bit 1): vCPU 1's CPU (3) is kicked.
-        let sgi = (1 << 24) | 0b10;
-        assert_eq!(
-            partition.handle_exit(0, Exit::SendSoftwareInterrupt { value: sgi }, &kicks),
-            Action::Resume
-        );
-        assert_eq!(*kicks.0.borrow(), [3]);
-        assert_eq!(
-            partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
-            Action::Resume
-        );
-        let mut entries = ListEntries::new();
-        partition.flush_interrupts(1, 4, &mut entries, &kicks);
-        assert_eq!(
-            entries
-                .as_slice()
-                .iter()
-                .map(|e| e.intid)
-                .collect::<Vec<_>>(),
-            [1]
-        );
-    }
-
-    #[test]
-    fn last_partition_stopping_is_reported() {
-        let configs: &'static [PartitionConfig] = Box::leak(Box::new([
-            *config(FaultPolicy::Stop),
-            *config(FaultPolicy::Stop),
-        ]));
-        let system = System::new(configs, GicVersion::V3, None);
-        assert!(!system.partition_stopped());
-        assert!(system.partition_stopped());
-    }
-}
+mod tests;

@@ -1,0 +1,39 @@
+//! Leaving: calls to the hypervisor through VMCALL with a PSCI function ID in RAX.
+
+use core::arch::asm;
+use core::fmt;
+
+/// PSCI SYSTEM_OFF: stop this partition.
+pub const SYSTEM_OFF: u64 = 0x8400_0008;
+
+/// VMCALL with `function` in RAX; returns RAX.
+pub fn vmcall(function: u64) -> u64 {
+    let result: u64;
+    // SAFETY: VMCALL traps to the hypervisor, which answers in RAX; no memory changes.
+    unsafe {
+        asm!("vmcall", inlateout("rax") function => result, options(nostack));
+    }
+    result
+}
+
+/// Stops the partition ("exited: system off").
+pub fn system_off() -> ! {
+    vmcall(SYSTEM_OFF);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Prints `FAIL: ...` and stops the partition with a fault (an unknown hypervisor call).
+pub fn exit_fail_with(args: fmt::Arguments<'_>) -> ! {
+    crate::println!("FAIL: {args}");
+    vmcall(0xdead);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    exit_fail_with(format_args!("panic: {info}"))
+}

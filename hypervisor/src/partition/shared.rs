@@ -1,0 +1,158 @@
+//! Building a partition's shared-memory devices (QNX `vdev shmem`, QEMU `ivshmem-*`) and its
+//! virtual PCI bus from the configuration, and linking the virtual timers to the GIC.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use super::SharedMemorySystem;
+use crate::addr::GuestPhysAddr;
+use crate::config::PartitionConfig;
+use crate::console::CONSOLE;
+use crate::device::gic::{GicVersion, VirtualGic};
+use crate::device::{ClientId, DeviceTable, SignalTarget};
+use crate::guest_layout;
+use crate::pci::doorbell;
+use crate::pci::ivshmem::{Ivshmem, Variant};
+use crate::pci::{GuestPci, PciBridge};
+use crate::shmem::qnx_pci::QnxPciFunction;
+use crate::shmem::{Policy, QnxShmem, Rule, Subst};
+
+/// A partition's shared-memory devices as built from its configuration.
+pub(super) struct SharedDevices {
+    /// Signal targets by [`ClientId::device`].
+    pub(super) targets: Vec<Arc<dyn SignalTarget>>,
+    /// Devices that hold attachments to give up when the partition stops or restarts.
+    pub(super) releasers: Vec<Arc<dyn SignalTarget>>,
+}
+
+/// Builds the partition's virtual PCI bus (always present, so guests may probe it) with its
+/// PCI shared-memory functions, and its QNX MMIO shmem devices; registers their frames.
+pub(super) fn shared_memory_devices(
+    index: usize,
+    config: &'static PartitionConfig,
+    gic_version: GicVersion,
+    shared: Option<&'static SharedMemorySystem>,
+    devices: &mut DeviceTable,
+) -> (SharedDevices, PciBridge) {
+    let ram: Vec<(u64, u64)> = config.ram.iter().map(|r| (r.guest_base, r.size)).collect();
+    let bridge = PciBridge::new(GuestPci::QEMU_VIRT, &ram);
+    for (base, frame) in bridge.mmio_devices(gic_version) {
+        let _ = devices.insert(base, frame);
+    }
+    let mut built = SharedDevices {
+        targets: Vec::new(),
+        releasers: Vec::new(),
+    };
+    let Some(shared) = shared else {
+        return (built, bridge);
+    };
+    let partition = u16::try_from(index).unwrap_or(u16::MAX);
+    let mut slot: u8 = 1;
+    for (n, shmem) in config.shmem.iter().enumerate() {
+        let client = ClientId {
+            partition,
+            device: u16::try_from(built.targets.len()).unwrap_or(u16::MAX),
+        };
+        let rules = shmem
+            .rules
+            .iter()
+            .map(|&(allow, glob)| {
+                if allow {
+                    Rule::allow(glob)
+                } else {
+                    Rule::deny(glob)
+                }
+            })
+            .collect();
+        let substs = shmem
+            .substs
+            .iter()
+            .map(|&(old, new)| Subst::new(old, new))
+            .collect();
+        let creates: Vec<(String, u64)> = shmem
+            .creates
+            .iter()
+            .map(|&(name, _, size)| (String::from(name), size))
+            .collect();
+        let window = GuestPhysAddr::new(
+            guest_layout::SHMEM_WINDOWS + n as u64 * guest_layout::SHMEM_WINDOW_SIZE,
+        );
+        let intid = match shmem.mmio {
+            Some((_, intid)) => intid,
+            None => GuestPci::QEMU_VIRT.intx_intid(slot, 1).unwrap_or(0),
+        };
+        let device = QnxShmem::new(
+            Policy::new(rules, substs),
+            &creates,
+            client,
+            window,
+            intid,
+            shared.registry,
+        );
+        let device = match shmem.mmio {
+            Some((loc, _)) => {
+                let device = Arc::new(device);
+                // The configuration validator refused overlapping devices.
+                let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
+                built.targets.push(device.clone());
+                device
+            }
+            None => {
+                let (function, device) = QnxPciFunction::new(device);
+                if bridge.add_function(slot, Box::new(function)).is_err() {
+                    CONSOLE.print(format_args!(
+                        "bulkhead: partition {}: no PCI slot for vdev shmem\n",
+                        config.name
+                    ));
+                }
+                built.targets.push(bridge.signal_target(slot));
+                slot = slot.saturating_add(1);
+                device
+            }
+        };
+        let _ = devices.insert(window, device.window());
+        built.releasers.push(device);
+    }
+    for ivshmem in config.ivshmem {
+        let client = ClientId {
+            partition,
+            device: u16::try_from(built.targets.len()).unwrap_or(u16::MAX),
+        };
+        let vectors = u16::try_from(ivshmem.vectors).unwrap_or(u16::MAX);
+        let variant = if vectors == 0 {
+            Variant::Plain
+        } else {
+            Variant::Doorbell { vectors }
+        };
+        let added = doorbell::attach(&shared.board, ivshmem.name, client, vectors)
+            .map_err(|_| "no such ivshmem region or no free peer ID")
+            .and_then(|link| {
+                let memory = link.memory();
+                Ivshmem::new(variant, memory, Box::new(link)).map_err(|_| "bad ivshmem region")
+            })
+            .and_then(|function| {
+                bridge
+                    .add_function(slot, Box::new(function))
+                    .map_err(|_| "no PCI slot")
+            });
+        if let Err(reason) = added {
+            CONSOLE.print(format_args!(
+                "bulkhead: partition {}: vdev ivshmem {}: {reason}\n",
+                config.name, ivshmem.name
+            ));
+        }
+        built.targets.push(bridge.signal_target(slot));
+        slot = slot.saturating_add(1);
+    }
+    (built, bridge)
+}
+
+/// Links each vCPU's virtual timer PPI to the physical one (HW = 1 in the list register).
+pub(super) fn link_timers(gic: &VirtualGic, vcpus: usize) {
+    let intid = guest_layout::VIRTUAL_TIMER_INTID;
+    for vcpu in 0..vcpus {
+        gic.link_hardware(intid, vcpu, intid);
+    }
+}

@@ -1,0 +1,294 @@
+//! Unit tests of partitions: PSCI, faults and restarts, console and port I/O, SGIs, the
+//! stop count.
+
+use super::*;
+use crate::exit::AccessWidth;
+use core::cell::RefCell;
+
+struct Kicks(RefCell<Vec<usize>>);
+
+impl Platform for Kicks {
+    fn kick(&self, cpu: usize) {
+        self.0.borrow_mut().push(cpu);
+    }
+}
+
+fn config(policy: FaultPolicy) -> &'static PartitionConfig {
+    Box::leak(Box::new(PartitionConfig {
+        name: "test",
+        ram: &[],
+        vcpus: &[2, 3],
+        image: &[],
+        image_path: "test",
+        fault_policy: policy,
+        pl011: Some(0x0900_0000),
+        pl011_interrupt: None,
+        uart8250: Some(0x3f8),
+        shmem: &[],
+        ivshmem: &[],
+    }))
+}
+
+fn call(function: u32, arguments: [u64; 4]) -> Exit {
+    Exit::Hypercall {
+        function: u64::from(function),
+        arguments,
+    }
+}
+
+#[test]
+fn psci_cpu_on_affinity_info_and_off() {
+    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let on = |target| call(psci::CPU_ON[1], [target, 0x4020_1000, 42, 0]);
+    let info = |target| call(psci::AFFINITY_INFO[1], [target, 0, 0, 0]);
+    assert_eq!(
+        partition.handle_exit(0, info(0x8000_0001), &kicks),
+        Action::ReturnValues([1, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.handle_exit(0, on(0x8000_0001), &kicks),
+        Action::ReturnValues([0, 0, 0, 0])
+    );
+    assert_eq!(*kicks.0.borrow(), [3]);
+    assert_eq!(
+        partition.handle_exit(0, on(0x8000_0001), &kicks),
+        Action::ReturnValues([-5i64 as u64, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.handle_exit(0, info(0x8000_0001), &kicks),
+        Action::ReturnValues([2, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.take_start(1),
+        Some(StartRequest {
+            entry: 0x4020_1000,
+            context: 42
+        })
+    );
+    assert_eq!(
+        partition.handle_exit(0, on(0x8000_0001), &kicks),
+        Action::ReturnValues([-4i64 as u64, 0, 0, 0])
+    );
+    // vCPU 2 does not exist in this partition: a guest cannot reach other CPUs.
+    assert_eq!(
+        partition.handle_exit(0, on(0x8000_0002), &kicks),
+        Action::ReturnValues([-2i64 as u64, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.handle_exit(1, call(psci::CPU_OFF, [0; 4]), &kicks),
+        Action::VcpuOff
+    );
+    assert_eq!(partition.vcpu_state(1), Some(VcpuState::Off));
+    assert_eq!(
+        partition.handle_exit(0, info(0x8000_0001), &kicks),
+        Action::ReturnValues([1, 0, 0, 0])
+    );
+}
+
+#[test]
+fn psci_version_features_and_system_off() {
+    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    assert_eq!(
+        partition.handle_exit(0, call(psci::VERSION, [0; 4]), &kicks),
+        Action::ReturnValues([0x1_0000, 0, 0, 0])
+    );
+    let features = |f: u32| call(psci::FEATURES, [u64::from(f), 0, 0, 0]);
+    assert_eq!(
+        partition.handle_exit(0, features(psci::CPU_ON[1]), &kicks),
+        Action::ReturnValues([0, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.handle_exit(0, features(0x8000_0000), &kicks),
+        Action::ReturnValues([u64::MAX, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.handle_exit(0, call(psci::SYSTEM_OFF, [0; 4]), &kicks),
+        Action::StopPartition
+    );
+    assert_eq!(
+        partition.stop_reason(),
+        Some(StopReason::SystemOff { vcpu: 0 })
+    );
+    // Once stopped, every exit of every vCPU stops.
+    assert_eq!(
+        partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
+        Action::StopPartition
+    );
+}
+
+#[test]
+fn faults_stop_or_restart_by_policy() {
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let stray = Exit::MmioWrite {
+        address: GuestPhysAddr::new(0x1_0000),
+        width: AccessWidth::Word,
+        value: 1,
+        syndrome: 0x9200_0046,
+    };
+    let stopping = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    assert_eq!(
+        stopping.handle_exit(0, stray, &kicks),
+        Action::StopPartition
+    );
+    let Some(StopReason::Fault {
+        vcpu: 0,
+        description,
+    }) = stopping.stop_reason()
+    else {
+        panic!()
+    };
+    assert!(
+        description.contains("outside its map at 0x10000"),
+        "{description}"
+    );
+    assert!(description.contains("syndrome 0x92000046"), "{description}");
+
+    let limited = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
+    assert_eq!(limited.runnable(1), Runnable::Park);
+    assert_eq!(limited.runnable(0), Runnable::Run);
+    for _ in 0..MAX_FAULT_RESTARTS {
+        assert_eq!(
+            limited.handle_exit(0, stray, &kicks),
+            Action::RestartPartition
+        );
+        limited.reset_vcpus();
+    }
+    assert_eq!(
+        limited.handle_exit(0, stray, &kicks),
+        Action::StopPartition,
+        "restart limit"
+    );
+    assert_eq!(limited.runnable(0), Runnable::Stop);
+    let Some(StopReason::Fault { description, .. }) = limited.stop_reason() else {
+        panic!()
+    };
+    assert!(
+        description.contains("restart limit of 3 reached"),
+        "{description}"
+    );
+
+    let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
+    assert_eq!(
+        restarting.handle_exit(0, stray, &kicks),
+        Action::RestartPartition
+    );
+    assert!(!restarting.is_stopped());
+    assert_eq!(
+        restarting.handle_exit(0, call(0x8600_ff01, [0; 4]), &kicks),
+        Action::RestartPartition,
+        "unknown calls are faults too"
+    );
+}
+
+#[test]
+fn console_and_device_reads() {
+    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let flag = Exit::MmioRead {
+        address: GuestPhysAddr::new(0x0900_0018),
+        width: AccessWidth::Word,
+        syndrome: 0,
+    };
+    assert_eq!(
+        partition.handle_exit(0, flag, &kicks),
+        Action::CompleteRead(0x90)
+    );
+}
+
+#[test]
+fn port_io_reaches_the_16550_and_stray_ports_stop_the_partition() {
+    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let out = |port, value| Exit::PortWrite {
+        port,
+        width: AccessWidth::Byte,
+        value,
+    };
+    assert_eq!(
+        partition.handle_exit(0, out(0x3f8, u64::from(b'h')), &kicks),
+        Action::Resume
+    );
+    assert_eq!(
+        partition.handle_exit(
+            0,
+            Exit::PortRead {
+                port: 0x3fd,
+                width: AccessWidth::Byte
+            },
+            &kicks
+        ),
+        Action::CompleteRead(0x60)
+    );
+    assert_eq!(
+        partition.handle_exit(0, out(0x80, 0), &kicks),
+        Action::StopPartition
+    );
+    let Some(StopReason::Fault { description, .. }) = partition.stop_reason() else {
+        panic!()
+    };
+    assert!(
+        description.contains("out of 1 bytes at I/O port 0x80: no device"),
+        "{description}"
+    );
+}
+
+#[test]
+fn sgis_kick_the_target_cpu_and_end_its_idle() {
+    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let gicr_sgi =
+        guest_layout::GIC_REDISTRIBUTORS + guest_layout::GIC_REDISTRIBUTOR_SIZE + 0x1_0000;
+    let write = |address: u64, value: u64| Exit::MmioWrite {
+        address: GuestPhysAddr::new(address),
+        width: AccessWidth::Word,
+        value,
+        syndrome: 0,
+    };
+    // vCPU 1 enables SGI 1 in its redistributor; the distributor enables group 1.
+    assert_eq!(
+        partition.handle_exit(1, write(gicr_sgi + 0x100, 1 << 1), &kicks),
+        Action::Resume
+    );
+    assert_eq!(
+        partition.handle_exit(0, write(guest_layout::GIC_DISTRIBUTOR.0, 0x12), &kicks),
+        Action::Resume
+    );
+    assert_eq!(
+        partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
+        Action::Idle
+    );
+    // vCPU 0 sends SGI 1 to vCPU 1 (target list bit 1): vCPU 1's CPU (3) is kicked.
+    let sgi = (1 << 24) | 0b10;
+    assert_eq!(
+        partition.handle_exit(0, Exit::SendSoftwareInterrupt { value: sgi }, &kicks),
+        Action::Resume
+    );
+    assert_eq!(*kicks.0.borrow(), [3]);
+    assert_eq!(
+        partition.handle_exit(1, Exit::WaitForInterrupt, &kicks),
+        Action::Resume
+    );
+    let mut entries = ListEntries::new();
+    partition.flush_interrupts(1, 4, &mut entries, &kicks);
+    assert_eq!(
+        entries
+            .as_slice()
+            .iter()
+            .map(|e| e.intid)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+}
+
+#[test]
+fn last_partition_stopping_is_reported() {
+    let configs: &'static [PartitionConfig] = Box::leak(Box::new([
+        *config(FaultPolicy::Stop),
+        *config(FaultPolicy::Stop),
+    ]));
+    let system = System::new(configs, GicVersion::V3, None);
+    assert!(!system.partition_stopped());
+    assert!(system.partition_stopped());
+}
