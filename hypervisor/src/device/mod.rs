@@ -59,9 +59,23 @@ pub enum Effect {
         /// Bytes.
         size: u64,
     },
+    /// Kick the CPUs of these vCPUs of this partition (bit n = vCPU n): a device that set
+    /// one of its lines directly ([`InterruptLines`]) made something deliverable to them.
+    Wake {
+        /// Bitmask of vCPUs.
+        vcpus: u64,
+    },
     /// Tell a shared-memory device (possibly of another partition) that its state changed
     /// (a notify or a membership change): its [`SignalTarget::signalled`] runs.
     Signal(ClientId),
+}
+
+/// A partition's interrupt lines, for devices whose line level is computed under their own
+/// lock and must reach the interrupt controller in that same order: two CPUs updating one
+/// line through deferred effects could apply their levels out of order and lose a wake-up.
+pub trait InterruptLines: Send + Sync {
+    /// Sets level-sensitive line `intid`; returns the vCPUs to kick (bit n = vCPU n).
+    fn set_line(&self, intid: u32, level: bool) -> u64;
 }
 
 /// A shared-memory device that other devices can signal through the registry.

@@ -230,7 +230,7 @@ impl Partition {
             );
         }
         let (shared_devices, pci) =
-            shared_memory_devices(index, config, gic_version, shared, &mut devices);
+            shared_memory_devices(index, config, &gic, shared, &mut devices);
         Partition {
             config,
             index,
@@ -427,6 +427,7 @@ impl Partition {
                     let wakeups = self.gic.set_spi_level(intid, level);
                     self.wake(vcpu, wakeups, platform);
                 }
+                Effect::Wake { vcpus } => self.wake(vcpu, Wakeups::from_bits(vcpus), platform),
                 Effect::Raise { intid } => {
                     let wakeups = self.gic.raise(intid, 0);
                     self.wake(vcpu, wakeups, platform);

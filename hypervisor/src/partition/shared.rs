@@ -10,8 +10,8 @@ use super::SharedMemorySystem;
 use crate::addr::GuestPhysAddr;
 use crate::config::PartitionConfig;
 use crate::console::CONSOLE;
-use crate::device::gic::{GicVersion, VirtualGic};
-use crate::device::{ClientId, DeviceTable, SignalTarget};
+use crate::device::gic::VirtualGic;
+use crate::device::{ClientId, DeviceTable, InterruptLines, SignalTarget};
 use crate::guest_layout;
 use crate::pci::doorbell;
 use crate::pci::ivshmem::{Ivshmem, Variant};
@@ -32,13 +32,16 @@ pub(super) struct SharedDevices {
 pub(super) fn shared_memory_devices(
     index: usize,
     config: &'static PartitionConfig,
-    gic_version: GicVersion,
+    gic: &Arc<VirtualGic>,
     shared: Option<&'static SharedMemorySystem>,
     devices: &mut DeviceTable,
 ) -> (SharedDevices, PciBridge) {
     let ram: Vec<(u64, u64)> = config.ram.iter().map(|r| (r.guest_base, r.size)).collect();
     let bridge = PciBridge::new(GuestPci::QEMU_VIRT, &ram);
-    for (base, frame) in bridge.mmio_devices(gic_version) {
+    // Lines are set under the devices' own locks (see `InterruptLines`).
+    let lines: Arc<dyn InterruptLines> = gic.clone();
+    bridge.set_lines(lines.clone());
+    for (base, frame) in bridge.mmio_devices(gic.version()) {
         let _ = devices.insert(base, frame);
     }
     let mut built = SharedDevices {
@@ -90,7 +93,8 @@ pub(super) fn shared_memory_devices(
             window,
             intid,
             shared.registry,
-        );
+        )
+        .with_lines(lines.clone());
         let device = match shmem.mmio {
             Some((loc, _)) => {
                 let device = Arc::new(device);

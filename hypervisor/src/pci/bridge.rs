@@ -91,6 +91,8 @@ pub(crate) struct Bridge {
     ram: Vec<(u64, u64)>,
     slots: Vec<Option<Slot>>,
     intx_levels: [bool; 4],
+    /// Where INTx levels are set directly (see [`crate::device::InterruptLines`]).
+    pub(crate) lines: Option<alloc::sync::Arc<dyn crate::device::InterruptLines>>,
 }
 
 impl Bridge {
@@ -100,6 +102,7 @@ impl Bridge {
             ram: ram.to_vec(),
             slots: (0..SLOTS).map(|_| None).collect(),
             intx_levels: [false; 4],
+            lines: None,
         }
     }
 
@@ -472,7 +475,17 @@ impl Bridge {
             if level != *old {
                 *old = level;
                 if let Some(intid) = self.layout.intx_first.checked_add(line as u32) {
-                    effects.push(Effect::SetLevel { intid, level });
+                    match &self.lines {
+                        // Set under the bridge's lock, so updates from several CPUs land in
+                        // the order the bridge decided them.
+                        Some(lines) => {
+                            let vcpus = lines.set_line(intid, level);
+                            if vcpus != 0 {
+                                effects.push(Effect::Wake { vcpus });
+                            }
+                        }
+                        None => effects.push(Effect::SetLevel { intid, level }),
+                    }
                 }
             }
         }

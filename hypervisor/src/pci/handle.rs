@@ -36,6 +36,12 @@ impl PciBridge {
         }
     }
 
+    /// Sets INTx levels directly in `lines`, under the bridge's lock, instead of returning
+    /// `Effect::SetLevel` (which two CPUs could apply out of order).
+    pub fn set_lines(&self, lines: Arc<dyn crate::device::InterruptLines>) {
+        self.inner.lock().lines = Some(lines);
+    }
+
     /// Its layout.
     pub fn layout(&self) -> GuestPci {
         self.inner.lock().layout()

@@ -15,7 +15,7 @@ use super::policy::{self, Policy};
 use super::registry::{RegionId, Registry};
 use super::{NAME_FIELD_SIZE, Status, window};
 use crate::addr::{GuestPhysAddr, PAGE_SIZE};
-use crate::device::{ClientId, Effect, Effects, MmioDevice, SignalTarget};
+use crate::device::{ClientId, Effect, Effects, InterruptLines, MmioDevice, SignalTarget};
 use crate::exit::AccessWidth;
 use crate::guest_layout::SHMEM_WINDOW_SIZE;
 
@@ -122,6 +122,8 @@ pub struct QnxShmem {
     creates: Vec<(String, u64)>,
     registry: &'static Mutex<Registry>,
     state: Mutex<State>,
+    /// Where a level-sensitive interrupt is set directly, under the state lock.
+    lines: Option<Arc<dyn InterruptLines>>,
 }
 
 impl QnxShmem {
@@ -154,12 +156,21 @@ impl QnxShmem {
                 kind: InterruptKind::Level,
                 masked: false,
             }),
+            lines: None,
         }
     }
 
     /// The same device signalling with `kind`.
     pub fn with_interrupt_kind(self, kind: InterruptKind) -> QnxShmem {
         self.state.lock().kind = kind;
+        self
+    }
+
+    /// Sets its level-sensitive line directly in `lines` (under its own lock, so concurrent
+    /// updates from several CPUs reach the interrupt controller in order) instead of
+    /// returning [`Effect::SetLevel`].
+    pub fn with_lines(mut self, lines: Arc<dyn InterruptLines>) -> QnxShmem {
+        self.lines = Some(lines);
         self
     }
 
@@ -469,10 +480,18 @@ impl QnxShmem {
     ) {
         let asserted = !state.masked && pending(state, registry);
         match state.kind {
-            InterruptKind::Level => effects.push(Effect::SetLevel {
-                intid: self.intid,
-                level: asserted,
-            }),
+            InterruptKind::Level => match &self.lines {
+                Some(lines) => {
+                    let vcpus = lines.set_line(self.intid, asserted);
+                    if vcpus != 0 {
+                        effects.push(Effect::Wake { vcpus });
+                    }
+                }
+                None => effects.push(Effect::SetLevel {
+                    intid: self.intid,
+                    level: asserted,
+                }),
+            },
             InterruptKind::Edge => {
                 if edge && asserted {
                     effects.push(Effect::Raise { intid: self.intid });

@@ -31,7 +31,7 @@ use spin::Mutex;
 
 pub use list::{ListEntries, ListEntry, LrState, MAX_LIST_ENTRIES};
 
-use crate::device::{Effects, MmioDevice};
+use crate::device::{Effects, InterruptLines, MmioDevice};
 use crate::exit::AccessWidth;
 use crate::psci;
 use registers::{read_access, write_access};
@@ -402,3 +402,9 @@ const _: () = {
     const fn shared<T: Send + Sync>() {}
     shared::<VirtualGic>();
 };
+
+impl InterruptLines for VirtualGic {
+    fn set_line(&self, intid: u32, level: bool) -> u64 {
+        self.set_spi_level(intid, level).bits()
+    }
+}
