@@ -34,6 +34,7 @@ pub mod fdt_writer;
 pub mod guest_device_tree;
 pub mod guest_layout;
 pub mod memory;
+pub mod paging;
 pub mod partition;
 pub mod pci;
 pub mod psci;

@@ -6,7 +6,7 @@ use core::arch::asm;
 
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
 
-use crate::paging::{DescriptorFormat, ENTRIES, PageTable, TableMemory};
+use crate::paging::{ENTRIES, EntryFormat, PageTable, TableMemory};
 
 /// Translation tables in 4 KiB heap frames. The heap is identity-mapped, so a frame's address
 /// is its physical address.
@@ -69,10 +69,7 @@ pub struct MmuSettings {
 impl MmuSettings {
     /// Settings for a 48-bit identity map rooted at `table`: 4 KiB granule, walks inner and
     /// outer write-back cacheable, inner shareable; caches on, W^X enforced.
-    pub fn for_table<M: TableMemory, F: DescriptorFormat>(
-        table: &PageTable<M, F>,
-        mair: u64,
-    ) -> Self {
+    pub fn for_table<M: TableMemory, F: EntryFormat>(table: &PageTable<M, F>, mair: u64) -> Self {
         const T0SZ_48_BITS: u64 = 16;
         const WALK_CACHEABLE: u64 = (0b01 << 8) | (0b01 << 10) | (0b11 << 12);
         const TCR_RES1: u64 = (1 << 31) | (1 << 23);

@@ -1,63 +1,18 @@
-//! 4-level page-table builder for x86_64 (48-bit addresses, 4 KiB pages, 2 MiB and 1 GiB
-//! pages where alignment allows).
-//!
-//! Pure code: tables live behind the [`TableMemory`] trait, so the builder runs against a host
-//! buffer in tests and against heap frames at boot. The entry format is a parameter
-//! ([`EntryFormat`]): the hypervisor's own long-mode tables ([`HostPaging`]) now, the
-//! partitions' extended page tables ([`Ept`]) with the same builder next.
+//! The x86_64 entry formats for the shared translation-table builder
+//! ([`hypervisor::paging`]): the hypervisor's own long-mode tables ([`HostPaging`]) and the
+//! partitions' extended page tables ([`Ept`]), 4 levels, 4 KiB pages, 2 MiB and 1 GiB pages
+//! where alignment (and the format) allows.
 
-use core::fmt;
-use core::marker::PhantomData;
+pub use hypervisor::paging::{
+    ENTRIES, EntryFormat, LEVEL_SIZE, MapError, Memory, PageTable, TableMemory,
+};
 
-/// Entries in one table.
-pub const ENTRIES: usize = 512;
-/// Bytes mapped by one entry at levels 0 (PML4) ..= 3 (page table).
-pub const LEVEL_SIZE: [u64; 4] = [1 << 39, 1 << 30, 1 << 21, 1 << 12];
-/// Highest input address + 1 (48-bit, identity maps use the lower half only).
+/// Highest input address + 1 (48-bit; identity maps use the lower half only).
 pub const INPUT_LIMIT: u64 = 1 << 47;
 /// Bits 51:12 of an entry: the output address.
 pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// Page size bit (a 2 MiB or 1 GiB leaf at levels 1 and 2), the same in both formats.
 const LARGE_PAGE: u64 = 1 << 7;
-
-/// Storage for page tables.
-pub trait TableMemory {
-    /// Allocates a zeroed 4 KiB table and returns its physical address (4 KiB-aligned).
-    fn allocate_table(&mut self) -> Option<u64>;
-    /// Reads entry `index` (< 512) of the table at `table`.
-    fn read_entry(&self, table: u64, index: usize) -> u64;
-    /// Writes entry `index` (< 512) of the table at `table`.
-    fn write_entry(&mut self, table: u64, index: usize, value: u64);
-}
-
-/// What a mapping allows and what memory type it has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Memory {
-    /// Write-back cacheable memory.
-    Normal {
-        /// Writable.
-        write: bool,
-        /// Executable.
-        execute: bool,
-    },
-    /// Uncacheable memory-mapped I/O, never executable.
-    Device,
-}
-
-/// An entry format: how tables and leaves are encoded.
-pub trait EntryFormat {
-    /// A non-leaf entry pointing at the table at `address`.
-    fn table_entry(address: u64) -> u64;
-    /// A leaf entry for `address` with `memory` attributes at `level` (1: 1 GiB, 2: 2 MiB,
-    /// 3: 4 KiB).
-    fn leaf_entry(address: u64, memory: Memory, level: usize) -> u64;
-    /// Whether the entry maps or points at anything.
-    fn is_present(entry: u64) -> bool;
-    /// Decodes the attributes of a leaf entry (inverse of `leaf_entry`).
-    fn memory_of(entry: u64) -> Option<Memory>;
-    /// Whether a level may hold leaves other than 4 KiB pages.
-    fn large_pages_at(level: usize) -> bool;
-}
 
 /// The hypervisor's own long-mode tables (CR3). Write-back through PAT entry 0, device memory
 /// uncacheable through PCD|PWT (PAT entry 3 after reset). Needs EFER.NXE for the NX bit and
@@ -76,6 +31,13 @@ impl HostPaging {
 }
 
 impl EntryFormat for HostPaging {
+    const INPUT_LIMIT: u64 = INPUT_LIMIT;
+    const ADDRESS_MASK: u64 = ADDRESS_MASK;
+
+    fn is_leaf(entry: u64, level: usize) -> bool {
+        level == 3 || (level > 0 && entry & LARGE_PAGE != 0)
+    }
+
     fn table_entry(address: u64) -> u64 {
         (address & ADDRESS_MASK) | Self::PRESENT | Self::WRITABLE
     }
@@ -144,6 +106,13 @@ impl Ept {
 }
 
 impl EntryFormat for Ept {
+    const INPUT_LIMIT: u64 = INPUT_LIMIT;
+    const ADDRESS_MASK: u64 = ADDRESS_MASK;
+
+    fn is_leaf(entry: u64, level: usize) -> bool {
+        level == 3 || (level > 0 && entry & LARGE_PAGE != 0)
+    }
+
     fn table_entry(address: u64) -> u64 {
         (address & ADDRESS_MASK) | Self::READ | Self::WRITE | Self::EXECUTE
     }
@@ -185,221 +154,10 @@ impl EntryFormat for Ept {
     }
 }
 
-/// Why a mapping could not be made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MapError {
-    /// Addresses or size are not 4 KiB-aligned, or the size is zero.
-    Unaligned,
-    /// The input or output range passes the address limit.
-    OutOfRange,
-    /// Part of the range is mapped already.
-    AlreadyMapped {
-        /// First input address found mapped.
-        address: u64,
-    },
-    /// No memory for another table.
-    OutOfTables,
-}
-
-impl fmt::Display for MapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MapError::Unaligned => write!(f, "range is not 4 KiB-aligned"),
-            MapError::OutOfRange => write!(f, "range passes the 47-bit address limit"),
-            MapError::AlreadyMapped { address } => write!(f, "{address:#x} is already mapped"),
-            MapError::OutOfTables => write!(f, "out of memory for page tables"),
-        }
-    }
-}
-
-/// A 4-level page-table tree rooted at a PML4.
-pub struct PageTable<M: TableMemory, F: EntryFormat> {
-    root: u64,
-    memory: M,
-    format: PhantomData<F>,
-}
-
-fn index_at(address: u64, level: usize) -> usize {
-    let shift = 39 - 9 * level as u32;
-    ((address >> shift) & 0x1ff) as usize
-}
-
-fn level_size(level: usize) -> u64 {
-    LEVEL_SIZE.get(level).copied().unwrap_or(1 << 12)
-}
-
-impl<M: TableMemory, F: EntryFormat> PageTable<M, F> {
-    /// Creates an empty tree (one zeroed PML4).
-    pub fn new(mut memory: M) -> Result<Self, MapError> {
-        let root = memory.allocate_table().ok_or(MapError::OutOfTables)?;
-        Ok(Self {
-            root,
-            memory,
-            format: PhantomData,
-        })
-    }
-
-    /// Physical address of the PML4 (for CR3 or the EPT pointer).
-    pub fn root(&self) -> u64 {
-        self.root
-    }
-
-    /// The table storage.
-    pub fn memory(&self) -> &M {
-        &self.memory
-    }
-
-    /// Maps `[input, input + size)` to `[output, output + size)` with `memory` attributes,
-    /// using the largest pages alignment allows. Fails without mapping anything new if any page
-    /// of the range is mapped already (tables may have been allocated).
-    pub fn map(
-        &mut self,
-        input: u64,
-        output: u64,
-        size: u64,
-        memory: Memory,
-    ) -> Result<(), MapError> {
-        let page = level_size(3);
-        if size == 0
-            || !input.is_multiple_of(page)
-            || !output.is_multiple_of(page)
-            || !size.is_multiple_of(page)
-        {
-            return Err(MapError::Unaligned);
-        }
-        let input_end = input.checked_add(size).ok_or(MapError::OutOfRange)?;
-        let output_end = output.checked_add(size).ok_or(MapError::OutOfRange)?;
-        if input_end > INPUT_LIMIT || output_end > ADDRESS_MASK + page {
-            return Err(MapError::OutOfRange);
-        }
-        let mut probe = input;
-        while probe < input_end {
-            if self.lookup(probe).is_some() {
-                return Err(MapError::AlreadyMapped { address: probe });
-            }
-            probe = probe.saturating_add(self.unmapped_span(probe));
-        }
-        let mut offset = 0;
-        while offset < size {
-            let (virtual_address, physical) = (input + offset, output + offset);
-            let remaining = size - offset;
-            let level = (1..=3)
-                .find(|&level| {
-                    let block = level_size(level);
-                    (level == 3 || F::large_pages_at(level))
-                        && virtual_address.is_multiple_of(block)
-                        && physical.is_multiple_of(block)
-                        && remaining >= block
-                })
-                .unwrap_or(3);
-            self.set_leaf(virtual_address, physical, level, memory)?;
-            offset += level_size(level);
-        }
-        Ok(())
-    }
-
-    /// Whether `entry` at `level` is a leaf (a page) rather than a pointer to a table.
-    fn is_leaf(entry: u64, level: usize) -> bool {
-        level == 3 || (level > 0 && entry & LARGE_PAGE != 0)
-    }
-
-    /// Size of the unmapped stretch starting at `address` up to the next boundary of the level
-    /// at which the walk stopped (so probing skips empty tables quickly).
-    fn unmapped_span(&self, address: u64) -> u64 {
-        let mut table = self.root;
-        for level in 0..4 {
-            let entry = self.memory.read_entry(table, index_at(address, level));
-            if !F::is_present(entry) || Self::is_leaf(entry, level) {
-                let size = level_size(level);
-                return size - (address % size);
-            }
-            table = entry & ADDRESS_MASK;
-        }
-        level_size(3)
-    }
-
-    fn set_leaf(
-        &mut self,
-        virtual_address: u64,
-        physical: u64,
-        leaf_level: usize,
-        memory: Memory,
-    ) -> Result<(), MapError> {
-        let mut table = self.root;
-        for level in 0..leaf_level {
-            let index = index_at(virtual_address, level);
-            let entry = self.memory.read_entry(table, index);
-            table = if !F::is_present(entry) {
-                let next = self.memory.allocate_table().ok_or(MapError::OutOfTables)?;
-                self.memory.write_entry(table, index, F::table_entry(next));
-                next
-            } else if !Self::is_leaf(entry, level) {
-                entry & ADDRESS_MASK
-            } else {
-                return Err(MapError::AlreadyMapped {
-                    address: virtual_address,
-                });
-            };
-        }
-        self.memory.write_entry(
-            table,
-            index_at(virtual_address, leaf_level),
-            F::leaf_entry(physical, memory, leaf_level),
-        );
-        Ok(())
-    }
-
-    /// Walks the tables: the output address, attributes and the leaf's size for `input`.
-    pub fn lookup(&self, input: u64) -> Option<(u64, Memory, u64)> {
-        if input >= INPUT_LIMIT {
-            return None;
-        }
-        let mut table = self.root;
-        for level in 0..4 {
-            let entry = self.memory.read_entry(table, index_at(input, level));
-            if !F::is_present(entry) {
-                return None;
-            }
-            if Self::is_leaf(entry, level) {
-                let size = level_size(level);
-                let output = (entry & ADDRESS_MASK & !(size - 1)) | (input & (size - 1));
-                return Some((output, F::memory_of(entry)?, size));
-            }
-            table = entry & ADDRESS_MASK;
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-    use std::vec::Vec;
-
-    /// Tables in a host buffer; "physical" addresses are 0x1000 * (n + 1).
-    #[derive(Default)]
-    struct Buffer {
-        tables: BTreeMap<u64, Vec<u64>>,
-        limit: usize,
-    }
-
-    impl TableMemory for Buffer {
-        fn allocate_table(&mut self) -> Option<u64> {
-            if self.limit != 0 && self.tables.len() >= self.limit {
-                return None;
-            }
-            let address = 0x1000 * (self.tables.len() as u64 + 1);
-            self.tables.insert(address, std::vec![0; ENTRIES]);
-            Some(address)
-        }
-        fn read_entry(&self, table: u64, index: usize) -> u64 {
-            self.tables[&table][index]
-        }
-        fn write_entry(&mut self, table: u64, index: usize, value: u64) {
-            self.tables.get_mut(&table).unwrap()[index] = value;
-        }
-    }
+    use hypervisor::paging::BufferTables as Buffer;
 
     const RW: Memory = Memory::Normal {
         write: true,
