@@ -127,6 +127,24 @@ impl Usage {
     }
 }
 
+/// Why a range cannot be a partition's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RamError {
+    /// It is not (entirely) in one RAM bank of this machine.
+    NotRam,
+    /// It overlaps something in use.
+    InUse(PhysRange, Usage),
+}
+
+impl core::fmt::Display for RamError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RamError::NotRam => write!(f, "is not RAM on this machine"),
+            RamError::InUse(range, usage) => write!(f, "overlaps {} {range}", usage.name()),
+        }
+    }
+}
+
 /// Plans the boot-time memory map: RAM minus the image, the device tree and firmware
 /// reservations is free; the heap is carved from the free RAM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +190,26 @@ impl MemoryMap {
         let at = self.used.partition_point(|(r, _)| r.start < range.start);
         self.used.insert(at, (range, usage));
         Some(range)
+    }
+
+    /// Checks that `range` can be a partition's RAM: inside one RAM bank, and clear of
+    /// everything the hypervisor or firmware uses (other partitions' RAM is the configuration
+    /// validator's business; the boot device tree is read once at boot and may be reused).
+    pub fn check_partition_ram(&self, range: &PhysRange) -> Result<(), RamError> {
+        if !self
+            .ram
+            .iter()
+            .any(|bank| bank.start <= range.start && range.end <= bank.end)
+        {
+            return Err(RamError::NotRam);
+        }
+        let clash = self.used.iter().find(|(used, usage)| {
+            !matches!(usage, Usage::Partition | Usage::DeviceTree) && used.overlaps(range)
+        });
+        match clash {
+            Some(&(used, usage)) => Err(RamError::InUse(used, usage)),
+            None => Ok(()),
+        }
     }
 
     /// Whether `address` lies in RAM.
@@ -229,6 +267,34 @@ mod tests {
         assert_eq!(
             set.ranges(),
             [r(0x2000, 0x20_0000), r(0x20_1000, 0x30_0000)]
+        );
+    }
+
+    #[test]
+    fn partition_ram_checks() {
+        let ram = [r(0x4000_0000, 0x6000_0000)];
+        let in_use = [
+            (r(0x4020_0000, 0x4024_0000), Usage::Image),
+            (r(0x4800_0000, 0x4810_0000), Usage::DeviceTree),
+            (r(0x4900_0000, 0x4a00_0000), Usage::Partition),
+        ];
+        let map = MemoryMap::new(&ram, &in_use);
+        assert_eq!(
+            map.check_partition_ram(&r(0x4200_0000, 0x4400_0000)),
+            Ok(())
+        );
+        // The device tree and other partitions' RAM are not the hypervisor's concern here.
+        assert_eq!(
+            map.check_partition_ram(&r(0x4800_0000, 0x4a00_0000)),
+            Ok(())
+        );
+        assert_eq!(
+            map.check_partition_ram(&r(0x4000_0000, 0x4100_0000)),
+            Err(RamError::InUse(r(0x4020_0000, 0x4024_0000), Usage::Image))
+        );
+        assert_eq!(
+            map.check_partition_ram(&r(0x5f00_0000, 0x6100_0000)),
+            Err(RamError::NotRam)
         );
     }
 

@@ -237,25 +237,10 @@ fn check_ram(partition: &PartitionConfig, memory_map: &MemoryMap) {
                 partition.name
             ))
         };
-        if !memory_map
-            .ram
-            .iter()
-            .any(|bank| bank.start <= range.start && range.end <= bank.end)
-        {
+        if let Err(problem) = memory_map.check_partition_ram(&range) {
             boot_failure(format_args!(
-                "partition {}: RAM {range} is not RAM on this board",
+                "partition {}: RAM {range} {problem}",
                 partition.name
-            ));
-        }
-        // The device tree was parsed at boot and is not read again: its RAM may be reused.
-        let clash = memory_map.used.iter().find(|(used, usage)| {
-            !matches!(usage, Usage::Partition | Usage::DeviceTree) && used.overlaps(&range)
-        });
-        if let Some((used, usage)) = clash {
-            boot_failure(format_args!(
-                "partition {}: RAM {range} overlaps {} {used}",
-                partition.name,
-                usage.name()
             ));
         }
     }

@@ -120,25 +120,10 @@ fn check_ram(partition: &PartitionConfig, host_base: u64, size: u64, memory_map:
             partition.name
         ))
     };
-    if !memory_map
-        .ram
-        .iter()
-        .any(|bank| bank.start <= range.start && range.end <= bank.end)
-    {
+    if let Err(problem) = memory_map.check_partition_ram(&range) {
         boot_failure(format_args!(
-            "partition {}: host RAM {range} is not RAM on this machine",
+            "partition {}: host RAM {range} {problem}",
             partition.name
-        ));
-    }
-    let clash = memory_map
-        .used
-        .iter()
-        .find(|(used, usage)| *usage != Usage::Partition && used.overlaps(&range));
-    if let Some((used, usage)) = clash {
-        boot_failure(format_args!(
-            "partition {}: host RAM {range} overlaps {} {used}",
-            partition.name,
-            usage.name()
         ));
     }
 }
