@@ -298,3 +298,42 @@ fn many_peers_spill_beyond_sixteen_signals() {
     assert!(again.contains(client(47, 0)));
     assert!(!again.contains(leaving));
 }
+
+/// The coalescing rule README states: notifies from one sender before the receiver reads its
+/// status show as one bit (and keep its line asserted); nothing is lost across reads.
+#[test]
+fn notifies_coalesce_per_sender_until_read_and_are_never_lost() {
+    let (mut registry, _) = registry(MIB);
+    let (a, b, c) = (client(0, 0), client(1, 0), client(2, 0));
+    for who in [a, b, c] {
+        registry.attach("bell", 1, who).unwrap();
+    }
+    let region = registry.lookup("bell").unwrap();
+    for index in 0..3 {
+        let _ = registry.take_status(region, index);
+    }
+    let active = 0b111 << 16;
+    for _ in 0..5 {
+        assert_eq!(listed(&registry.notify(region, 0, 1 << 1)), [b]);
+    }
+    assert!(registry.pending(region, 1));
+    assert_eq!(
+        registry.take_status(region, 1),
+        active | 1 << 0,
+        "five notifies, one bit"
+    );
+    assert!(!registry.pending(region, 1));
+    // Two senders before a read: both bits; a notify after the read: seen again.
+    let _ = registry.notify(region, 0, 1 << 1);
+    let _ = registry.notify(region, 2, 1 << 1);
+    assert_eq!(registry.take_status(region, 1), active | 1 << 0 | 1 << 2);
+    for round in 0..100 {
+        let _ = registry.notify(region, 2, 1 << 1);
+        assert!(registry.pending(region, 1), "round {round}");
+        assert_eq!(
+            registry.take_status(region, 1),
+            active | 1 << 2,
+            "round {round}"
+        );
+    }
+}
