@@ -141,6 +141,9 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
     for vm in &system.vms {
         println!("cargo:rerun-if-changed={}", vm.path.display());
         println!("cargo:rerun-if-changed={}", vm.image.path.display());
+        if let Some(initrd) = &vm.initrd {
+            println!("cargo:rerun-if-changed={}", initrd.path.display());
+        }
         let mut pl011 = None;
         let mut pl011_interrupt: Option<u32> = None;
         let mut uart8250: Option<u16> = None;
@@ -270,6 +273,18 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
             vm.image.path.display().to_string()
         );
         let _ = writeln!(code, "            image_path: {:?},", vm.image.load);
+        match &vm.initrd {
+            Some(initrd) => {
+                let _ = writeln!(
+                    code,
+                    "            initrd: Some(include_bytes!({:?})),",
+                    initrd.path.display().to_string()
+                );
+            }
+            None => {
+                let _ = writeln!(code, "            initrd: None,");
+            }
+        }
         let _ = writeln!(
             code,
             "            fault_policy: hypervisor::config::FaultPolicy::{policy},"

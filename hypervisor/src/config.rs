@@ -35,6 +35,9 @@ pub struct PartitionConfig {
     pub image: &'static [u8],
     /// The `load` path the image came from, for reports.
     pub image_path: &'static str,
+    /// The initial RAM disk (`initrd PATH`), loaded page-aligned after the image in the
+    /// first RAM range and announced in the device tree's `/chosen`.
+    pub initrd: Option<&'static [u8]>,
     /// Fault policy.
     pub fault_policy: FaultPolicy,
     /// Guest-physical base of the virtual PL011, if the partition has one.

@@ -89,6 +89,9 @@ pub struct GuestPlatform<'a> {
     pub psci_method: &'a str,
     /// The PCI host bridge and its MSI controller, if the partition has PCI devices.
     pub pci: Option<GuestPci>,
+    /// The initial RAM disk as guest-physical `(start, end)` (end exclusive):
+    /// `/chosen/linux,initrd-start` and `linux,initrd-end`.
+    pub initrd: Option<(u64, u64)>,
 }
 
 /// Why a guest tree could not be built.
@@ -207,6 +210,10 @@ fn write_chosen(writer: &mut FdtWriter, platform: &GuestPlatform) -> Result<(), 
     }
     if !platform.bootargs.is_empty() {
         writer.property_string("bootargs", platform.bootargs)?;
+    }
+    if let Some((start, end)) = platform.initrd {
+        writer.property_u64("linux,initrd-start", start)?;
+        writer.property_u64("linux,initrd-end", end)?;
     }
     if platform.pci.is_some() {
         // Where kernels older than the per-bridge property look for it.
@@ -332,6 +339,7 @@ mod tests {
             bootargs: "console=ttyAMA0 earlycon",
             psci_method: "hvc",
             pci: None,
+            initrd: None,
         }
     }
 
@@ -545,6 +553,25 @@ mod tests {
             clock.property("clock-output-names").unwrap().as_str(),
             Some("clk24mhz")
         );
+    }
+
+    #[test]
+    fn initrd_in_chosen() {
+        let mut with_initrd = platform(v3(), 1);
+        with_initrd.initrd = Some((0x4300_0000, 0x4312_3456));
+        let blob = build(&with_initrd).unwrap();
+        let tree = fdt::Fdt::new(&blob).unwrap();
+        let chosen = tree.find_node("/chosen").unwrap();
+        let value = |name: &str| {
+            let bytes = chosen.property(name).unwrap().value;
+            u64::from_be_bytes(bytes.try_into().unwrap())
+        };
+        assert_eq!(value("linux,initrd-start"), 0x4300_0000);
+        assert_eq!(value("linux,initrd-end"), 0x4312_3456);
+        let without = build(&platform(v3(), 1)).unwrap();
+        let tree = fdt::Fdt::new(&without).unwrap();
+        let chosen = tree.find_node("/chosen").unwrap();
+        assert!(chosen.property("linux,initrd-start").is_none());
     }
 
     #[test]

@@ -296,6 +296,7 @@ fn guest_device_tree(
     partition: &PartitionConfig,
     gic_version: GicVersion,
     restarts: usize,
+    initrd: Option<(u64, u64)>,
 ) -> Vec<u8> {
     let bootargs = alloc::format!("bulkhead.restarts={restarts}");
     let ram: Vec<(u64, u64)> = partition
@@ -331,6 +332,7 @@ fn guest_device_tree(
         bootargs: &bootargs,
         psci_method: "hvc",
         pci: Some(GuestPci::QEMU_VIRT),
+        initrd,
     };
     guest_device_tree::build(&platform).unwrap_or_else(|e| {
         boot_failure(format_args!(
@@ -341,8 +343,9 @@ fn guest_device_tree(
 }
 
 /// Zeroes the partition's RAM, copies its image to the first RAM range at the Image
-/// header's text_offset (0 for a raw binary) and its device tree below the image (or after
-/// it when there is no room); returns vCPU 0's entry with x0 = the device tree's address.
+/// header's text_offset (0 for a raw binary), its initrd (if any) to the next page boundary
+/// after the image, and its device tree below the image (or after image and initrd when
+/// there is no room); returns vCPU 0's entry with x0 = the device tree's address.
 fn load_image(partition: &PartitionConfig, gic_version: GicVersion, restarts: usize) -> GuestEntry {
     for ram in partition.ram {
         ram_bytes(ram.host_base, ram.size).fill(0);
@@ -380,12 +383,29 @@ fn load_image(partition: &PartitionConfig, gic_version: GicVersion, restarts: us
         destination.copy_from_slice(image);
     }
     arch_aarch64::mmu::clean_to_point_of_coherency(first.host_base + offset, size);
-    let tree = guest_device_tree(partition, gic_version, restarts);
+    // The initial RAM disk goes on the first page boundary after the image.
+    let mut used_end = offset + size;
+    let initrd = partition.initrd.map(|initrd| {
+        let start = used_end.next_multiple_of(hypervisor::addr::PAGE_SIZE);
+        let end = start + initrd.len() as u64;
+        match ram.get_mut(start as usize..end as usize) {
+            Some(destination) => destination.copy_from_slice(initrd),
+            None => boot_failure(format_args!(
+                "partition {}: initrd ({}) does not fit its first RAM range after the image",
+                partition.name,
+                HumanSize(initrd.len() as u64)
+            )),
+        }
+        arch_aarch64::mmu::clean_to_point_of_coherency(first.host_base + start, end - start);
+        used_end = end;
+        (first.guest_base + start, first.guest_base + end)
+    });
+    let tree = guest_device_tree(partition, gic_version, restarts, initrd);
     let tree_size = tree.len() as u64;
     let tree_offset = if tree_size <= offset {
         0
     } else {
-        (offset + size + 7) & !7
+        (used_end + 7) & !7
     };
     match ram.get_mut(tree_offset as usize..(tree_offset + tree_size) as usize) {
         Some(destination) => destination.copy_from_slice(&tree),

@@ -276,6 +276,7 @@ pub fn image_command(
     match config {
         Some(config) => {
             let images = crate::guests::build(arch)?;
+            crate::linux::prepare_for(config)?;
             cargo
                 .env("BULKHEAD_CONFIG", config)
                 .env("BULKHEAD_GUEST_IMAGES", images);

@@ -19,6 +19,7 @@ mod build;
 mod error;
 mod guests;
 mod harness;
+mod linux;
 mod markers;
 mod profile;
 mod run;

@@ -35,6 +35,11 @@ const MSI_INTID: u32 = 96;
 const STARTUP_TIMEOUT_MS: u64 = 30_000;
 /// Time one message or reply may take.
 const ROUND_TIMEOUT_MS: u64 = 5_000;
+/// Time ivpong gives ivping's first message and each later one: longer, because ivping may be
+/// Linux (qemu/systems/linux-uio) booting first and then driving the device from a shell
+/// (about 2 s per round under TCG).
+const PONG_FIRST_TIMEOUT_MS: u64 = 120_000;
+const PONG_ROUND_TIMEOUT_MS: u64 = 30_000;
 /// Offsets in shared memory.
 const PING_ID: usize = 0x000;
 const PONG_ID: usize = 0x004;
@@ -252,9 +257,9 @@ fn pong(link: Link) -> ! {
     let mut seen = 0;
     for round in 1..=ROUNDS {
         let timeout = if round == 1 {
-            STARTUP_TIMEOUT_MS
+            PONG_FIRST_TIMEOUT_MS
         } else {
-            ROUND_TIMEOUT_MS
+            PONG_ROUND_TIMEOUT_MS
         };
         wait::until("ivpong: waiting for a message", timeout, || {
             inbox.sequence() == round && link.events.doorbells() != seen

@@ -182,6 +182,8 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     /// `load PATH`, resolved.
     pub image: Image,
+    /// `initrd PATH`, resolved: an initial RAM disk loaded after the image.
+    pub initrd: Option<Image>,
     /// `fault-policy`.
     pub fault_policy: FaultPolicy,
     /// `vdev` items, in file order.

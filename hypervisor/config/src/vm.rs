@@ -1,4 +1,4 @@
-//! VM files: `system`, `ram`, `cpu`, `load`, `fault-policy`, `vdev`, syntax-checked.
+//! VM files: `system`, `ram`, `cpu`, `load`, `initrd`, `fault-policy`, `vdev`, syntax-checked.
 //!
 //! What depends on the board (default addresses, interrupt controllers, CPU and host RAM
 //! placement) is left open here and settled by `validate`.
@@ -16,7 +16,15 @@ use crate::numbers::{
 };
 
 /// The top-level keywords of a VM file.
-pub const VM_KEYWORDS: &[&str] = &["system", "ram", "cpu", "load", "fault-policy", "vdev"];
+pub const VM_KEYWORDS: &[&str] = &[
+    "system",
+    "ram",
+    "cpu",
+    "load",
+    "initrd",
+    "fault-policy",
+    "vdev",
+];
 
 const GRAMMAR: Grammar = Grammar {
     file_kind: "VM file",
@@ -40,6 +48,8 @@ pub struct VmFile {
     pub cpus: Vec<CpuSpec>,
     /// `load PATH`, as written.
     pub load: Spanned<String>,
+    /// `initrd PATH`, as written, if any.
+    pub initrd: Option<Spanned<String>>,
     /// `fault-policy` (default `stop`).
     pub fault_policy: FaultPolicy,
     /// `vdev` items, in file order.
@@ -140,6 +150,7 @@ pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
     let items = lexer::items(text, &GRAMMAR, &mut errors);
     let mut name = Single::default();
     let mut load = Single::default();
+    let mut initrd = Single::default();
     let mut fault_policy = Single::default();
     let mut ram = Vec::new();
     let mut cpus = Vec::new();
@@ -165,6 +176,13 @@ pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
                     && let Some(token) = lexer::single_arg(item, "PATH", &mut errors)
                 {
                     load.value = Some(spanned(token.text.to_string(), token, &errors));
+                }
+            }
+            "initrd" => {
+                if initrd.claim(item, &mut errors)
+                    && let Some(token) = lexer::single_arg(item, "PATH", &mut errors)
+                {
+                    initrd.value = Some(spanned(token.text.to_string(), token, &errors));
                 }
             }
             "fault-policy" => {
@@ -217,6 +235,7 @@ pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
             ram,
             cpus,
             load,
+            initrd: initrd.value,
             fault_policy: fault_policy
                 .value
                 .map(|policy| policy.value)

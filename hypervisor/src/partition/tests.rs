@@ -20,6 +20,7 @@ fn config(policy: FaultPolicy) -> &'static PartitionConfig {
         vcpus: &[2, 3],
         image: &[],
         image_path: "test",
+        initrd: None,
         fault_policy: policy,
         pl011: Some(0x0900_0000),
         pl011_interrupt: None,

@@ -149,6 +149,7 @@ mod tests {
             bootargs: "",
             psci_method: "smc",
             pci,
+            initrd: None,
         }
     }
 

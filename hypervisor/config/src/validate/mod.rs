@@ -70,7 +70,28 @@ pub fn validate(
                 None
             }
         };
-        images.push(image);
+        let initrd = vm
+            .initrd
+            .as_ref()
+            .and_then(|initrd| match resolver.resolve(&initrd.value) {
+                _ if arch == Arch::X86_64 => {
+                    let message =
+                        "`initrd` is only supported on aarch64 (the x86_64 loader has none)";
+                    errors.push(&initrd.at, message);
+                    None
+                }
+                Ok(path) => Some(Image {
+                    load: initrd.value.clone(),
+                    path,
+                    at: initrd.at.clone(),
+                }),
+                Err(reason) => {
+                    let message = format!("initrd `{}` does not exist: {reason}", initrd.value);
+                    errors.push(&initrd.at, message);
+                    None
+                }
+            });
+        images.push(image.map(|image| (image, initrd)));
         requests.extend(vm_requests);
         vdevs.push(devices);
     }
@@ -104,7 +125,7 @@ pub fn validate(
                 at: request.at,
             });
         }
-        let Some(image) = image else {
+        let Some((image, initrd)) = image else {
             continue;
         };
         system_vms.push(Vm {
@@ -114,6 +135,7 @@ pub fn validate(
             ram,
             vcpus,
             image,
+            initrd,
             fault_policy: vm.fault_policy,
             vdevs,
         });

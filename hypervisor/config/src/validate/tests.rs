@@ -442,6 +442,41 @@ fn image_that_does_not_exist() {
 }
 
 #[test]
+fn initrd_is_resolved_like_the_image() {
+    let system = build(ARM, &[&vm("a", "initrd rd.cpio\n"), &vm("b", "")]).unwrap();
+    let initrd = system.vms[0].initrd.as_ref().unwrap();
+    assert_eq!(initrd.load, "rd.cpio");
+    assert_eq!(initrd.path, Path::new("images/rd.cpio"));
+    assert_eq!(initrd.at.to_string(), "cfg/vm0.qvmconf:5");
+    assert!(system.vms[1].initrd.is_none());
+
+    let board = parse_board(Path::new("b.board"), &format!("{ARM}vm a\n")).unwrap();
+    let vm = parse_vm(Path::new("a.qvmconf"), &vm("a", "initrd rd.cpio\n")).unwrap();
+    let only_images = |load: &str| -> Result<PathBuf, String> {
+        if load == "rd.cpio" {
+            Err("no file `rd.cpio` in out/".into())
+        } else {
+            Ok(PathBuf::from(load))
+        }
+    };
+    let errors = validate(board, vec![vm], &only_images).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "a.qvmconf:5: initrd `rd.cpio` does not exist: no file `rd.cpio` in out/"
+    );
+}
+
+#[test]
+fn initrd_only_on_aarch64() {
+    assert_error(
+        PC,
+        &[&vm("a", "initrd rd.cpio\n")],
+        "cfg/vm0.qvmconf:5",
+        "`initrd` is only supported on aarch64",
+    );
+}
+
+#[test]
 fn interrupt_controllers() {
     assert_error(
         ARM,

@@ -318,6 +318,22 @@ fn system_name_rules() {
 }
 
 #[test]
+fn initrd() {
+    assert_eq!(parse(&with("")).unwrap().initrd, None);
+    let vm = parse(&with("initrd target/linux/initrd.cpio\n")).unwrap();
+    let initrd = vm.initrd.unwrap();
+    assert_eq!(initrd.value, "target/linux/initrd.cpio");
+    assert_eq!(initrd.at.line, 5);
+    assert_error(
+        &with("initrd a.cpio\ninitrd b.cpio\n"),
+        6,
+        "duplicate `initrd` (first given at line 5)",
+    );
+    assert_error(&with("initrd\n"), 5, "PATH");
+    assert_error(&with("initrd a b\n"), 5, "unexpected `b` after `initrd a`");
+}
+
+#[test]
 fn load_and_fault_policy() {
     assert_error(
         &with("load other.img\n"),
@@ -370,7 +386,7 @@ fn unknown_keyword() {
     assert_error(
         &with("memory 64M\n"),
         5,
-        "unknown keyword `memory` in a VM file (keywords: system, ram, cpu, load, fault-policy, vdev)",
+        "unknown keyword `memory` in a VM file (keywords: system, ram, cpu, load, initrd, fault-policy, vdev)",
     );
 }
 
