@@ -97,6 +97,8 @@ fn fetch(linux: &Path) -> Result<PathBuf> {
         "APT::Architecture \"arm64\";".to_string(),
         "Debug::NoLocking \"true\";".to_string(),
         "APT::Sandbox::User \"root\";".to_string(),
+        // A mirror's passing hiccup must not fail a test run: apt retries each download.
+        "Acquire::Retries \"5\";".to_string(),
     ];
     write(&config, &(settings.join("\n") + "\n"))?;
     let apt = |program: &str| {
@@ -104,19 +106,21 @@ fn fetch(linux: &Path) -> Result<PathBuf> {
         command.env("APT_CONFIG", &config).current_dir(&debs);
         command
     };
-    workspace::run(apt("apt-get").args(["-q", "--error-on=any", "update"]))
+    retry(|| workspace::run(apt("apt-get").args(["-q", "--error-on=any", "update"])))
         .map_err(|error| Error::new(format!("cannot fetch Debian's package lists: {error}")))?;
     let kernel = newest_kernel(&apt("apt-cache"))?;
     for entry in std::fs::read_dir(&debs).context(|| format!("cannot list {}", debs.display()))? {
         let path = entry.context(|| debs.display().to_string())?.path();
         std::fs::remove_file(&path).context(|| format!("cannot remove {}", path.display()))?;
     }
-    workspace::run(apt("apt-get").args([
-        "-q",
-        "download",
-        &format!("{kernel}:arm64"),
-        "busybox-static:arm64",
-    ]))
+    retry(|| {
+        workspace::run(apt("apt-get").args([
+            "-q",
+            "download",
+            &format!("{kernel}:arm64"),
+            "busybox-static:arm64",
+        ]))
+    })
     .map_err(|error| Error::new(format!("cannot download {kernel}: {error}")))?;
     if root.exists() {
         std::fs::remove_dir_all(&root).context(|| format!("cannot remove {}", root.display()))?;
@@ -169,6 +173,21 @@ fn newest_kernel(apt_cache: &Command) -> Result<String> {
                 "no package matching {pattern} in Debian {SUITE} (arm64): did `apt-get update` reach deb.debian.org?"
             )
         })
+}
+
+/// Runs `step` up to three times, waiting 5 s and then 10 s between attempts (network
+/// hiccups); returns the last error.
+fn retry(mut step: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut result = step();
+    for wait in [5, 10] {
+        if result.is_ok() {
+            break;
+        }
+        println!("==> retrying in {wait} s");
+        std::thread::sleep(std::time::Duration::from_secs(wait));
+        result = step();
+    }
+    result
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
