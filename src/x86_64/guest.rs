@@ -111,3 +111,15 @@ pub fn load(partition: &PartitionConfig) -> Result<LongModeStart, LayoutError> {
         selectors: (CODE_SELECTOR, DATA_SELECTOR),
     })
 }
+
+/// Where a secondary vCPU enters after PSCI CPU_ON (VMCALL): RIP = `entry`, RSP = `context`
+/// (the guest passes the top of that vCPU's stack), the same page tables and GDT as vCPU 0.
+pub fn secondary_start(entry: u64, context: u64) -> LongModeStart {
+    LongModeStart {
+        rip: entry,
+        rsp: context,
+        cr3: PML4,
+        gdt: (GDT, 23),
+        selectors: (CODE_SELECTOR, DATA_SELECTOR),
+    }
+}

@@ -117,6 +117,7 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
     // boot information), the local APIC and the I/O APICs, at the same addresses.
     unsafe { mmu::activate(&table) };
     local_apic.enable();
+    arch_x86_64::pit::mask_legacy_pic();
 
     let apic_id = cpu::apic_id();
     let boot_cpu = platform.cpu_index(apic_id).unwrap_or_else(|| {
@@ -146,7 +147,10 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
         config.source,
         config.partitions.len()
     );
-    partitions::load(&memory_map, platform.cpus.len());
+    partitions::load(
+        &memory_map,
+        platform.cpus.iter().map(|cpu| cpu.apic_id).collect(),
+    );
     println!("boot complete");
 
     match options.self_test {

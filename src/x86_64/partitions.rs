@@ -2,19 +2,23 @@
 //! image), and each CPU's vCPU loop: VM entry, exit decoding into the core's [`Exit`], and
 //! applying the core's [`Action`].
 //!
-//! Exits handled here without the core: CPUID (passed through, VMX hidden), external
-//! interrupts (resume). Everything else becomes an `Exit`: I/O instructions →
-//! `PortRead`/`PortWrite`, VMCALL → `Hypercall` (RAX = a PSCI function ID, RDI/RSI/RDX/RCX the
-//! arguments), HLT → `WaitForInterrupt`, EPT violation, triple fault, MSR accesses and any other
-//! exit → `GuestFault` naming the exit reason.
+//! Exits handled here without the core: CPUID (passed through, VMX hidden, x2APIC shown),
+//! external interrupts (the host takes its kick, then resume), interrupt windows, HLT (idle
+//! until the virtual x2APIC has something deliverable) and the x2APIC MSRs (the vCPU's
+//! [`VirtualX2apic`]; IPIs are posted to the target vCPU and its CPU kicked). Everything else
+//! becomes an `Exit`: I/O instructions → `PortRead`/`PortWrite`, VMCALL → `Hypercall` (RAX = a
+//! PSCI function ID, RDI/RSI/RDX/RCX the arguments), EPT violation, triple fault, other MSRs and
+//! any other exit → `GuestFault` naming the exit reason.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use arch_x86_64::apic::LocalApic;
 use arch_x86_64::mmu::HeapTables;
 use arch_x86_64::paging::{Ept, Memory, PageTable};
-use arch_x86_64::vmcs::{self, GuestRegisters, LongModeStart, Vmcs, field};
+use arch_x86_64::vmcs::{self, GuestRegisters, Vmcs, field};
 use arch_x86_64::vmx_exit::{self, IoQualification, reason};
+use arch_x86_64::vx2apic::{self, Destination, VirtualX2apic, Written};
 use arch_x86_64::{cpu, power};
 use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, HumanSize, PhysRange};
 use hypervisor::config::{PartitionConfig, SystemConfig};
@@ -45,6 +49,11 @@ struct Runtime {
     stop_counted: Vec<AtomicBool>,
     /// For each physical CPU: the (partition, vCPU) it runs.
     assignment: Vec<Option<(usize, usize)>>,
+    /// For each physical CPU: its local APIC ID (where kicks go).
+    apic_ids: Vec<u32>,
+    /// For each partition and vCPU: IPI vectors other vCPUs sent, not yet taken into its
+    /// virtual x2APIC.
+    posted: Vec<Vec<[AtomicU64; 4]>>,
 }
 
 static RUNTIME: Once<Runtime> = Once::new();
@@ -64,9 +73,9 @@ pub fn reserved_ranges() -> Vec<(PhysRange, Usage)> {
 
 /// Builds each partition's EPT, loads its guest, and prints what it got; then lets every CPU
 /// run its vCPU.
-pub fn load(memory_map: &MemoryMap, cpus: usize) {
+pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>) {
     let config = configuration();
-    let mut assignment = alloc::vec![None; cpus];
+    let mut assignment = alloc::vec![None; apic_ids.len()];
     let mut ept_pointers = Vec::new();
     for (index, partition) in config.partitions.iter().enumerate() {
         for range in partition.ram {
@@ -107,6 +116,12 @@ pub fn load(memory_map: &MemoryMap, cpus: usize) {
             .map(|_| AtomicBool::new(false))
             .collect(),
         assignment,
+        apic_ids,
+        posted: config
+            .partitions
+            .iter()
+            .map(|p| p.vcpus.iter().map(|_| Default::default()).collect())
+            .collect(),
     });
     READY.store(true, Ordering::Release);
 }
@@ -158,8 +173,19 @@ pub fn has_partitions() -> bool {
 struct Host;
 
 impl Platform for Host {
-    fn kick(&self, _cpu: usize) {
-        // vCPUs never wait for one another yet (no virtual interrupts, one vCPU runs).
+    fn kick(&self, cpu: usize) {
+        kick(cpu);
+    }
+}
+
+/// Sends the host's kick IPI to physical CPU `cpu` (not to this one): a VM exit if it runs a
+/// guest, a wake-up if it halts.
+fn kick(cpu: usize) {
+    if cpu == cpu::index() {
+        return;
+    }
+    if let Some(&apic_id) = RUNTIME.get().and_then(|r| r.apic_ids.get(cpu)) {
+        LocalApic::current().kick(apic_id);
     }
 }
 
@@ -178,14 +204,6 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     let Some(partition) = runtime.system.partitions.get(index) else {
         cpu::halt()
     };
-    if vcpu != 0 {
-        // Secondary vCPUs need a start protocol (INIT-SIPI through the virtual x2APIC).
-        println!(
-            "bulkhead: partition {}: vCPU {vcpu} is not started (x86 guests get one vCPU so far)",
-            partition.name()
-        );
-        cpu::halt()
-    }
     let fault = |syndrome: u64, what: &'static str| Exit::GuestFault {
         reason: Some(what),
         syndrome,
@@ -198,15 +216,26 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     let mut vmcs = Vmcs::new().unwrap_or_else(|e| boot_failure(format_args!("{e}")));
     let ept = runtime.ept_pointers.get(index).copied().unwrap_or(0);
     let vpid = u16::try_from(index + 1).unwrap_or(u16::MAX);
+    let cpu = Vcpu {
+        runtime,
+        partition,
+        index,
+        vcpu,
+    };
     let mut registers = GuestRegisters::default();
-    if let Err(e) = start(&mut vmcs, ept, vpid, partition, &mut registers) {
+    let mut apic = VirtualX2apic::new(vcpu as u32);
+    let setup_failed = |e: vmcs::VmcsError| -> ! {
         println!("bulkhead: partition {}: VMCS: {e}", partition.name());
         let action = partition.handle_exit(vcpu, fault(0, "VMCS setup failed"), &Host);
-        finish(runtime, partition, action);
+        finish(runtime, partition, action)
+    };
+    if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
+        setup_failed(e);
     }
     loop {
+        cpu.prepare_entry(&vmcs, &mut apic);
         let exit = match vmcs.run(&mut registers) {
-            Ok(()) => decode(&vmcs, &mut registers),
+            Ok(()) => cpu.decode(&vmcs, &mut registers, &mut apic),
             Err(e) => {
                 println!("bulkhead: partition {}: {e}", partition.name());
                 Some(fault(
@@ -215,7 +244,12 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 ))
             }
         };
-        let Some(exit) = exit else { continue };
+        let Some(exit) = exit else {
+            if partition.is_stopped() {
+                finish(runtime, partition, Action::StopPartition);
+            }
+            continue;
+        };
         let action = partition.handle_exit(vcpu, exit, &Host);
         match action {
             Action::Resume | Action::Idle => vmcs.skip_instruction(),
@@ -231,108 +265,312 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
             Action::RestartPartition => {
                 partition.reset_vcpus();
                 println!("bulkhead: partition {} restarted", partition.name());
-                registers = GuestRegisters::default();
-                if let Err(e) = start(&mut vmcs, ept, vpid, partition, &mut registers) {
-                    println!("bulkhead: partition {}: VMCS: {e}", partition.name());
-                    let action = partition.handle_exit(vcpu, fault(0, "VMCS setup failed"), &Host);
-                    finish(runtime, partition, action);
+                apic = VirtualX2apic::new(vcpu as u32);
+                cpu.clear_posted();
+                if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
+                    setup_failed(e);
                 }
             }
+            Action::VcpuOff => {}
             other => finish(runtime, partition, other),
         }
-        if partition.runnable(vcpu) != Runnable::Run {
-            finish(runtime, partition, Action::StopPartition);
-        }
-    }
-}
-
-/// Loads the guest and (re)initialises the VMCS for vCPU 0's start.
-fn start(
-    vmcs: &mut Vmcs,
-    ept: u64,
-    vpid: u16,
-    partition: &Partition,
-    registers: &mut GuestRegisters,
-) -> Result<(), vmcs::VmcsError> {
-    let start: LongModeStart = match guest::load(partition.config) {
-        Ok(start) => start,
-        Err(e) => boot_failure(format_args!("partition {}: {e}", partition.name())),
-    };
-    vmcs.clear_and_load()?;
-    vmcs.set_controls(ept, vpid)?;
-    vmcs.set_host_state()?;
-    vmcs.set_long_mode_guest(&start)?;
-    registers.rdi = guest::BOOT_INFO;
-    Ok(())
-}
-
-/// Turns the current exit into the core's [`Exit`], or handles it here (`None`: resume).
-fn decode(vmcs: &Vmcs, registers: &mut GuestRegisters) -> Option<Exit> {
-    let exit_reason = vmcs::read(field::EXIT_REASON);
-    let basic = exit_reason as u16;
-    let qualification = vmcs::read(field::EXIT_QUALIFICATION);
-    let rip = vmcs::read(field::GUEST_RIP);
-    let fault = |syndrome: u64, address: u64| {
-        Some(Exit::GuestFault {
-            reason: Some(vmx_exit::reason_name(basic)),
-            syndrome,
-            address: Some(GuestPhysAddr::new(address)),
-        })
-    };
-    if exit_reason & (1 << 31) != 0 {
-        // VM entry failed on guest state or MSR loading.
-        return fault(qualification, rip);
-    }
-    match basic {
-        reason::EXTERNAL_INTERRUPT => None,
-        reason::CPUID => {
-            let leaf = registers.rax as u32;
-            let host = core::arch::x86_64::__cpuid_count(leaf, registers.rcx as u32);
-            let [a, b, c, d] =
-                vmx_exit::filter_cpuid(leaf, [host.eax, host.ebx, host.ecx, host.edx]);
-            registers.rax = u64::from(a);
-            registers.rbx = u64::from(b);
-            registers.rcx = u64::from(c);
-            registers.rdx = u64::from(d);
-            vmcs.skip_instruction();
-            None
-        }
-        reason::IO_INSTRUCTION => {
-            let io = IoQualification::decode(qualification);
-            let Ok(width) = AccessWidth::try_from(u64::from(io.size)) else {
-                return fault(qualification, rip);
-            };
-            if io.string {
-                // INS/OUTS would need the guest's memory and segment state: not emulated.
-                return fault(qualification, rip);
+        match partition.runnable(vcpu) {
+            Runnable::Run => {}
+            Runnable::Park => {
+                // CPU_OFF, or the partition restarted under a secondary vCPU: wait for the
+                // next CPU_ON.
+                apic = VirtualX2apic::new(vcpu as u32);
+                cpu.clear_posted();
+                if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
+                    setup_failed(e);
+                }
             }
-            Some(if io.input {
-                Exit::PortRead {
-                    port: io.port,
-                    width,
+            Runnable::Stop => finish(runtime, partition, Action::StopPartition),
+        }
+    }
+}
+
+/// The vCPU a CPU runs, with what its exits need.
+struct Vcpu<'a> {
+    runtime: &'a Runtime,
+    partition: &'a Partition,
+    index: usize,
+    vcpu: usize,
+}
+
+impl Vcpu<'_> {
+    fn posted(&self, vcpu: usize) -> Option<&[AtomicU64; 4]> {
+        self.runtime.posted.get(self.index)?.get(vcpu)
+    }
+
+    fn clear_posted(&self) {
+        if let Some(posted) = self.posted(self.vcpu) {
+            for word in posted {
+                word.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Moves IPIs other vCPUs posted into `apic` and lets its timer expire.
+    fn collect(&self, apic: &mut VirtualX2apic) {
+        if let Some(posted) = self.posted(self.vcpu) {
+            for (base, word) in (0u8..).step_by(64).zip(posted) {
+                let mut bits = word.swap(0, Ordering::AcqRel);
+                while bits != 0 {
+                    apic.accept(base + bits.trailing_zeros() as u8);
+                    bits &= bits - 1;
+                }
+            }
+        }
+        apic.update(cpu::tsc());
+    }
+
+    /// Before VM entry: injects the highest deliverable interrupt if the guest can take it,
+    /// else asks for an exit when it can (interrupt-window exiting).
+    fn prepare_entry(&self, vmcs: &Vmcs, apic: &mut VirtualX2apic) {
+        self.collect(apic);
+        match apic.deliverable() {
+            Some(vector) if vmcs.interrupts_open() => {
+                apic.acknowledge(vector);
+                vmcs.inject_interrupt(vector);
+                vmcs.set_interrupt_window(false);
+            }
+            Some(_) => vmcs.set_interrupt_window(true),
+            None => vmcs.set_interrupt_window(false),
+        }
+    }
+
+    /// Sends fixed IPI `vector` to vCPU `target` of this partition (an absent one drops it).
+    fn post(&self, target: usize, vector: u8) {
+        if let Some(posted) = self.posted(target)
+            && let Some(word) = posted.get(usize::from(vector >> 6))
+        {
+            word.fetch_or(1 << (vector & 63), Ordering::AcqRel);
+            if let Some(cpu) = self.partition.physical_cpu(target) {
+                kick(cpu);
+            }
+        }
+    }
+
+    /// HLT: the physical CPU halts (`sti; hlt`) until an interrupt is deliverable or the
+    /// partition stops, woken by a kick (an IPI posted, the partition stopped) or by the host
+    /// APIC's TSC-deadline timer armed at the virtual timer's deadline (without TSC-deadline
+    /// mode it spins with PAUSE instead); the next entry injects it.
+    fn halt(&self, apic: &mut VirtualX2apic) {
+        let deadline_timer = LocalApic::has_tsc_deadline();
+        loop {
+            self.collect(apic);
+            if apic.deliverable().is_some() || self.partition.is_stopped() {
+                break;
+            }
+            if deadline_timer {
+                LocalApic::current().set_deadline(apic.deadline());
+                cpu::wait_for_interrupt();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        if deadline_timer {
+            LocalApic::current().set_deadline(None);
+        }
+    }
+
+    /// RDMSR/WRMSR: the virtual x2APIC's MSRs; any other MSR is a fault.
+    fn msr(
+        &self,
+        vmcs: &Vmcs,
+        registers: &mut GuestRegisters,
+        apic: &mut VirtualX2apic,
+        write: bool,
+    ) -> Option<Exit> {
+        let msr = registers.rcx as u32;
+        let known = msr == vx2apic::msr::APIC_BASE
+            || (vx2apic::msr::FIRST..=vx2apic::msr::LAST).contains(&msr);
+        let handled = known
+            && if write {
+                let value = (registers.rdx << 32) | (registers.rax & 0xffff_ffff);
+                match apic.write(msr, value, cpu::tsc()) {
+                    Some(Written::Ipi {
+                        vector,
+                        destination,
+                    }) => {
+                        self.send_ipi(vector, destination);
+                        true
+                    }
+                    Some(Written::Done) => true,
+                    None => false,
                 }
             } else {
-                Exit::PortWrite {
-                    port: io.port,
-                    width,
-                    value: registers.rax & width.mask(),
+                match apic.read(msr, cpu::tsc()) {
+                    Some(value) => {
+                        registers.rax = value & 0xffff_ffff;
+                        registers.rdx = value >> 32;
+                        true
+                    }
+                    None => false,
                 }
-            })
+            };
+        if handled {
+            vmcs.skip_instruction();
+            return None;
         }
-        reason::VMCALL => Some(Exit::Hypercall {
-            function: registers.rax,
-            arguments: [registers.rdi, registers.rsi, registers.rdx, registers.rcx],
-        }),
-        reason::HLT => Some(Exit::WaitForInterrupt),
-        reason::EPT_VIOLATION => fault(qualification, vmcs::read(field::GUEST_PHYSICAL_ADDRESS)),
-        reason::RDMSR | reason::WRMSR => fault(registers.rcx, rip),
-        _ => fault(qualification, rip),
+        let what = if write { "WRMSR" } else { "RDMSR" };
+        Some(Exit::GuestFault {
+            reason: Some(what),
+            syndrome: registers.rcx,
+            address: Some(GuestPhysAddr::new(vmcs::read(field::GUEST_RIP))),
+        })
+    }
+
+    fn send_ipi(&self, vector: u8, destination: Destination) {
+        let count = self.partition.vcpu_count();
+        match destination {
+            Destination::Apic(id) => self.post(id as usize, vector),
+            Destination::Itself => {}
+            Destination::AllIncludingSelf | Destination::AllExcludingSelf => {
+                for target in (0..count).filter(|&t| t != self.vcpu) {
+                    self.post(target, vector);
+                }
+            }
+        }
+    }
+
+    /// Loads the guest and (re)initialises the VMCS for vCPU 0's start; a secondary vCPU
+    /// first waits for its PSCI CPU_ON (RIP = entry, RSP and RDI = context).
+    fn start(
+        &self,
+        vmcs: &mut Vmcs,
+        ept: u64,
+        vpid: u16,
+        registers: &mut GuestRegisters,
+    ) -> Result<(), vmcs::VmcsError> {
+        let partition = self.partition;
+        let (start, rdi) = if self.vcpu == 0 {
+            match guest::load(partition.config) {
+                Ok(start) => (start, guest::BOOT_INFO),
+                Err(e) => boot_failure(format_args!("partition {}: {e}", partition.name())),
+            }
+        } else {
+            let request = loop {
+                if partition.is_stopped() {
+                    finish(self.runtime, partition, Action::StopPartition);
+                }
+                if let Some(request) = partition.take_start(self.vcpu) {
+                    break request;
+                }
+                // CPU_ON and the partition's stop kick this CPU.
+                cpu::wait_for_interrupt();
+            };
+            (
+                guest::secondary_start(request.entry, request.context),
+                request.context,
+            )
+        };
+        vmcs.clear_and_load()?;
+        vmcs.set_controls(ept, vpid)?;
+        vmcs.set_host_state()?;
+        vmcs.set_long_mode_guest(&start)?;
+        *registers = GuestRegisters {
+            rdi,
+            ..GuestRegisters::default()
+        };
+        Ok(())
+    }
+
+    /// Turns the current exit into the core's [`Exit`], or handles it here (`None`: resume).
+    fn decode(
+        &self,
+        vmcs: &Vmcs,
+        registers: &mut GuestRegisters,
+        apic: &mut VirtualX2apic,
+    ) -> Option<Exit> {
+        let exit_reason = vmcs::read(field::EXIT_REASON);
+        let basic = exit_reason as u16;
+        let qualification = vmcs::read(field::EXIT_QUALIFICATION);
+        let rip = vmcs::read(field::GUEST_RIP);
+        let fault = |syndrome: u64, address: u64| {
+            Some(Exit::GuestFault {
+                reason: Some(vmx_exit::reason_name(basic)),
+                syndrome,
+                address: Some(GuestPhysAddr::new(address)),
+            })
+        };
+        if exit_reason & (1 << 31) != 0 {
+            // VM entry failed on guest state or MSR loading.
+            return fault(qualification, rip);
+        }
+        match basic {
+            reason::EXTERNAL_INTERRUPT => {
+                // A kick (or the deadline timer): let the host's handler take it.
+                cpu::take_pending_interrupt();
+                None
+            }
+            reason::INTERRUPT_WINDOW => None,
+            reason::CPUID => {
+                let leaf = registers.rax as u32;
+                let host = core::arch::x86_64::__cpuid_count(leaf, registers.rcx as u32);
+                let [a, b, c, d] = vmx_exit::filter_cpuid(
+                    leaf,
+                    self.vcpu as u32,
+                    [host.eax, host.ebx, host.ecx, host.edx],
+                );
+                registers.rax = u64::from(a);
+                registers.rbx = u64::from(b);
+                registers.rcx = u64::from(c);
+                registers.rdx = u64::from(d);
+                vmcs.skip_instruction();
+                None
+            }
+            reason::IO_INSTRUCTION => {
+                let io = IoQualification::decode(qualification);
+                let Ok(width) = AccessWidth::try_from(u64::from(io.size)) else {
+                    return fault(qualification, rip);
+                };
+                if io.string {
+                    // INS/OUTS would need the guest's memory and segment state: not emulated.
+                    return fault(qualification, rip);
+                }
+                Some(if io.input {
+                    Exit::PortRead {
+                        port: io.port,
+                        width,
+                    }
+                } else {
+                    Exit::PortWrite {
+                        port: io.port,
+                        width,
+                        value: registers.rax & width.mask(),
+                    }
+                })
+            }
+            reason::VMCALL => Some(Exit::Hypercall {
+                function: registers.rax,
+                arguments: [registers.rdi, registers.rsi, registers.rdx, registers.rcx],
+            }),
+            reason::HLT => {
+                vmcs.skip_instruction();
+                self.halt(apic);
+                None
+            }
+            reason::EPT_VIOLATION => {
+                fault(qualification, vmcs::read(field::GUEST_PHYSICAL_ADDRESS))
+            }
+            reason::RDMSR => self.msr(vmcs, registers, apic, false),
+            reason::WRMSR => self.msr(vmcs, registers, apic, true),
+            _ => fault(qualification, rip),
+        }
     }
 }
 
 /// The vCPU stops for good: count its partition's stop once; the last one prints the summary
 /// and powers off. Never returns.
 fn finish(runtime: &Runtime, partition: &Partition, _action: Action) -> ! {
+    // Its other vCPUs may be halted or waiting for CPU_ON: wake them to stop too.
+    for vcpu in 0..partition.vcpu_count() {
+        if let Some(cpu) = partition.physical_cpu(vcpu) {
+            kick(cpu);
+        }
+    }
     let first = runtime
         .stop_counted
         .get(partition.index)

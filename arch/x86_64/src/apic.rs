@@ -1,5 +1,6 @@
 //! The local APIC of this CPU (xAPIC through MMIO, or x2APIC through MSRs when firmware left it
-//! on), as far as bring-up needs it: enabling it and starting other CPUs with INIT-SIPI-SIPI.
+//! on): enabling it, starting other CPUs with INIT-SIPI-SIPI, kick IPIs between CPUs and the
+//! TSC-deadline timer that wakes a halted CPU.
 
 use x86_64::registers::model_specific::Msr;
 
@@ -20,6 +21,13 @@ const DELIVERY_INIT: u32 = 0b101 << 8;
 const DELIVERY_STARTUP: u32 = 0b110 << 8;
 /// The spurious-interrupt vector (its low 4 bits must be ones on old APICs).
 const SPURIOUS: u32 = 0xff;
+const END_OF_INTERRUPT: u32 = 0xb0;
+const LVT_TIMER: u32 = 0x320;
+const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// The host's own vector for kicks between CPUs and its TSC-deadline timer: its handler only
+/// sends EOI; whoever halted looks at its state again.
+pub const KICK_VECTOR: u8 = 0xf0;
 
 /// This CPU's local APIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +101,31 @@ impl LocalApic {
         }
         let spurious = self.read(SPURIOUS_VECTOR);
         self.write(SPURIOUS_VECTOR, spurious | SOFTWARE_ENABLE | SPURIOUS);
+    }
+
+    /// Ends the interrupt in service.
+    pub fn end_of_interrupt(self) {
+        self.write(END_OF_INTERRUPT, 0);
+    }
+
+    /// Sends [`KICK_VECTOR`] (fixed, physical destination) to the CPU with local APIC ID
+    /// `apic_id`.
+    pub fn kick(self, apic_id: u32) {
+        self.send(apic_id, u32::from(KICK_VECTOR));
+    }
+
+    /// Whether the local APIC timer has TSC-deadline mode (CPUID.1:ECX bit 24).
+    pub fn has_tsc_deadline() -> bool {
+        core::arch::x86_64::__cpuid(1).ecx & (1 << 24) != 0
+    }
+
+    /// Arms this CPU's timer to raise [`KICK_VECTOR`] when the TSC reaches `deadline` (at once
+    /// if it already has), or disarms it (`None`). Needs [`LocalApic::has_tsc_deadline`].
+    pub fn set_deadline(self, deadline: Option<u64>) {
+        self.write(LVT_TIMER, LVT_TSC_DEADLINE | u32::from(KICK_VECTOR));
+        // SAFETY: IA32_TSC_DEADLINE exists with TSC-deadline mode (the caller checked); it
+        // only arms or (0) disarms this CPU's timer.
+        unsafe { write_msr(IA32_TSC_DEADLINE, deadline.map_or(0, |d| d.max(1))) };
     }
 
     fn send(self, destination: u32, command: u32) {

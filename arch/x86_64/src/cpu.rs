@@ -117,3 +117,23 @@ pub fn halt() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// The time-stamp counter.
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter (every x86_64 CPU has it).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Halts until an interrupt (`sti; hlt` has no window in between), lets the host's handler take
+/// it, then turns interrupts off again.
+pub fn wait_for_interrupt() {
+    // SAFETY: the only host interrupt with a handler other than the exception report is the
+    // kick vector, whose handler sends EOI and returns; no memory is touched here.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+/// Lets a host interrupt that is pending (one that made the guest exit) be taken now.
+pub fn take_pending_interrupt() {
+    // SAFETY: as in `wait_for_interrupt`; the interrupt is recognised after the NOP.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}

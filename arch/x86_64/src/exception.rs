@@ -138,7 +138,8 @@ fn build() -> InterruptDescriptorTable {
     let mut idt = InterruptDescriptorTable::new();
     // SAFETY: for every `set_handler_addr` below, the address is the entry stub for exactly
     // that vector, which handles the frame the CPU pushes for it (with or without an error
-    // code); the stubs live in .text for the whole run. The IST indices name stacks every CPU's
+    // code), and the kick vector's stub handles an interrupt frame; the stubs live in .text for
+    // the whole run. The IST indices name stacks every CPU's
     // TSS has (`descriptors::install_this_cpu`).
     unsafe {
         idt.divide_error.set_handler_addr(stub_address(0));
@@ -174,8 +175,53 @@ fn build() -> InterruptDescriptorTable {
         idt.vmm_communication_exception
             .set_handler_addr(stub_address(29));
         idt.security_exception.set_handler_addr(stub_address(30));
+        idt[crate::apic::KICK_VECTOR]
+            .set_handler_addr(VirtAddr::new(bulkhead_x86_kick as *const () as u64));
     }
     idt
+}
+
+// The kick vector: save the registers the System V ABI lets Rust clobber, send EOI, return.
+global_asm!(
+    ".section .text, \"ax\"",
+    ".balign 16",
+    "bulkhead_x86_kick:",
+    "    push rax",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    mov rax, rsp",
+    "    and rsp, -16",
+    "    push rax",
+    "    sub rsp, 8",
+    "    call {handler}",
+    "    add rsp, 8",
+    "    pop rsp",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rax",
+    "    iretq",
+    handler = sym kick,
+);
+
+unsafe extern "C" {
+    fn bulkhead_x86_kick();
+}
+
+/// The kick vector's Rust part.
+extern "C" fn kick() {
+    crate::apic::LocalApic::current().end_of_interrupt();
 }
 
 /// Loads the IDT on this CPU (built on first use; every CPU shares it).

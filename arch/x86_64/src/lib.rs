@@ -31,6 +31,7 @@ pub mod sleep_state;
 pub mod vector;
 pub mod vmx_exit;
 pub mod vmx_features;
+pub mod vx2apic;
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod apic;

@@ -51,3 +51,15 @@ fn one_shot(count: u16) {
         }
     }
 }
+
+/// Masks every line of the two legacy 8259 PICs: Bulkhead takes no legacy interrupts (BIOS
+/// leaves the PIT's IRQ 0 on vector 8, which would otherwise reach whatever runs with
+/// interrupts on).
+pub fn mask_legacy_pic() {
+    // SAFETY: writing the interrupt mask registers (OCW1) of the master and slave PIC only
+    // masks their lines; no memory is touched.
+    unsafe {
+        out_u8(0x21, 0xff);
+        out_u8(0xa1, 0xff);
+    }
+}

@@ -103,6 +103,11 @@ const IA32_EFER: u32 = 0xc000_0080;
 /// Primary controls: HLT exiting, unconditional I/O exiting (every port traps), secondary
 /// controls. No MSR bitmap: every RDMSR/WRMSR exits.
 const PRIMARY: u32 = (1 << 7) | (1 << 24) | (1 << 31);
+/// Pin-based controls: external-interrupt exiting (a host interrupt never reaches the guest's
+/// IDT; the guest gets only what its virtual x2APIC injects).
+const PIN_BASED: u32 = 1 << 0;
+/// Primary control: interrupt-window exiting.
+const INTERRUPT_WINDOW_EXITING: u64 = 1 << 2;
 /// Secondary controls: EPT, VPID.
 const SECONDARY: u32 = (1 << 1) | (1 << 5);
 /// Exit controls: 64-bit host, save and load IA32_EFER.
@@ -378,7 +383,7 @@ impl Vmcs {
         };
         put(
             field::PIN_BASED_CONTROLS,
-            control("pin-based", 0, IA32_VMX_TRUE_PINBASED_CTLS)?,
+            control("pin-based", PIN_BASED, IA32_VMX_TRUE_PINBASED_CTLS)?,
         )?;
         put(
             field::PRIMARY_CONTROLS,
@@ -525,10 +530,43 @@ impl Vmcs {
         Ok(())
     }
 
-    /// Moves the guest's RIP past the instruction that exited.
+    /// Moves the guest's RIP past the instruction that exited (which ends blocking by STI
+    /// or MOV SS).
     pub fn skip_instruction(&self) {
         let rip = read(field::GUEST_RIP).wrapping_add(read(field::EXIT_INSTRUCTION_LENGTH));
         let _ = write(field::GUEST_RIP, rip);
+        let interruptibility = read(field::GUEST_INTERRUPTIBILITY);
+        if interruptibility & 3 != 0 {
+            let _ = write(field::GUEST_INTERRUPTIBILITY, interruptibility & !3);
+        }
+    }
+
+    /// Whether the guest can take an external interrupt at the next entry: RFLAGS.IF set,
+    /// no blocking by STI or MOV SS.
+    pub fn interrupts_open(&self) -> bool {
+        read(field::GUEST_RFLAGS) & (1 << 9) != 0 && read(field::GUEST_INTERRUPTIBILITY) & 3 == 0
+    }
+
+    /// Injects external interrupt `vector` at the next VM entry (through the guest's IDT).
+    pub fn inject_interrupt(&self, vector: u8) {
+        let _ = write(
+            field::ENTRY_INTERRUPTION_INFO,
+            (1 << 31) | u64::from(vector),
+        );
+    }
+
+    /// Turns interrupt-window exiting on or off (an exit as soon as the guest can take an
+    /// interrupt).
+    pub fn set_interrupt_window(&self, on: bool) {
+        let controls = read(field::PRIMARY_CONTROLS);
+        let wanted = if on {
+            controls | INTERRUPT_WINDOW_EXITING
+        } else {
+            controls & !INTERRUPT_WINDOW_EXITING
+        };
+        if wanted != controls {
+            let _ = write(field::PRIMARY_CONTROLS, wanted);
+        }
     }
 }
 

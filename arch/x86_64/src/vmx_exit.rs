@@ -12,6 +12,8 @@ pub mod reason {
     pub const TRIPLE_FAULT: u16 = 2;
     /// INIT signal.
     pub const INIT: u16 = 3;
+    /// Interrupt window: the guest can take an interrupt now.
+    pub const INTERRUPT_WINDOW: u16 = 7;
     /// CPUID.
     pub const CPUID: u16 = 10;
     /// HLT.
@@ -43,6 +45,7 @@ pub fn reason_name(basic: u16) -> &'static str {
         reason::EXTERNAL_INTERRUPT => "external interrupt",
         reason::TRIPLE_FAULT => "triple fault",
         reason::INIT => "INIT signal",
+        reason::INTERRUPT_WINDOW => "interrupt window",
         reason::CPUID => "CPUID",
         reason::HLT => "HLT",
         reason::VMCALL => "VMCALL",
@@ -124,13 +127,23 @@ pub fn merge_input(rax: u64, size: u8, value: u64) -> u64 {
     }
 }
 
-/// What CPUID returns to a guest for leaf `leaf` given the host's answer: VMX hidden (leaf 1
-/// ECX bit 5) and the hypervisor-present bit (ECX bit 31) set; the rest passes through.
-pub fn filter_cpuid(leaf: u32, [eax, ebx, ecx, edx]: [u32; 4]) -> [u32; 4] {
+/// What CPUID returns to vCPU `vcpu` for leaf `leaf` given the host's answer: leaf 1 with VMX
+/// (ECX bit 5) and TSC deadline (bit 24) hidden, x2APIC (bit 21) and hypervisor-present (bit 31)
+/// set, the initial APIC ID (EBX 31:24) = `vcpu`; leaves 0xb and 0x1f give `vcpu` as the x2APIC
+/// ID (EDX); the rest passes through.
+pub fn filter_cpuid(leaf: u32, vcpu: u32, [eax, ebx, ecx, edx]: [u32; 4]) -> [u32; 4] {
     const VMX: u32 = 1 << 5;
+    const X2APIC: u32 = 1 << 21;
+    const TSC_DEADLINE: u32 = 1 << 24;
     const HYPERVISOR: u32 = 1 << 31;
     match leaf {
-        1 => [eax, ebx, (ecx & !VMX) | HYPERVISOR, edx],
+        1 => [
+            eax,
+            (ebx & 0x00ff_ffff) | (vcpu << 24),
+            (ecx & !VMX & !TSC_DEADLINE) | X2APIC | HYPERVISOR,
+            edx,
+        ],
+        0xb | 0x1f => [eax, ebx, ecx, vcpu],
         _ => [eax, ebx, ecx, edx],
     }
 }
@@ -181,10 +194,13 @@ mod tests {
     #[test]
     fn cpuid_hides_vmx_and_says_hypervisor() {
         let host = [0x506e3, 0, 0x7ffa_fbbf, 0xbfeb_fbff];
-        let [_, _, ecx, _] = filter_cpuid(1, host);
+        let [_, ebx, ecx, _] = filter_cpuid(1, 1, host);
         assert_eq!(ecx & (1 << 5), 0);
         assert_ne!(ecx & (1 << 31), 0);
-        assert_eq!(filter_cpuid(0, host), host);
+        assert_ne!(ecx & (1 << 21), 0);
+        assert_eq!(ebx >> 24, 1);
+        assert_eq!(filter_cpuid(0, 1, host), host);
+        assert_eq!(filter_cpuid(0xb, 1, host)[3], 1);
     }
 
     #[test]

@@ -6,6 +6,27 @@ use core::fmt;
 /// PSCI SYSTEM_OFF: stop this partition.
 pub const SYSTEM_OFF: u64 = 0x8400_0008;
 
+/// PSCI CPU_ON (64-bit).
+pub const CPU_ON: u64 = 0xc400_0003;
+
+/// Starts vCPU `target` at `entry` with RSP = RDI = `context` (PSCI CPU_ON); returns the PSCI
+/// status (0 on success).
+pub fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
+    let result: u64;
+    // SAFETY: VMCALL traps to the hypervisor, which answers in RAX; no memory changes.
+    unsafe {
+        asm!(
+            "vmcall",
+            inlateout("rax") CPU_ON => result,
+            in("rdi") target,
+            in("rsi") entry,
+            in("rdx") context,
+            options(nostack)
+        );
+    }
+    result as i64
+}
+
 /// VMCALL with `function` in RAX; returns RAX.
 pub fn vmcall(function: u64) -> u64 {
     let result: u64;

@@ -10,7 +10,10 @@
 //!   name, RAM size and the vCPU index;
 //! - COM1 (I/O port 0x3f8) is the partition's console (`vdev ser8250`);
 //! - VMCALL with RAX = a PSCI function ID is a call to the hypervisor (SYSTEM_OFF
-//!   0x8400_0008 stops the partition: [`exit::system_off`]).
+//!   0x8400_0008 stops the partition: [`exit::system_off`]; CPU_ON 0xc400_0003 starts another
+//!   vCPU with RIP = entry, RSP = RDI = context: [`exit::cpu_on`]);
+//! - a virtual x2APIC ([`x2apic`]: ID = vCPU index, timer, fixed IPIs inside the partition);
+//!   its interrupts are injected through the guest's IDT ([`interrupts`]).
 #![no_std]
 
 pub mod boot_info;
@@ -18,5 +21,7 @@ pub mod console;
 pub mod cpu;
 pub mod entry;
 pub mod exit;
+pub mod interrupts;
+pub mod x2apic;
 
 pub use exit::{exit_fail_with, system_off};
