@@ -11,6 +11,8 @@ extern crate alloc;
 mod aarch64;
 #[cfg(target_os = "none")]
 mod allocator;
+#[cfg(target_os = "none")]
+mod heap_tables;
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 mod x86_64;
 

@@ -8,7 +8,9 @@ use alloc::boxed::Box;
 use core::fmt;
 
 use arch_aarch64::cpu::{self, PerCpu};
-use arch_aarch64::mmu::{HeapTables, MmuSettings};
+use arch_aarch64::mmu::MmuSettings;
+
+use crate::heap_tables::HeapTables;
 use arch_aarch64::paging::{El2Stage1, Memory, PageTable};
 use arch_aarch64::pl011::Pl011;
 use arch_aarch64::{exception, power, psci};

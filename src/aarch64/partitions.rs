@@ -6,7 +6,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use arch_aarch64::mmu::HeapTables;
+use crate::heap_tables::HeapTables;
 use arch_aarch64::paging::{MapError, Memory, PageTable, Stage2};
 use arch_aarch64::vcpu::{self, GuestEntry, VcpuHost, VcpuSetup};
 use arch_aarch64::{cpu, gic, power};

@@ -11,7 +11,9 @@ use core::fmt;
 
 use arch_x86_64::apic::LocalApic;
 use arch_x86_64::cpu::{self, PerCpu};
-use arch_x86_64::mmu::{self, HeapTables};
+use arch_x86_64::mmu;
+
+use crate::heap_tables::HeapTables;
 use arch_x86_64::paging::{HostPaging, Memory, PageTable};
 use arch_x86_64::platform::{self, Platform, RootTable};
 use arch_x86_64::serial::{COM1, Serial};

@@ -13,8 +13,8 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::heap_tables::HeapTables;
 use arch_x86_64::apic::LocalApic;
-use arch_x86_64::mmu::HeapTables;
 use arch_x86_64::paging::{Ept, Memory, PageTable};
 use arch_x86_64::vmcs::{self, GuestRegisters, Vmcs, field};
 use arch_x86_64::vmx_exit::{self, IoQualification, reason};

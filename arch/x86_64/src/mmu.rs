@@ -1,58 +1,11 @@
-//! The hypervisor's own page tables: tables in heap frames, and switching CR3 to them.
-
-use alloc::alloc::{Layout, alloc_zeroed};
-use alloc::vec::Vec;
+//! The hypervisor's own page tables: turning on what they rely on and switching CR3 to them.
 
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::PhysFrame;
 
-use crate::paging::{ENTRIES, EntryFormat, PageTable, TableMemory};
-
-/// Page tables in 4 KiB heap frames. The heap is identity-mapped, so a frame's address is its
-/// physical address.
-#[derive(Debug, Default)]
-pub struct HeapTables {
-    tables: Vec<u64>,
-}
-
-impl HeapTables {
-    fn entry_pointer(&self, table: u64, index: usize) -> Option<*mut u64> {
-        (index < ENTRIES && self.tables.contains(&table))
-            .then(|| (table as *mut u64).wrapping_add(index))
-    }
-}
-
-impl TableMemory for HeapTables {
-    fn allocate_table(&mut self) -> Option<u64> {
-        let layout = Layout::from_size_align(4096, 4096).ok()?;
-        // SAFETY: the layout has non-zero size. The frame is never freed: page tables live for
-        // the whole run.
-        let frame = unsafe { alloc_zeroed(layout) };
-        if frame.is_null() {
-            return None;
-        }
-        self.tables.push(frame as u64);
-        Some(frame as u64)
-    }
-
-    fn read_entry(&self, table: u64, index: usize) -> u64 {
-        match self.entry_pointer(table, index) {
-            // SAFETY: `entry_pointer` only returns pointers inside a frame this value
-            // allocated and owns.
-            Some(pointer) => unsafe { pointer.read_volatile() },
-            None => 0,
-        }
-    }
-
-    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
-        if let Some(pointer) = self.entry_pointer(table, index) {
-            // SAFETY: as in `read_entry`. Volatile: the page walker reads these words.
-            unsafe { pointer.write_volatile(value) }
-        }
-    }
-}
+use crate::paging::{EntryFormat, PageTable, TableMemory};
 
 /// Turns on what the hypervisor's tables rely on, on this CPU: no-execute pages (EFER.NXE)
 /// and read-only pages that hold in ring 0 (CR0.WP).
