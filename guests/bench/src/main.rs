@@ -28,11 +28,12 @@ mod copy;
 mod stats;
 
 use bulkhead_guest::{cpu, exit_fail_with, exit_pass, gic, println, timer};
+use bulkhead_shmem::exchange::Role;
 use bulkhead_shmem::ivshmem::{DoorbellEvents, Ivshmem};
 use bulkhead_shmem::memory::SharedMemory;
 use bulkhead_shmem::pci::Ecam;
 use bulkhead_shmem::qnx::{QnxShmem, Region, RegionEvents};
-use bulkhead_shmem::{partition_name, single_bit, wait};
+use bulkhead_shmem::{single_bit, wait};
 
 use crate::clock::{Clock, CycleCounter};
 use crate::stats::{Samples, Summary};
@@ -64,19 +65,9 @@ const REPLY: usize = 0x080;
 /// Sequence number that tells benchpong to stop.
 const QUIT: u32 = u32::MAX;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Ping,
-    Pong,
-}
-
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Ping => "benchping",
-            Role::Pong => "benchpong",
-        }
-    }
+/// The name this end prints.
+fn name(role: Role) -> &'static str {
+    role.pick("benchping", "benchpong")
 }
 
 /// The QNX device's region and what its interrupt saw.
@@ -103,17 +94,8 @@ fn set_word(me: &str, memory: SharedMemory, offset: usize, value: u32) {
 }
 
 fn main() -> ! {
-    let name = partition_name().unwrap_or("");
-    let role = if name.ends_with("pong") {
-        Role::Pong
-    } else if name.ends_with("ping") {
-        Role::Ping
-    } else {
-        exit_fail_with(format_args!(
-            "bench: partition name \"{name}\" ends in neither ping nor pong"
-        ))
-    };
-    let me = role.name();
+    let role = Role::from_partition_name("bench");
+    let me = name(role);
     if let Err(error) = gic::init().and_then(|()| wait::init()) {
         exit_fail_with(format_args!("{me}: interrupt set-up: {error:?}"));
     }

@@ -16,17 +16,16 @@
 use core::sync::atomic::{Ordering, fence};
 
 use bulkhead_guest::{cpu, exit_fail_with, exit_pass, gic, println};
+use bulkhead_shmem::exchange::{Pattern, Role};
 use bulkhead_shmem::ivshmem::{DoorbellEvents, Ivshmem};
 use bulkhead_shmem::mailbox::{Letter, Mailbox};
 use bulkhead_shmem::pci::Ecam;
-use bulkhead_shmem::{boot_option, partition_name, wait};
+use bulkhead_shmem::{boot_option, wait};
 
 bulkhead_guest::entry!(main);
 
 /// Round trips.
 const ROUNDS: u32 = 10;
-/// Payload bytes per message.
-const PAYLOAD_LEN: usize = 48;
 /// Doorbell vector used both ways.
 const VECTOR: u16 = 0;
 /// INTID the MSI-X vector is delivered on (one of the MSI SPIs 96-127).
@@ -46,38 +45,18 @@ const PONG_ID: usize = 0x004;
 const TO_PONG: usize = 0x100;
 const TO_PING: usize = 0x200;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Ping,
-    Pong,
+/// The name this end prints.
+fn name(role: Role) -> &'static str {
+    role.pick("ivping", "ivpong")
 }
 
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Ping => "ivping",
-            Role::Pong => "ivpong",
-        }
-    }
-}
-
-/// Ivping's payload for `round`.
-fn message_payload(round: u32) -> [u8; PAYLOAD_LEN] {
-    let mut payload = [0u8; PAYLOAD_LEN];
-    for (index, byte) in payload.iter_mut().enumerate() {
-        *byte = (round.wrapping_mul(41) as usize + index * 13 + 7) as u8;
-    }
-    payload
-}
-
-/// Ivpong's reply to `message`: reversed, XOR 0xa5.
-fn reply_payload(message: &[u8]) -> [u8; PAYLOAD_LEN] {
-    let mut payload = [0u8; PAYLOAD_LEN];
-    for (byte, &source) in payload.iter_mut().zip(message.iter().rev()) {
-        *byte = source ^ 0xa5;
-    }
-    payload
-}
+/// ivping's payloads and ivpong's replies.
+const PATTERN: Pattern = Pattern {
+    round_step: 41,
+    index_step: 13,
+    offset: 7,
+    reply_xor: 0xa5,
+};
 
 struct Link {
     role: Role,
@@ -88,7 +67,7 @@ struct Link {
 
 impl Link {
     fn me(&self) -> &'static str {
-        self.role.name()
+        name(self.role)
     }
 
     fn mailbox(&self, offset: usize) -> Mailbox {
@@ -108,17 +87,8 @@ impl Link {
 }
 
 fn main() -> ! {
-    let name = partition_name().unwrap_or("");
-    let role = if name.ends_with("pong") {
-        Role::Pong
-    } else if name.ends_with("ping") {
-        Role::Ping
-    } else {
-        exit_fail_with(format_args!(
-            "ivpingpong: partition name \"{name}\" ends in neither ivping nor ivpong"
-        ))
-    };
-    let me = role.name();
+    let role = Role::from_partition_name("ivpingpong");
+    let me = name(role);
     if let Err(error) = gic::init().and_then(|()| wait::init()) {
         exit_fail_with(format_args!("{me}: interrupt set-up: {error:?}"));
     }
@@ -217,7 +187,7 @@ fn ping(link: Link) -> ! {
     let outbox = link.mailbox(TO_PONG);
     let inbox = link.mailbox(TO_PING);
     for round in 1..=ROUNDS {
-        let payload = message_payload(round);
+        let payload = PATTERN.message(round);
         let checksum = outbox.post(round, &payload).unwrap_or_else(|error| {
             exit_fail_with(format_args!("ivping: posting {round}: {error}"))
         });
@@ -236,7 +206,7 @@ fn ping(link: Link) -> ! {
                 bulkhead_shmem::fnv1a(reply.bytes())
             ));
         }
-        if reply.bytes() != reply_payload(&payload) {
+        if reply.bytes() != PATTERN.reply(&payload) {
             exit_fail_with(format_args!(
                 "ivping: reply {round} payload is not the transformed message"
             ));
@@ -279,7 +249,7 @@ fn pong(link: Link) -> ! {
                 "ivpong: message {round} arrived but ivping's peer ID is not in shared memory"
             ))
         };
-        let reply = reply_payload(message.bytes());
+        let reply = PATTERN.reply(message.bytes());
         let checksum = outbox.post(round, &reply).unwrap_or_else(|error| {
             exit_fail_with(format_args!("ivpong: posting reply {round}: {error}"))
         });

@@ -13,11 +13,12 @@
 #![no_main]
 
 use bulkhead_guest::{exit_fail_with, exit_pass, gic, println};
+use bulkhead_shmem::exchange::{Pattern, Role};
 use bulkhead_shmem::mailbox::{Letter, Mailbox};
 use bulkhead_shmem::memory::SharedMemory;
 use bulkhead_shmem::pci::Ecam;
 use bulkhead_shmem::qnx::{QnxShmem, Region, RegionEvents};
-use bulkhead_shmem::{partition_name, single_bit, wait};
+use bulkhead_shmem::{single_bit, wait};
 
 bulkhead_guest::entry!(main);
 
@@ -27,8 +28,6 @@ const REGION: &str = "pingpong";
 const PAGES: u32 = 1;
 /// Round trips.
 const ROUNDS: u32 = 10;
-/// Payload bytes per message.
-const PAYLOAD_LEN: usize = 48;
 /// Time the peer has to show up.
 const STARTUP_TIMEOUT_MS: u64 = 30_000;
 /// Time one message or reply may take.
@@ -39,66 +38,34 @@ const PONG_INDEX: usize = 0x004;
 const TO_PONG: usize = 0x100;
 const TO_PING: usize = 0x200;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Ping,
-    Pong,
+/// The name this end prints.
+fn name(role: Role) -> &'static str {
+    role.pick("ping", "pong")
 }
 
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Ping => "ping",
-            Role::Pong => "pong",
-        }
-    }
-}
-
-/// Ping's payload for `round`.
-fn message_payload(round: u32) -> [u8; PAYLOAD_LEN] {
-    let mut payload = [0u8; PAYLOAD_LEN];
-    for (index, byte) in payload.iter_mut().enumerate() {
-        *byte = (round.wrapping_mul(37) as usize + index * 11 + 5) as u8;
-    }
-    payload
-}
-
-/// Pong's reply to `message`: reversed, XOR 0x5a.
-fn reply_payload(message: &[u8]) -> [u8; PAYLOAD_LEN] {
-    let mut payload = [0u8; PAYLOAD_LEN];
-    for (byte, &source) in payload.iter_mut().zip(message.iter().rev()) {
-        *byte = source ^ 0x5a;
-    }
-    payload
-}
+/// ping's payloads and pong's replies.
+const PATTERN: Pattern = Pattern {
+    round_step: 37,
+    index_step: 11,
+    offset: 5,
+    reply_xor: 0x5a,
+};
 
 fn mailbox(role: Role, memory: SharedMemory, offset: usize) -> Mailbox {
     Mailbox::new(memory, offset).unwrap_or_else(|error| {
-        exit_fail_with(format_args!("{}: region too small: {error}", role.name()))
+        exit_fail_with(format_args!("{}: region too small: {error}", name(role)))
     })
 }
 
 fn read(role: Role, mailbox: &Mailbox) -> Letter {
     mailbox.read().unwrap_or_else(|error| {
-        exit_fail_with(format_args!(
-            "{}: reading the mailbox: {error}",
-            role.name()
-        ))
+        exit_fail_with(format_args!("{}: reading the mailbox: {error}", name(role)))
     })
 }
 
 fn main() -> ! {
-    let name = partition_name().unwrap_or("");
-    let role = if name.ends_with("pong") {
-        Role::Pong
-    } else if name.ends_with("ping") {
-        Role::Ping
-    } else {
-        exit_fail_with(format_args!(
-            "pingpong: partition name \"{name}\" ends in neither ping nor pong"
-        ))
-    };
-    let me = role.name();
+    let role = Role::from_partition_name("pingpong");
+    let me = name(role);
     if let Err(error) = gic::init().and_then(|()| wait::init()) {
         exit_fail_with(format_args!("{me}: interrupt set-up: {error:?}"));
     }
@@ -167,7 +134,7 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let inbox = mailbox(role, region.data(), TO_PING);
 
     for round in 1..=ROUNDS {
-        let payload = message_payload(round);
+        let payload = PATTERN.message(round);
         let checksum = outbox
             .post(round, &payload)
             .unwrap_or_else(|error| exit_fail_with(format_args!("ping: posting {round}: {error}")));
@@ -191,7 +158,7 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
                 bulkhead_shmem::fnv1a(reply.bytes())
             ));
         }
-        if reply.bytes() != reply_payload(&payload) {
+        if reply.bytes() != PATTERN.reply(&payload) {
             exit_fail_with(format_args!(
                 "ping: reply {round} payload is not the transformed message"
             ));
@@ -244,7 +211,7 @@ fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
             ));
         }
         println!("pong: got {round} checksum ok");
-        let reply = reply_payload(message.bytes());
+        let reply = PATTERN.reply(message.bytes());
         let checksum = outbox.post(round, &reply).unwrap_or_else(|error| {
             exit_fail_with(format_args!("pong: posting reply {round}: {error}"))
         });

@@ -10,6 +10,7 @@
 //!   doorbells, INTx or MSI-X interrupts counted in [`ivshmem::DoorbellEvents`].
 //! - [`memory`]: bounds-checked volatile access to shared memory, [`mailbox`]: a one-slot
 //!   message box in it (sequence number, length, FNV-1a checksum, payload).
+//! - [`exchange`]: roles and payload patterns of the two-partition exchange guests.
 //! - [`wait`]: WFI until a condition holds, with a timeout from the virtual timer that ends the
 //!   run with `FAIL`.
 //!
@@ -18,6 +19,7 @@
 
 #![no_std]
 
+pub mod exchange;
 pub mod ivshmem;
 pub mod mailbox;
 pub mod memory;
