@@ -1,10 +1,12 @@
 //! Translation tables in heap frames, for every table the image builds: the hypervisor's own
-//! tables and the partitions' second-stage tables, on both architectures.
+//! tables and the partitions' second-stage tables, on both architectures; and the builder of
+//! the hypervisor's own identity map that both architectures start from.
 
 use alloc::alloc::{Layout, alloc_zeroed};
 use alloc::vec::Vec;
+use core::fmt;
 
-use hypervisor::paging::{ENTRIES, TableMemory};
+use hypervisor::paging::{ENTRIES, EntryFormat, Memory, PageTable, TableMemory};
 
 /// Translation tables in 4 KiB heap frames. The heap is identity-mapped, so a frame's address
 /// is its physical address.
@@ -47,5 +49,59 @@ impl TableMemory for HeapTables {
             // SAFETY: as in `read_entry`. Volatile: the table walker reads these words.
             unsafe { pointer.write_volatile(value) }
         }
+    }
+}
+
+/// Read-execute: the image's code.
+pub const CODE: Memory = Memory::Normal {
+    write: false,
+    execute: true,
+};
+/// Read-only, never executable: the image's constants.
+const READ_ONLY: Memory = Memory::Normal {
+    write: false,
+    execute: false,
+};
+/// Read-write, never executable: the image's data and the rest of RAM.
+pub const READ_WRITE: Memory = Memory::Normal {
+    write: true,
+    execute: false,
+};
+
+/// The hypervisor's own identity map while boot builds it: every range maps onto itself, and
+/// a range that cannot be mapped ends the boot through `fail`, naming the range.
+pub struct IdentityMap<F: EntryFormat> {
+    table: PageTable<HeapTables, F>,
+    fail: fn(fmt::Arguments<'_>) -> !,
+}
+
+impl<F: EntryFormat> IdentityMap<F> {
+    /// An empty map; `fail` reports a boot failure and does not return.
+    pub fn new(fail: fn(fmt::Arguments<'_>) -> !) -> Self {
+        let table = PageTable::new(HeapTables::default())
+            .unwrap_or_else(|e| fail(format_args!("hypervisor page table: {e}")));
+        IdentityMap { table, fail }
+    }
+
+    /// Maps `[start, end)` onto itself as `memory`; an empty range maps nothing.
+    pub fn map(&mut self, start: u64, end: u64, memory: Memory, what: &str) {
+        if end > start
+            && let Err(e) = self.table.map(start, start, end - start, memory)
+        {
+            (self.fail)(format_args!("mapping {what} [{start:#x}, {end:#x}): {e}"));
+        }
+    }
+
+    /// Maps the image's sections with W^X: `[start, text_end)` read-execute, `[text_end,
+    /// rodata_end)` read-only, `[rodata_end, end)` read-write.
+    pub fn map_image(&mut self, start: u64, text_end: u64, rodata_end: u64, end: u64) {
+        self.map(start, text_end, CODE, "image text");
+        self.map(text_end, rodata_end, READ_ONLY, "image rodata");
+        self.map(rodata_end, end, READ_WRITE, "image data");
+    }
+
+    /// The finished table.
+    pub fn into_table(self) -> PageTable<HeapTables, F> {
+        self.table
     }
 }

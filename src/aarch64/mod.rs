@@ -10,8 +10,8 @@ use core::fmt;
 use arch_aarch64::cpu::{self, PerCpu};
 use arch_aarch64::mmu::MmuSettings;
 
-use crate::heap_tables::HeapTables;
-use arch_aarch64::paging::{El2Stage1, Memory, PageTable};
+use crate::heap_tables::{IdentityMap, READ_WRITE};
+use arch_aarch64::paging::{El2Stage1, Memory};
 use arch_aarch64::pl011::Pl011;
 use arch_aarch64::{exception, power, psci};
 use boot::aarch64::{ImageLayout, UEFI_HANDOFF_MAGIC};
@@ -295,37 +295,15 @@ fn print_memory_map(map: &MemoryMap) {
 /// and never executable, the console and GIC frames as device memory. Nothing else is mapped,
 /// so a stray hypervisor access faults and is reported.
 fn build_hypervisor_map(board: &Board, image: &ImageLayout) -> MmuSettings {
-    let mut table = PageTable::<HeapTables, El2Stage1>::new(HeapTables::default())
-        .unwrap_or_else(|e| boot_failure(format_args!("hypervisor page table: {e}")));
-    let mut map = |start: u64, end: u64, memory: Memory, what: &str| {
-        if end > start
-            && let Err(e) = table.map(start, start, end - start, memory)
-        {
-            boot_failure(format_args!("mapping {what} [{start:#x}, {end:#x}): {e}"));
-        }
-    };
-    let code = Memory::Normal {
-        write: false,
-        execute: true,
-    };
-    let read_only = Memory::Normal {
-        write: false,
-        execute: false,
-    };
-    let read_write = Memory::Normal {
-        write: true,
-        execute: false,
-    };
-    map(image.start, image.text_end, code, "image text");
-    map(image.text_end, image.rodata_end, read_only, "image rodata");
-    map(image.rodata_end, image.end, read_write, "image data");
+    let mut map = IdentityMap::<El2Stage1>::new(boot_failure);
+    map.map_image(image.start, image.text_end, image.rodata_end, image.end);
     let mut rest_of_ram = PhysRangeSet::new();
     for &bank in &board.memory {
         rest_of_ram.insert(page_range(bank.start.as_u64(), bank.size()));
     }
     rest_of_ram.remove(page_range(image.start, image.end - image.start));
     for range in rest_of_ram.ranges() {
-        map(range.start.as_u64(), range.end.as_u64(), read_write, "RAM");
+        map.map(range.start.as_u64(), range.end.as_u64(), READ_WRITE, "RAM");
     }
     let mut devices = PhysRangeSet::new();
     if let Some(uart) = board.uart {
@@ -338,12 +316,12 @@ fn build_hypervisor_map(board: &Board, image: &ImageLayout) -> MmuSettings {
         devices.insert(page_range(frame.start.as_u64(), frame.size()));
     }
     for range in devices.ranges() {
-        map(
+        map.map(
             range.start.as_u64(),
             range.end.as_u64(),
             Memory::Device,
             "device",
         );
     }
-    MmuSettings::for_table(&table, El2Stage1::MAIR)
+    MmuSettings::for_table(&map.into_table(), El2Stage1::MAIR)
 }

@@ -13,7 +13,7 @@ use arch_x86_64::apic::LocalApic;
 use arch_x86_64::cpu::{self, PerCpu};
 use arch_x86_64::mmu;
 
-use crate::heap_tables::HeapTables;
+use crate::heap_tables::{CODE, HeapTables, IdentityMap, READ_WRITE};
 use arch_x86_64::paging::{HostPaging, Memory, PageTable};
 use arch_x86_64::platform::{self, Platform, RootTable};
 use arch_x86_64::serial::{COM1, Serial};
@@ -284,49 +284,27 @@ fn print_memory_map(map: &MemoryMap) {
 /// uncached. Nothing else is mapped (page 0 included), so a stray access faults and is
 /// reported.
 fn build_hypervisor_map(
-    map: &MemoryMap,
+    memory_map: &MemoryMap,
     image: &ImageLayout,
     platform: &Platform,
     local_apic: LocalApic,
 ) -> PageTable<HeapTables, HostPaging> {
-    let mut table = PageTable::<HeapTables, HostPaging>::new(HeapTables::default())
-        .unwrap_or_else(|e| boot_failure(format_args!("hypervisor page table: {e}")));
-    let mut map_range = |start: u64, end: u64, memory: Memory, what: &str| {
-        if end > start
-            && let Err(e) = table.map(start, start, end - start, memory)
-        {
-            boot_failure(format_args!("mapping {what} [{start:#x}, {end:#x}): {e}"));
-        }
-    };
-    let code = Memory::Normal {
-        write: false,
-        execute: true,
-    };
-    let read_only = Memory::Normal {
-        write: false,
-        execute: false,
-    };
-    let read_write = Memory::Normal {
-        write: true,
-        execute: false,
-    };
-    map_range(image.start, image.text_end, code, "image text");
-    map_range(image.text_end, image.rodata_end, read_only, "image rodata");
-    map_range(image.rodata_end, image.end, read_write, "image data");
-    map_range(
+    let mut map = IdentityMap::<HostPaging>::new(boot_failure);
+    map.map_image(image.start, image.text_end, image.rodata_end, image.end);
+    map.map(
         TRAMPOLINE_ADDRESS,
         TRAMPOLINE_ADDRESS + PAGE_SIZE,
-        code,
+        CODE,
         "AP trampoline",
     );
     let mut rest_of_ram = PhysRangeSet::new();
-    for &bank in &map.ram {
+    for &bank in &memory_map.ram {
         rest_of_ram.insert(bank);
     }
     rest_of_ram.remove(page_range(0, LOW_MEMORY_END));
     rest_of_ram.remove(page_range(image.start, image.end - image.start));
     for range in rest_of_ram.ranges() {
-        map_range(range.start.as_u64(), range.end.as_u64(), read_write, "RAM");
+        map.map(range.start.as_u64(), range.end.as_u64(), READ_WRITE, "RAM");
     }
     let mut devices = PhysRangeSet::new();
     if let Some(base) = local_apic.mmio_base() {
@@ -336,12 +314,12 @@ fn build_hypervisor_map(
         devices.insert(page_range(io_apic.address, PAGE_SIZE));
     }
     for range in devices.ranges() {
-        map_range(
+        map.map(
             range.start.as_u64(),
             range.end.as_u64(),
             Memory::Device,
             "device",
         );
     }
-    table
+    map.into_table()
 }
