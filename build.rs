@@ -56,6 +56,8 @@ fn main() {
 /// `hypervisor::guest_layout`).
 const FIRST_SPI: u32 = 32;
 const SPI_COUNT: u32 = 96;
+/// Pins of an x86 partition's virtual I/O APIC (hypervisor::device::ioapic::PINS).
+const IOAPIC_PINS: u32 = 24;
 
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
@@ -147,6 +149,25 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         let mut pl011 = None;
         let mut pl011_interrupt: Option<u32> = None;
         let mut uart8250: Option<u16> = None;
+        // x86_64: one I/O APIC per VM, (base, name, line), whichever line declares it.
+        let mut ioapic: Option<(u64, String, String)> = None;
+        for vdev in &vm.vdevs {
+            if let Vdev::IoApic(device) = vdev {
+                match &ioapic {
+                    Some((_, _, first)) => errors.push(format!(
+                        "{}: a VM has at most one vdev ioapic (the first is at {first})",
+                        device.at
+                    )),
+                    None => {
+                        ioapic = Some((
+                            device.base.value,
+                            device.name.value.clone(),
+                            device.at.to_string(),
+                        ))
+                    }
+                }
+            }
+        }
         let mut shmem: Vec<String> = Vec::new();
         let mut ivshmem: Vec<String> = Vec::new();
         for vdev in &vm.vdevs {
@@ -188,13 +209,8 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                         device.at
                     )),
                 },
-                Vdev::IoApic(device) => {
-                    errors.push(format!("{}: vdev ioapic is not available yet", device.at))
-                }
-                Vdev::Shmem(device) if arch == Arch::X86_64 => errors.push(format!(
-                    "{}: vdev shmem is not available on x86_64 yet",
-                    device.at
-                )),
+                // Collected above (the validator refuses it on aarch64).
+                Vdev::IoApic(_) => {}
                 Vdev::Shmem(device) => {
                     let rules: Vec<String> = device
                         .rules
@@ -212,6 +228,25 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                         .map(|c| format!("({:?}, {:?}, {:#x})", c.name, c.host_name, c.size))
                         .collect();
                     let mmio = match &device.mmio {
+                        Some(mmio) if arch == Arch::X86_64 => {
+                            let ioapic_name = ioapic.as_ref().map(|(_, name, _)| name.as_str());
+                            if ioapic_name != Some(mmio.intr.controller.as_str()) {
+                                errors.push(format!(
+                                    "{}: on x86_64 a vdev shmem's `intr` names a pin of the VM's vdev ioapic (intr {}:PIN)",
+                                    mmio.intr.at,
+                                    ioapic_name.unwrap_or("IOAPIC-NAME")
+                                ));
+                            } else if mmio.intr.number >= IOAPIC_PINS {
+                                errors.push(format!(
+                                    "{}: {}:{} is beyond the ioapic's {IOAPIC_PINS} pins (0..{})",
+                                    mmio.intr.at,
+                                    mmio.intr.controller,
+                                    mmio.intr.number,
+                                    IOAPIC_PINS - 1
+                                ));
+                            }
+                            format!("Some(({:#x}, {}))", mmio.base.value, mmio.intr.number)
+                        }
                         Some(mmio) => {
                             if mmio.intr.number >= FIRST_SPI + SPI_COUNT {
                                 errors.push(format!(
@@ -232,10 +267,6 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                         creates.join(", ")
                     ));
                 }
-                Vdev::Ivshmem(device) if arch == Arch::X86_64 => errors.push(format!(
-                    "{}: vdev ivshmem is not available on x86_64 yet",
-                    device.at
-                )),
                 Vdev::Ivshmem(device) => ivshmem.push(format!(
                     "hypervisor::config::IvshmemConfig {{ name: {:?}, size: {:#x}, vectors: {} }}",
                     device.name.value,
@@ -292,6 +323,8 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         let _ = writeln!(code, "            pl011: {pl011:?},");
         let _ = writeln!(code, "            pl011_interrupt: {pl011_interrupt:?},");
         let _ = writeln!(code, "            uart8250: {uart8250:?},");
+        let ioapic_base = ioapic.as_ref().map(|(base, _, _)| *base);
+        let _ = writeln!(code, "            ioapic: {ioapic_base:?},");
         let _ = writeln!(code, "            shmem: &[{}],", shmem.join(", "));
         let _ = writeln!(code, "            ivshmem: &[{}],", ivshmem.join(", "));
         let _ = writeln!(code, "        }},");

@@ -13,6 +13,8 @@ mod aarch64;
 mod allocator;
 #[cfg(target_os = "none")]
 mod heap_tables;
+#[cfg(target_os = "none")]
+mod shared_memory;
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 mod x86_64;
 

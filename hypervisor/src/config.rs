@@ -46,6 +46,8 @@ pub struct PartitionConfig {
     pub pl011_interrupt: Option<u32>,
     /// First I/O port of the virtual 16550 (x86 `vdev ser8250`), if the partition has one.
     pub uart8250: Option<u16>,
+    /// Guest-physical base of the virtual I/O APIC (x86 `vdev ioapic`), if it has one.
+    pub ioapic: Option<u64>,
     /// QNX-personality shared-memory devices (`vdev shmem`), in file order.
     pub shmem: &'static [ShmemConfig],
     /// QEMU-personality shared-memory devices (`vdev ivshmem-plain|doorbell`), in file order.
@@ -61,8 +63,9 @@ pub struct ShmemConfig {
     pub substs: &'static [(&'static str, &'static str)],
     /// `create NAME,SIZE`: (guest-visible name, host name, bytes).
     pub creates: &'static [(&'static str, &'static str, u64)],
-    /// `loc` and `intr gic:N`: an MMIO factory page at this address with this INTID;
-    /// `None`: a PCI device.
+    /// `loc` and `intr`: an MMIO factory page at this address with this interrupt (a GIC
+    /// INTID on aarch64, the I/O APIC pin of `intr NAME:PIN` on x86_64); `None`: a PCI
+    /// device.
     pub mmio: Option<(u64, u32)>,
 }
 

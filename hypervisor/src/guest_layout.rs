@@ -37,3 +37,17 @@ pub const MSI_INTIDS: (u32, u32) = (96, 32);
 pub const SHMEM_WINDOWS: u64 = 0x60_0000_0000;
 /// Size of each QNX shmem device's window.
 pub const SHMEM_WINDOW_SIZE: u64 = 0x10_0000_0000;
+
+/// Where an x86_64 partition finds its platform (PC conventions where there are some).
+pub mod x86 {
+    /// PCI configuration space (ECAM, bus 0); the same registers answer through the I/O
+    /// ports 0xCF8/0xCFC (configuration mechanism #1).
+    pub const PCI_ECAM: (u64, u64) = (0xe000_0000, 0x10_0000);
+    /// The host bridge's 32-bit memory window, below the ECAM and the I/O APIC.
+    pub const PCI_MMIO32: (u64, u64) = (0xc000_0000, 0x2000_0000);
+    /// INTx: slot `s`, pin `p` (1 = INTA) drives I/O APIC pin `16 + (s + p - 1) % 4`
+    /// (level-sensitive, active high), like a PC's PIRQ lines.
+    pub const PCI_INTX_FIRST_PIN: u32 = 16;
+    /// First I/O port of PCI configuration mechanism #1 (address at 0xCF8, data at 0xCFC).
+    pub const PCI_CONFIG_PORTS: u16 = 0xcf8;
+}

@@ -148,7 +148,7 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     };
     // SAFETY: the memory map took this range out of free RAM for the heap alone.
     unsafe { ALLOCATOR.init_main(heap.start.as_u64(), heap.size()) };
-    let shared_memory = partitions::shared_memory_size().map(|size| {
+    let shared_memory = crate::shared_memory::size(partitions::configuration()).map(|size| {
         memory_map
             .carve(size, Usage::SharedMemory)
             .unwrap_or_else(|| {

@@ -106,6 +106,16 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
     };
     // SAFETY: the memory map took this range out of free RAM for the heap alone.
     unsafe { ALLOCATOR.init_main(heap.start.as_u64(), heap.size()) };
+    let shared_memory = partitions::shared_memory_size().map(|size| {
+        memory_map
+            .carve(size, Usage::SharedMemory)
+            .unwrap_or_else(|| {
+                boot_failure(format_args!(
+                    "no {} of free RAM for the shared-memory regions and pool",
+                    HumanSize(size)
+                ))
+            })
+    });
     print_memory_map(&memory_map);
 
     let table = build_hypervisor_map(&memory_map, &image, &platform, local_apic);
@@ -152,6 +162,7 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
     partitions::load(
         &memory_map,
         platform.cpus.iter().map(|cpu| cpu.apic_id).collect(),
+        shared_memory,
     );
     println!("boot complete");
 

@@ -148,6 +148,31 @@ pub struct GuestRegisters {
     pub r15: u64,
 }
 
+impl GuestRegisters {
+    /// The register with x86 number `number` (0 RAX, 1 RCX, 2 RDX, 3 RBX, 5 RBP, 6 RSI,
+    /// 7 RDI, 8-15 R8-R15); `None` for 4 (RSP, in the VMCS) and numbers above 15.
+    pub fn by_number(&mut self, number: u8) -> Option<&mut u64> {
+        Some(match number {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return None,
+        })
+    }
+}
+
 global_asm!(
     ".global bulkhead_vmx_run",
     "bulkhead_vmx_run:",
@@ -533,7 +558,13 @@ impl Vmcs {
     /// Moves the guest's RIP past the instruction that exited (which ends blocking by STI
     /// or MOV SS).
     pub fn skip_instruction(&self) {
-        let rip = read(field::GUEST_RIP).wrapping_add(read(field::EXIT_INSTRUCTION_LENGTH));
+        self.advance(read(field::EXIT_INSTRUCTION_LENGTH));
+    }
+
+    /// Moves the guest's RIP `length` bytes on (past an instruction the hypervisor decoded and
+    /// emulated), ending blocking by STI or MOV SS as executing it would have.
+    pub fn advance(&self, length: u64) {
+        let rip = read(field::GUEST_RIP).wrapping_add(length);
         let _ = write(field::GUEST_RIP, rip);
         let interruptibility = read(field::GUEST_INTERRUPTIBILITY);
         if interruptibility & 3 != 0 {

@@ -135,3 +135,21 @@ pub fn enable_this_cpu() -> Result<VmxFeatures, VmxError> {
     }
     Ok(features)
 }
+
+/// Drops this CPU's cached translations derived from the EPT `pointer` names (INVEPT
+/// single-context), after entries were removed or changed. Harmless without VMX operation
+/// being on: the instruction then faults, so callers only use it in VMX operation.
+pub fn invalidate_ept(pointer: u64) {
+    let descriptor: [u64; 2] = [pointer, 0];
+    // SAFETY: executed in VMX root operation (the vCPU loop runs only after VMXON on this
+    // CPU), with a valid 128-bit descriptor in memory; type 1 = single-context, which the EPT
+    // capabilities Bulkhead requires include (EPT_VPID_CAP bit 25). Only TLB state changes.
+    unsafe {
+        asm!(
+            "invept {kind}, [{descriptor}]",
+            kind = in(reg) 1_u64,
+            descriptor = in(reg) &descriptor,
+            options(nostack, readonly)
+        );
+    }
+}

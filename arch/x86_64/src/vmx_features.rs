@@ -26,6 +26,7 @@ const EPT_WRITE_BACK: u64 = 1 << 14;
 const EPT_2MIB_PAGES: u64 = 1 << 16;
 const EPT_1GIB_PAGES: u64 = 1 << 17;
 const EPT_INVEPT: u64 = 1 << 20;
+const EPT_INVEPT_SINGLE_CONTEXT: u64 = 1 << 25;
 const VPID_INVVPID: u64 = 1 << 32;
 
 /// The CPUID bits and MSR values that decide whether Bulkhead can use VMX on a CPU.
@@ -120,6 +121,7 @@ impl VmxProbe {
                 (EPT_WRITE_BACK, "write-back EPT structures"),
                 (EPT_2MIB_PAGES, "2 MiB EPT pages"),
                 (EPT_INVEPT, "INVEPT"),
+                (EPT_INVEPT_SINGLE_CONTEXT, "single-context INVEPT"),
             ] {
                 if capabilities & bit == 0 {
                     missing.push(name.into());
@@ -222,7 +224,8 @@ mod tests {
                 "unrestricted guest",
                 "write-back EPT structures",
                 "2 MiB EPT pages",
-                "INVEPT"
+                "INVEPT",
+                "single-context INVEPT"
             ]
         );
         let probe = VmxProbe {

@@ -71,6 +71,9 @@ pub enum Destination {
 pub enum Written {
     /// Nothing more to do.
     Done,
+    /// EOI ended the interrupt with this vector (the I/O APIC may wait for it: the EOI
+    /// broadcast of a level-triggered interrupt).
+    EndOfInterrupt(u8),
     /// A fixed IPI with `vector` to `destination` (a self IPI is already accepted).
     Ipi {
         /// The vector.
@@ -204,11 +207,12 @@ impl VirtualX2apic {
         *word |= mask;
     }
 
-    fn end_of_interrupt(&mut self) {
-        if let Some(vector) = highest(&self.isr) {
-            let (word, mask) = bit(&mut self.isr, vector);
-            *word &= !mask;
-        }
+    /// Ends the highest in-service interrupt; returns its vector.
+    fn end_of_interrupt(&mut self) -> Option<u8> {
+        let vector = highest(&self.isr)?;
+        let (word, mask) = bit(&mut self.isr, vector);
+        *word &= !mask;
+        Some(vector)
     }
 
     fn current_count(&self, now: u64) -> u64 {
@@ -264,7 +268,11 @@ impl VirtualX2apic {
             // Enabled x2APIC mode is the only mode: writes keeping it are accepted.
             msr::APIC_BASE if value & (3 << 10) == 3 << 10 => {}
             msr::TPR => self.tpr = low as u8,
-            msr::EOI => self.end_of_interrupt(),
+            msr::EOI => {
+                if let Some(vector) = self.end_of_interrupt() {
+                    return Some(Written::EndOfInterrupt(vector));
+                }
+            }
             msr::SVR => self.svr = low & 0x1ff,
             msr::ESR => self.esr = 0,
             msr::LVT_TIMER..=msr::LVT_ERROR => {
@@ -349,8 +357,13 @@ mod tests {
         apic.acknowledge(0x30);
         assert_eq!(apic.deliverable(), None);
         assert_eq!(apic.read(msr::ISR + 1, 0), Some(1 << 16));
-        apic.write(msr::EOI, 0, 0).unwrap();
+        assert_eq!(
+            apic.write(msr::EOI, 0, 0),
+            Some(Written::EndOfInterrupt(0x30))
+        );
         assert_eq!(apic.read(msr::ISR + 1, 0), Some(0));
+        // Nothing in service: an EOI does nothing.
+        assert_eq!(apic.write(msr::EOI, 0, 0), Some(Written::Done));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! the device (console bytes, interrupts) go into an [`Effects`] list the caller applies.
 //! Unknown registers read as zero and ignore writes.
 
+pub mod apic;
 pub mod gic;
+pub mod ioapic;
 pub mod pl011;
 pub mod port;
 pub mod uart16550;
@@ -41,6 +43,14 @@ pub enum Effect {
     Raise {
         /// INTID.
         intid: u32,
+    },
+    /// An MSI message on an x86 partition's APIC bus (address 0xFEEx_xxxx, data with the
+    /// vector): see [`apic::ApicBus::message`].
+    Message {
+        /// Message address.
+        address: u64,
+        /// Message data.
+        data: u32,
     },
     /// Map host memory into this partition's stage 2 (normal memory, read-write, never
     /// executable). Both addresses and the size are page-aligned.

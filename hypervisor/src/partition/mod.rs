@@ -18,15 +18,18 @@ use crate::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::config::{FaultPolicy, PartitionConfig};
 use crate::console::CONSOLE;
 use crate::console_mux::ConsoleLine;
+use crate::device::apic::ApicBus;
 use crate::device::gic::{GicVersion, ListEntries, ListEntry, VirtualGic, Wakeups};
 use crate::device::pl011::VirtualPl011;
 use crate::device::port::PortTable;
 use crate::device::uart16550::Virtual16550;
-use crate::device::{ClientId, DeviceTable, DispatchError, Effect, Effects, SignalTarget};
+use crate::device::{
+    ClientId, DeviceTable, DispatchError, Effect, Effects, InterruptLines, SignalTarget,
+};
 use crate::exit::{Action, Exit};
 use crate::guest_layout;
-use crate::pci::PciBridge;
 use crate::pci::doorbell::SharedBoard;
+use crate::pci::{GuestPci, PciBridge};
 use crate::psci::{self, Request, status};
 use crate::shmem::Registry;
 
@@ -145,7 +148,7 @@ pub struct Partition {
     pub index: usize,
     vcpus: Vec<VcpuSlot>,
     inner: Mutex<Inner>,
-    gic: Arc<VirtualGic>,
+    controller: Controller,
     stopped: AtomicBool,
     /// Shared-memory devices, by their index in [`ClientId::device`].
     signal_targets: Vec<Arc<dyn SignalTarget>>,
@@ -153,6 +156,57 @@ pub struct Partition {
     releasers: Vec<Arc<dyn SignalTarget>>,
     /// The virtual PCI host bridge.
     pci: PciBridge,
+}
+
+/// The interrupt controller a partition's guest sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptModel {
+    /// aarch64: a virtual GIC of this version.
+    Gic(GicVersion),
+    /// x86_64: local APICs (x2APIC, kept by arch code per vCPU) on an [`ApicBus`], with the
+    /// I/O APIC the configuration asks for.
+    Apic,
+}
+
+/// A partition's interrupt controller.
+enum Controller {
+    Gic(Arc<VirtualGic>),
+    Apic(Arc<ApicBus>),
+}
+
+impl Controller {
+    /// Sets a level-sensitive line: a GIC SPI, or an I/O APIC pin.
+    fn set_line(&self, intid: u32, level: bool) -> Wakeups {
+        match self {
+            Controller::Gic(gic) => gic.set_spi_level(intid, level),
+            Controller::Apic(bus) => Wakeups::from_bits(bus.set_line(intid, level)),
+        }
+    }
+
+    /// vCPUs a GIC operation made something deliverable to since last asked.
+    fn take_wakeups(&self) -> Wakeups {
+        match self {
+            Controller::Gic(gic) => gic.take_wakeups(),
+            Controller::Apic(_) => Wakeups::from_bits(0),
+        }
+    }
+
+    fn lines(&self) -> Arc<dyn InterruptLines> {
+        match self {
+            Controller::Gic(gic) => gic.clone(),
+            Controller::Apic(bus) => bus.clone(),
+        }
+    }
+
+    fn reset(&self, vcpus: usize) {
+        match self {
+            Controller::Gic(gic) => {
+                gic.reset();
+                link_timers(gic, vcpus);
+            }
+            Controller::Apic(bus) => bus.reset(),
+        }
+    }
 }
 
 /// Fault restarts a partition with fault policy `restart` gets before it is stopped instead
@@ -183,7 +237,7 @@ impl Partition {
     pub fn new(
         index: usize,
         config: &'static PartitionConfig,
-        gic_version: GicVersion,
+        model: InterruptModel,
         shared: Option<&'static SharedMemorySystem>,
     ) -> Partition {
         let vcpus = config
@@ -213,29 +267,56 @@ impl Partition {
             // The configuration validator already refused overlapping devices.
             let _ = ports.insert(port, Box::new(Virtual16550::new()));
         }
-        let gic = Arc::new(VirtualGic::new(
+        let (controller, layout) = match model {
+            InterruptModel::Gic(version) => {
+                let gic = Arc::new(VirtualGic::new(
+                    version,
+                    config.vcpus.len(),
+                    guest_layout::SPI_COUNT,
+                ));
+                link_timers(&gic, config.vcpus.len());
+                let _ = devices.insert(
+                    GuestPhysAddr::new(guest_layout::GIC_DISTRIBUTOR.0),
+                    gic.distributor(),
+                );
+                if let Some(redistributors) = gic.redistributors() {
+                    let _ = devices.insert(
+                        GuestPhysAddr::new(guest_layout::GIC_REDISTRIBUTORS),
+                        redistributors,
+                    );
+                }
+                (Controller::Gic(gic), GuestPci::QEMU_VIRT)
+            }
+            InterruptModel::Apic => {
+                let bus = Arc::new(ApicBus::new(config.vcpus.len(), config.ioapic.is_some()));
+                if let (Some(base), Some(frame)) = (config.ioapic, bus.ioapic_frame()) {
+                    // The configuration validator already refused overlapping devices.
+                    let _ = devices.insert(GuestPhysAddr::new(base), frame);
+                }
+                (Controller::Apic(bus), GuestPci::X86)
+            }
+        };
+        let gic_version = match model {
+            InterruptModel::Gic(version) => Some(version),
+            InterruptModel::Apic => None,
+        };
+        let (shared_devices, pci) = shared_memory_devices(
+            index,
+            config,
+            layout,
+            controller.lines(),
             gic_version,
-            config.vcpus.len(),
-            guest_layout::SPI_COUNT,
-        ));
-        link_timers(&gic, config.vcpus.len());
-        let _ = devices.insert(
-            GuestPhysAddr::new(guest_layout::GIC_DISTRIBUTOR.0),
-            gic.distributor(),
+            shared,
+            &mut devices,
         );
-        if let Some(redistributors) = gic.redistributors() {
-            let _ = devices.insert(
-                GuestPhysAddr::new(guest_layout::GIC_REDISTRIBUTORS),
-                redistributors,
-            );
+        if layout.apic {
+            let _ = ports.insert(guest_layout::x86::PCI_CONFIG_PORTS, pci.config_ports());
         }
-        let (shared_devices, pci) =
-            shared_memory_devices(index, config, &gic, shared, &mut devices);
         Partition {
             config,
             index,
             vcpus,
-            gic,
+            controller,
             stopped: AtomicBool::new(false),
             signal_targets: shared_devices.targets,
             releasers: shared_devices.releasers,
@@ -308,8 +389,7 @@ impl Partition {
 
     /// Resets vCPU states for a restart: vCPU 0 on, the others off, no pending starts.
     pub fn reset_vcpus(&self) {
-        self.gic.reset();
-        link_timers(&self.gic, self.vcpus.len());
+        self.controller.reset(self.vcpus.len());
         for (i, slot) in self.vcpus.iter().enumerate() {
             *slot.start.lock() = None;
             let state = if i == 0 {
@@ -340,7 +420,7 @@ impl Partition {
                     .devices
                     .read(vcpu, address, width, &mut effects);
                 self.apply(vcpu, &mut effects, platform);
-                self.wake(vcpu, self.gic.take_wakeups(), platform);
+                self.wake(vcpu, self.controller.take_wakeups(), platform);
                 match result {
                     Ok(value) => Action::CompleteRead(value),
                     Err(error) => self.fault(
@@ -362,7 +442,7 @@ impl Partition {
                         .devices
                         .write(vcpu, address, width, value, &mut effects);
                 self.apply(vcpu, &mut effects, platform);
-                self.wake(vcpu, self.gic.take_wakeups(), platform);
+                self.wake(vcpu, self.controller.take_wakeups(), platform);
                 match result {
                     Ok(()) => Action::Resume,
                     Err(error) => self.fault(
@@ -389,15 +469,21 @@ impl Partition {
                 ),
             },
             Exit::WaitForInterrupt => {
-                if self.gic.has_pending(vcpu) {
+                let pending = match &self.controller {
+                    Controller::Gic(gic) => gic.has_pending(vcpu),
+                    Controller::Apic(bus) => bus.has_posted(vcpu),
+                };
+                if pending {
                     Action::Resume
                 } else {
                     Action::Idle
                 }
             }
             Exit::SendSoftwareInterrupt { value } => {
-                let wakeups = self.gic.write_sgi1r(vcpu, value);
-                self.wake(vcpu, wakeups, platform);
+                if let Controller::Gic(gic) = &self.controller {
+                    let wakeups = gic.write_sgi1r(vcpu, value);
+                    self.wake(vcpu, wakeups, platform);
+                }
                 Action::Resume
             }
             Exit::GuestFault {
@@ -424,13 +510,21 @@ impl Partition {
                     }
                 }
                 Effect::SetLevel { intid, level } => {
-                    let wakeups = self.gic.set_spi_level(intid, level);
+                    let wakeups = self.controller.set_line(intid, level);
                     self.wake(vcpu, wakeups, platform);
                 }
                 Effect::Wake { vcpus } => self.wake(vcpu, Wakeups::from_bits(vcpus), platform),
                 Effect::Raise { intid } => {
-                    let wakeups = self.gic.raise(intid, 0);
-                    self.wake(vcpu, wakeups, platform);
+                    if let Controller::Gic(gic) = &self.controller {
+                        let wakeups = gic.raise(intid, 0);
+                        self.wake(vcpu, wakeups, platform);
+                    }
+                }
+                Effect::Message { address, data } => {
+                    if let Controller::Apic(bus) = &self.controller {
+                        let wakeups = Wakeups::from_bits(bus.message(address, data));
+                        self.wake(vcpu, wakeups, platform);
+                    }
                 }
                 Effect::MapMemory { guest, host, size } => {
                     if let Err(reason) = platform.map_memory(self.index, guest, host, size) {
@@ -508,25 +602,66 @@ impl Partition {
         entries: &mut ListEntries,
         platform: &dyn Platform,
     ) {
-        self.gic.flush_into(vcpu, slots, entries);
-        self.wake(vcpu, self.gic.take_wakeups(), platform);
+        if let Controller::Gic(gic) = &self.controller {
+            gic.flush_into(vcpu, slots, entries);
+            self.wake(vcpu, gic.take_wakeups(), platform);
+        }
     }
 
     /// What the list registers of vCPU `vcpu` held after it ran.
     pub fn fold_interrupts(&self, vcpu: usize, entries: &[ListEntry], platform: &dyn Platform) {
-        self.gic.fold(vcpu, entries);
-        self.wake(vcpu, self.gic.take_wakeups(), platform);
+        if let Controller::Gic(gic) = &self.controller {
+            gic.fold(vcpu, entries);
+            self.wake(vcpu, gic.take_wakeups(), platform);
+        }
     }
 
     /// The virtual timer of vCPU `vcpu` fired (the physical PPI stays active until the guest
     /// deactivates the virtual one, through the hardware link).
     pub fn virtual_timer_fired(&self, vcpu: usize) {
-        let _ = self.gic.raise(guest_layout::VIRTUAL_TIMER_INTID, vcpu);
+        if let Controller::Gic(gic) = &self.controller {
+            let _ = gic.raise(guest_layout::VIRTUAL_TIMER_INTID, vcpu);
+        }
     }
 
-    /// The GIC version the partition sees.
-    pub fn gic_version(&self) -> GicVersion {
-        self.gic.version()
+    /// The GIC version the partition sees (`None`: an x86 partition).
+    pub fn gic_version(&self) -> Option<GicVersion> {
+        match &self.controller {
+            Controller::Gic(gic) => Some(gic.version()),
+            Controller::Apic(_) => None,
+        }
+    }
+
+    /// The APIC bus of an x86 partition (where its vCPUs' interrupts are posted).
+    pub fn apic_bus(&self) -> Option<&ApicBus> {
+        match &self.controller {
+            Controller::Apic(bus) => Some(bus),
+            Controller::Gic(_) => None,
+        }
+    }
+
+    /// An x86 vCPU `vcpu` ended the interrupt with `vector` (x2APIC EOI): I/O APIC level
+    /// pins waiting for it may fire again; their vCPUs are kicked.
+    pub fn end_of_interrupt(&self, vcpu: usize, vector: u8, platform: &dyn Platform) {
+        if let Controller::Apic(bus) = &self.controller {
+            let wakeups = Wakeups::from_bits(bus.end_of_interrupt(vector));
+            self.wake(vcpu, wakeups, platform);
+        }
+    }
+
+    /// Posts fixed interrupt `vector` to vCPU `target` of this x86 partition (an IPI another
+    /// vCPU sent, kept inside the partition) and kicks its CPU.
+    pub fn post_interrupt(
+        &self,
+        sender: usize,
+        target: usize,
+        vector: u8,
+        platform: &dyn Platform,
+    ) {
+        if let Controller::Apic(bus) = &self.controller {
+            let wakeups = Wakeups::from_bits(bus.post(target, vector));
+            self.wake(sender, wakeups, platform);
+        }
     }
 
     fn psci(&self, vcpu: usize, request: Request, platform: &dyn Platform) -> Action {
@@ -679,17 +814,17 @@ impl fmt::Debug for SharedMemorySystem {
 }
 
 impl System {
-    /// The run-time system from the static configuration; partitions see a GIC of
-    /// `gic_version`.
+    /// The run-time system from the static configuration; partitions see `model`'s
+    /// interrupt controller.
     pub fn new(
         configs: &'static [PartitionConfig],
-        gic_version: GicVersion,
+        model: InterruptModel,
         shared: Option<&'static SharedMemorySystem>,
     ) -> System {
         let partitions: Vec<Partition> = configs
             .iter()
             .enumerate()
-            .map(|(index, config)| Partition::new(index, config, gic_version, shared))
+            .map(|(index, config)| Partition::new(index, config, model, shared))
             .collect();
         let running = AtomicUsize::new(partitions.len());
         System {

@@ -10,7 +10,7 @@ use super::SharedMemorySystem;
 use crate::addr::GuestPhysAddr;
 use crate::config::PartitionConfig;
 use crate::console::CONSOLE;
-use crate::device::gic::VirtualGic;
+use crate::device::gic::{GicVersion, VirtualGic};
 use crate::device::{ClientId, DeviceTable, InterruptLines, SignalTarget};
 use crate::guest_layout;
 use crate::pci::doorbell;
@@ -32,16 +32,17 @@ pub(super) struct SharedDevices {
 pub(super) fn shared_memory_devices(
     index: usize,
     config: &'static PartitionConfig,
-    gic: &Arc<VirtualGic>,
+    layout: GuestPci,
+    lines: Arc<dyn InterruptLines>,
+    gic_version: Option<GicVersion>,
     shared: Option<&'static SharedMemorySystem>,
     devices: &mut DeviceTable,
 ) -> (SharedDevices, PciBridge) {
     let ram: Vec<(u64, u64)> = config.ram.iter().map(|r| (r.guest_base, r.size)).collect();
-    let bridge = PciBridge::new(GuestPci::QEMU_VIRT, &ram);
+    let bridge = PciBridge::new(layout, &ram);
     // Lines are set under the devices' own locks (see `InterruptLines`).
-    let lines: Arc<dyn InterruptLines> = gic.clone();
     bridge.set_lines(lines.clone());
-    for (base, frame) in bridge.mmio_devices(gic.version()) {
+    for (base, frame) in bridge.mmio_devices(gic_version) {
         let _ = devices.insert(base, frame);
     }
     let mut built = SharedDevices {
@@ -84,7 +85,7 @@ pub(super) fn shared_memory_devices(
         );
         let intid = match shmem.mmio {
             Some((_, intid)) => intid,
-            None => GuestPci::QEMU_VIRT.intx_intid(slot, 1).unwrap_or(0),
+            None => layout.intx_intid(slot, 1).unwrap_or(0),
         };
         let device = QnxShmem::new(
             Policy::new(rules, substs),

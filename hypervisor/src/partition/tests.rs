@@ -25,6 +25,7 @@ fn config(policy: FaultPolicy) -> &'static PartitionConfig {
         pl011: Some(0x0900_0000),
         pl011_interrupt: None,
         uart8250: Some(0x3f8),
+        ioapic: None,
         shmem: &[],
         ivshmem: &[],
     }))
@@ -39,7 +40,12 @@ fn call(function: u32, arguments: [u64; 4]) -> Exit {
 
 #[test]
 fn psci_cpu_on_affinity_info_and_off() {
-    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let partition = Partition::new(
+        0,
+        config(FaultPolicy::Stop),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     let kicks = Kicks(RefCell::new(Vec::new()));
     let on = |target| call(psci::CPU_ON[1], [target, 0x4020_1000, 42, 0]);
     let info = |target| call(psci::AFFINITY_INFO[1], [target, 0, 0, 0]);
@@ -89,7 +95,12 @@ fn psci_cpu_on_affinity_info_and_off() {
 
 #[test]
 fn psci_version_features_and_system_off() {
-    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let partition = Partition::new(
+        0,
+        config(FaultPolicy::Stop),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     let kicks = Kicks(RefCell::new(Vec::new()));
     assert_eq!(
         partition.handle_exit(0, call(psci::VERSION, [0; 4]), &kicks),
@@ -128,7 +139,12 @@ fn faults_stop_or_restart_by_policy() {
         value: 1,
         syndrome: 0x9200_0046,
     };
-    let stopping = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let stopping = Partition::new(
+        0,
+        config(FaultPolicy::Stop),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     assert_eq!(
         stopping.handle_exit(0, stray, &kicks),
         Action::StopPartition
@@ -146,7 +162,12 @@ fn faults_stop_or_restart_by_policy() {
     );
     assert!(description.contains("syndrome 0x92000046"), "{description}");
 
-    let limited = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
+    let limited = Partition::new(
+        0,
+        config(FaultPolicy::Restart),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     assert_eq!(limited.runnable(1), Runnable::Park);
     assert_eq!(limited.runnable(0), Runnable::Run);
     for _ in 0..MAX_FAULT_RESTARTS {
@@ -170,7 +191,12 @@ fn faults_stop_or_restart_by_policy() {
         "{description}"
     );
 
-    let restarting = Partition::new(0, config(FaultPolicy::Restart), GicVersion::V3, None);
+    let restarting = Partition::new(
+        0,
+        config(FaultPolicy::Restart),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     assert_eq!(
         restarting.handle_exit(0, stray, &kicks),
         Action::RestartPartition
@@ -185,7 +211,12 @@ fn faults_stop_or_restart_by_policy() {
 
 #[test]
 fn console_and_device_reads() {
-    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let partition = Partition::new(
+        0,
+        config(FaultPolicy::Stop),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     let kicks = Kicks(RefCell::new(Vec::new()));
     let flag = Exit::MmioRead {
         address: GuestPhysAddr::new(0x0900_0018),
@@ -200,7 +231,12 @@ fn console_and_device_reads() {
 
 #[test]
 fn port_io_reaches_the_16550_and_stray_ports_stop_the_partition() {
-    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let partition = Partition::new(
+        0,
+        config(FaultPolicy::Stop),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     let kicks = Kicks(RefCell::new(Vec::new()));
     let out = |port, value| Exit::PortWrite {
         port,
@@ -237,7 +273,12 @@ fn port_io_reaches_the_16550_and_stray_ports_stop_the_partition() {
 
 #[test]
 fn sgis_kick_the_target_cpu_and_end_its_idle() {
-    let partition = Partition::new(0, config(FaultPolicy::Stop), GicVersion::V3, None);
+    let partition = Partition::new(
+        0,
+        config(FaultPolicy::Stop),
+        InterruptModel::Gic(GicVersion::V3),
+        None,
+    );
     let kicks = Kicks(RefCell::new(Vec::new()));
     let gicr_sgi =
         guest_layout::GIC_REDISTRIBUTORS + guest_layout::GIC_REDISTRIBUTOR_SIZE + 0x1_0000;
@@ -289,7 +330,7 @@ fn last_partition_stopping_is_reported() {
         *config(FaultPolicy::Stop),
         *config(FaultPolicy::Stop),
     ]));
-    let system = System::new(configs, GicVersion::V3, None);
+    let system = System::new(configs, InterruptModel::Gic(GicVersion::V3), None);
     assert!(!system.partition_stopped());
     assert!(system.partition_stopped());
 }

@@ -135,7 +135,17 @@ impl Bridge {
                 bar
             })
         });
-        let config = ConfigSpace::new(function.identity(), pin, bars, msix_spec.map(Msix::new));
+        let mut config = ConfigSpace::new(function.identity(), pin, bars, msix_spec.map(Msix::new));
+        if self.layout.apic {
+            // PC firmware leaves the I/O APIC pin of the function's INTx in Interrupt Line
+            // (0xff: no interrupt).
+            let line = self
+                .layout
+                .intx_intid(number, pin)
+                .and_then(|pin| u8::try_from(pin).ok())
+                .unwrap_or(0xff);
+            config.set_firmware_line(line);
+        }
         if let Some(entry) = self.slots.get_mut(index) {
             *entry = Some(Slot {
                 function,

@@ -98,6 +98,8 @@ pub(crate) struct ConfigSpace {
     pub(crate) command: u16,
     cache_line_size: u8,
     interrupt_line: u8,
+    /// What Interrupt Line holds at reset (firmware's routing; 0 on QEMU virt).
+    firmware_line: u8,
     interrupt_pin: u8,
     pub(crate) bars: [Option<Bar>; BAR_COUNT],
     pub(crate) msix: Option<Msix>,
@@ -116,17 +118,24 @@ impl ConfigSpace {
             command: 0,
             cache_line_size: 0,
             interrupt_line: 0,
+            firmware_line: 0,
             interrupt_pin,
             bars,
             msix,
         }
     }
 
+    /// Sets what Interrupt Line holds now and after every reset.
+    pub(crate) fn set_firmware_line(&mut self, line: u8) {
+        self.firmware_line = line;
+        self.interrupt_line = line;
+    }
+
     /// Back to the reset state with the BARs at `bars`.
     pub(crate) fn reset(&mut self, bars: [Option<Bar>; BAR_COUNT]) {
         self.command = 0;
         self.cache_line_size = 0;
-        self.interrupt_line = 0;
+        self.interrupt_line = self.firmware_line;
         self.bars = bars;
         if let Some(msix) = &mut self.msix {
             *msix = Msix::new(msix.spec());

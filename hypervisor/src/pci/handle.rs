@@ -84,7 +84,10 @@ impl PciBridge {
 
     /// The frames to put in the partition's device table: ECAM, the 32-bit window, the 64-bit
     /// window, and with a GICv2 and MSI the v2m frame the device tree describes.
-    pub fn mmio_devices(&self, gic: GicVersion) -> Vec<(GuestPhysAddr, Box<dyn MmioDevice>)> {
+    pub fn mmio_devices(
+        &self,
+        gic: Option<GicVersion>,
+    ) -> Vec<(GuestPhysAddr, Box<dyn MmioDevice>)> {
         let layout = self.layout();
         let mut devices: Vec<(GuestPhysAddr, Box<dyn MmioDevice>)> = [
             (Frame::Ecam, layout.ecam, "pci-ecam"),
@@ -105,12 +108,97 @@ impl PciBridge {
             )
         })
         .collect();
-        if gic == GicVersion::V2
+        if gic == Some(GicVersion::V2)
             && let Some(frame) = V2mFrame::new(layout)
         {
             devices.push((GuestPhysAddr::new(layout.v2m_frame.0), Box::new(frame)));
         }
         devices
+    }
+}
+
+impl PciBridge {
+    /// Configuration mechanism #1 for the partition's I/O-port table (x86): CONFIG_ADDRESS
+    /// at port offset 0 (a dword: enable bit 31, bus 23:16, device 15:11, function 10:8,
+    /// register 7:2), CONFIG_DATA at offsets 4-7 (any width), reaching the same registers
+    /// as the ECAM.
+    pub fn config_ports(&self) -> Box<dyn MmioDevice> {
+        Box::new(ConfigPorts {
+            bridge: self.inner.clone(),
+            address: 0,
+        })
+    }
+}
+
+/// The 8 ports of configuration mechanism #1 (0xCF8-0xCFF).
+struct ConfigPorts {
+    bridge: Arc<Mutex<Bridge>>,
+    address: u32,
+}
+
+impl ConfigPorts {
+    const ENABLE: u32 = 1 << 31;
+
+    /// The ECAM offset CONFIG_ADDRESS selects plus `offset` into CONFIG_DATA, if enabled
+    /// and on bus 0 (the only bus).
+    fn ecam_offset(&self, offset: u64) -> Option<u64> {
+        let bus = (self.address >> 16) & 0xff;
+        if self.address & Self::ENABLE == 0 || bus != 0 {
+            return None;
+        }
+        let function = u64::from((self.address >> 8) & 0xff);
+        let register = u64::from(self.address & 0xfc);
+        Some((function << 12) | register | (offset - 4))
+    }
+}
+
+impl MmioDevice for ConfigPorts {
+    fn name(&self) -> &'static str {
+        "pci-config-ports"
+    }
+
+    fn size(&self) -> u64 {
+        8
+    }
+
+    fn read(
+        &mut self,
+        _vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        effects: &mut Effects,
+    ) -> u64 {
+        match offset {
+            // Only dword accesses reach CONFIG_ADDRESS (narrower ones are other chipset
+            // registers on a PC: nothing here).
+            0 if width == AccessWidth::Word => u64::from(self.address),
+            0..4 => width.mask(),
+            _ => match self.ecam_offset(offset) {
+                Some(at) => self.bridge.lock().read(Frame::Ecam, at, width, effects),
+                None => width.mask(),
+            },
+        }
+    }
+
+    fn write(
+        &mut self,
+        _vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        value: u64,
+        effects: &mut Effects,
+    ) {
+        match offset {
+            0 if width == AccessWidth::Word => self.address = (value as u32) & !0x7f00_0003,
+            0..4 => {}
+            _ => {
+                if let Some(at) = self.ecam_offset(offset) {
+                    self.bridge
+                        .lock()
+                        .write(Frame::Ecam, at, width, value, effects);
+                }
+            }
+        }
     }
 }
 

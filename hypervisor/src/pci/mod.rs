@@ -63,6 +63,11 @@ pub struct GuestPci {
     pub msi: Option<(u32, u32)>,
     /// The GICv2m frame `(base, size)` (used only with a GICv2).
     pub v2m_frame: (u64, u64),
+    /// An x86 APIC platform: MSI-X messages go to the local APICs as they are written
+    /// (address 0xFEE0_0000 | APIC ID << 12, data = vector: [`Effect::Message`]) instead of
+    /// naming GIC INTIDs, INTx lines are I/O APIC pins, and each function's Interrupt Line
+    /// register starts at its pin's number, as PC firmware leaves it.
+    pub apic: bool,
 }
 
 impl GuestPci {
@@ -74,6 +79,19 @@ impl GuestPci {
         intx_first: guest_layout::PCI_INTX_FIRST,
         msi: Some(guest_layout::MSI_INTIDS),
         v2m_frame: V2M_FRAME,
+        apic: false,
+    };
+
+    /// The layout of an x86_64 partition ([`crate::guest_layout::x86`]): ECAM and the 32-bit
+    /// window below the I/O APIC, INTx on I/O APIC pins 16-19, MSI-X to the local APICs.
+    pub const X86: GuestPci = GuestPci {
+        ecam: guest_layout::x86::PCI_ECAM,
+        mmio32: guest_layout::x86::PCI_MMIO32,
+        mmio64: guest_layout::PCI_MMIO64,
+        intx_first: guest_layout::x86::PCI_INTX_FIRST_PIN,
+        msi: None,
+        v2m_frame: (0, 0),
+        apic: true,
     };
 
     /// The INTID slot `slot`'s interrupt pin `pin` (1 = INTA .. 4 = INTD) raises, or `None`

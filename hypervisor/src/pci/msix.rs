@@ -26,9 +26,8 @@ const VECTOR_MASKED: u32 = 1;
 /// Most vectors the capability can describe.
 pub(crate) const MAX_VECTORS: u16 = 2048;
 
-/// Table entry words: message address low/high, message data, vector control.
+/// Table entry words: message address low (0), high (1), message data (2), vector control.
 const ADDRESS_LOW: usize = 0;
-const DATA: usize = 2;
 const VECTOR_CONTROL: usize = 3;
 
 pub(crate) struct Msix {
@@ -202,9 +201,13 @@ impl Msix {
     }
 
     fn send(&self, vector: usize, layout: &GuestPci, effects: &mut Effects) {
-        if let Some(entry) = self.table.get(vector)
-            && let Some(intid) = layout.msi_intid(entry[DATA])
-        {
+        let Some(&[low, high, data, _]) = self.table.get(vector) else {
+            return;
+        };
+        if layout.apic {
+            let address = (u64::from(high) << 32) | u64::from(low);
+            effects.push(Effect::Message { address, data });
+        } else if let Some(intid) = layout.msi_intid(data) {
             effects.push(Effect::Raise { intid });
         }
     }

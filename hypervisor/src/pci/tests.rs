@@ -28,7 +28,7 @@ impl Harness {
     pub(crate) fn new(ram: &[(u64, u64)]) -> Self {
         let bridge = PciBridge::new(GuestPci::QEMU_VIRT, ram);
         let mut table = DeviceTable::new();
-        for (base, device) in bridge.mmio_devices(GicVersion::V3) {
+        for (base, device) in bridge.mmio_devices(Some(GicVersion::V3)) {
             assert!(table.insert(base, device).is_ok());
         }
         Self {
@@ -686,4 +686,76 @@ fn garbage_never_panics() {
             );
         }
     }
+}
+
+#[test]
+fn x86_config_ports_interrupt_line_and_msi_messages() {
+    use crate::device::port::PortTable;
+    let layout = GuestPci::X86;
+    let bridge = PciBridge::new(layout, &[(0, 0x100_0000)]);
+    let mut ports = PortTable::new();
+    assert!(ports.insert(0xcf8, bridge.config_ports()).is_ok());
+    let mut table = DeviceTable::new();
+    for (base, device) in bridge.mmio_devices(None) {
+        assert!(table.insert(base, device).is_ok());
+    }
+    let (function, state) = probe(1, true);
+    bridge.add_function(2, function).unwrap();
+    let mut effects = Effects::default();
+    let address = |register: u64| 0x8000_0000 | (2 << 11) | register;
+    let mut config_read = |ports: &mut PortTable, register: u64, width, offset: u16| {
+        ports
+            .write(0, 0xcf8, Word, address(register), &mut effects)
+            .unwrap();
+        ports.read(0, 0xcfc + offset, width, &mut effects).unwrap()
+    };
+    // Identity through CONFIG_ADDRESS/CONFIG_DATA, also by byte and word.
+    assert_eq!(config_read(&mut ports, 0, Word, 0), 0x5678_1234);
+    assert_eq!(config_read(&mut ports, 0, Half, 2), 0x5678);
+    assert_eq!(config_read(&mut ports, 0, Byte, 1), 0x12);
+    // Interrupt Line = the I/O APIC pin of slot 2 INTA (16 + (2 + 1 - 1) % 4), pin 1.
+    assert_eq!(config_read(&mut ports, 0x3c, Half, 0), 0x0112);
+    // CONFIG_ADDRESS reads back; disabled or another bus: all ones; narrow 0xcf8 is not it.
+    let mut effects = Effects::default();
+    assert_eq!(ports.read(0, 0xcf8, Word, &mut effects), Ok(address(0x3c)));
+    ports
+        .write(0, 0xcf8, Word, 0x0001_0000, &mut effects)
+        .unwrap();
+    assert_eq!(ports.read(0, 0xcfc, Word, &mut effects), Ok(0xffff_ffff));
+    ports
+        .write(0, 0xcf8, Word, 0x8001_0000, &mut effects)
+        .unwrap();
+    assert_eq!(ports.read(0, 0xcfc, Word, &mut effects), Ok(0xffff_ffff));
+    ports.write(0, 0xcfb, Byte, 0x12, &mut effects).unwrap();
+    assert_eq!(ports.read(0, 0xcf8, Word, &mut effects), Ok(0x8001_0000));
+    // Memory decoding on and MSI-X enabled through the ports; an x86 message leaves as is.
+    let mut config_write = |register: u64, width, value| {
+        ports
+            .write(0, 0xcf8, Word, address(register & !3), &mut effects)
+            .unwrap();
+        ports
+            .write(0, 0xcfc + (register as u16 & 3), width, value, &mut effects)
+            .unwrap();
+    };
+    config_write(4, Half, 2);
+    config_write(0x42, Half, 0x8000);
+    let msix_table = layout.mmio32.0 + 0x1000;
+    let mut effects = Effects::default();
+    let mut write = |at: u64, width, value| {
+        table
+            .write(0, GuestPhysAddr::new(at), width, value, &mut effects)
+            .unwrap();
+    };
+    write(msix_table, Double, 0xfee0_1000);
+    write(msix_table + 8, Word, 0x45);
+    write(msix_table + 12, Word, 0);
+    state.lock().vectors.push(0);
+    bridge.signal(2, &mut effects);
+    assert_eq!(
+        effects.drain().collect::<Vec<_>>(),
+        [Effect::Message {
+            address: 0xfee0_1000,
+            data: 0x45
+        }]
+    );
 }
