@@ -60,7 +60,12 @@ struct Runtime {
     assignment: Vec<Option<(usize, usize)>>,
     /// For each physical CPU: its local APIC ID (where kicks go).
     apic_ids: Vec<u32>,
+    /// For each partition: VM exits by basic exit reason, for the closing report.
+    exits: Vec<[AtomicU64; EXIT_REASONS]>,
 }
+
+/// Basic exit reasons counted (the SDM defines fewer than this).
+const EXIT_REASONS: usize = 80;
 
 static RUNTIME: Once<Runtime> = Once::new();
 /// Set when partitions are loaded (or there are none): CPUs may enter their vCPU loop.
@@ -133,6 +138,11 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
             .collect(),
         assignment,
         apic_ids,
+        exits: config
+            .partitions
+            .iter()
+            .map(|_| [const { AtomicU64::new(0) }; EXIT_REASONS])
+            .collect(),
     });
     READY.store(true, Ordering::Release);
 }
@@ -566,6 +576,14 @@ impl Vcpu<'_> {
     ) -> Option<Exit> {
         let exit_reason = vmcs::read(field::EXIT_REASON);
         let basic = exit_reason as u16;
+        if let Some(count) = self
+            .runtime
+            .exits
+            .get(self.partition.index)
+            .and_then(|counts| counts.get(usize::from(basic)))
+        {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
         let qualification = vmcs::read(field::EXIT_QUALIFICATION);
         let rip = vmcs::read(field::GUEST_RIP);
         let fault = |syndrome: u64, address: u64| {
@@ -763,10 +781,32 @@ fn finish(runtime: &Runtime, partition: &Partition, _action: Action) -> ! {
         .is_some_and(|counted| !counted.swap(true, Ordering::AcqRel));
     if first && runtime.system.partition_stopped() {
         runtime.system.print_summary();
+        print_exit_counts(runtime);
         println!("bulkhead: powering off (ACPI S5)");
         power::power_off();
     }
     cpu::halt()
+}
+
+/// One line per partition: its VM exits, in total and by reason (the figure doorbell costs
+/// are measured with).
+fn print_exit_counts(runtime: &Runtime) {
+    for (partition, counts) in runtime.system.partitions.iter().zip(&runtime.exits) {
+        let mut total = 0;
+        let mut by_reason = alloc::string::String::new();
+        for (reason, count) in (0u16..).zip(counts) {
+            let count = count.load(Ordering::Relaxed);
+            if count != 0 {
+                total += count;
+                let separator = if by_reason.is_empty() { "" } else { ", " };
+                by_reason.push_str(&alloc::format!(
+                    "{separator}{} {count}",
+                    vmx_exit::reason_name(reason)
+                ));
+            }
+        }
+        println!("  {}: {total} VM exits ({by_reason})", partition.name());
+    }
 }
 
 /// How the memory map names a partition's RAM.
