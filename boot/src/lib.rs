@@ -7,7 +7,9 @@
 //! - Everything after that is Rust in the root package (`bulkhead_primary_main`,
 //!   `bulkhead_secondary_main`, `bulkhead_x86_primary_main`, `bulkhead_x86_secondary_main`).
 //! - What the boot loader hands over is normalised here (x86_64: the Multiboot2 information
-//!   into a `BootInfo`).
+//!   into a `BootInfo`, whether GRUB or Bulkhead's UEFI loader wrote it).
+//! - What a boot loader must know about the image (`x86_64_handoff`) is stated once, here, and
+//!   compiled into both the image and the UEFI loader.
 #![no_std]
 
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
@@ -17,3 +19,4 @@ extern crate alloc;
 pub mod aarch64;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod x86_64;
+pub mod x86_64_handoff;

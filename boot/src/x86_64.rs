@@ -1,20 +1,27 @@
-//! The Multiboot2 entry (GRUB → 32-bit protected mode → long mode) for the boot CPU, the
-//! real-mode trampoline that brings application processors into long mode, and reading the
-//! Multiboot2 boot information into one [`BootInfo`].
+//! The two entries of the boot CPU (Multiboot2 from GRUB in 32-bit protected mode; 64-bit
+//! mode from Bulkhead's UEFI loader), the real-mode trampoline that brings application
+//! processors into long mode, and reading the Multiboot2 boot information into one
+//! [`BootInfo`].
 //!
-//! The boot CPU arrives in 32-bit protected mode with paging off, EAX = the Multiboot2 magic
-//! and EBX = the boot information's physical address. The assembly zeroes .bss, identity-maps
-//! the low 4 GiB with 2 MiB pages, enables long mode (with NX and CR0.WP), loads a GDT with a
-//! 64-bit code segment and calls `bulkhead_x86_primary_main(boot_information)`.
+//! Through GRUB the boot CPU arrives at `_start` in 32-bit protected mode with paging off,
+//! EAX = the Multiboot2 magic and EBX = the boot information's physical address. The assembly
+//! zeroes .bss, identity-maps the low 4 GiB with 2 MiB pages, enables long mode (with NX and
+//! CR0.WP), loads a GDT with a 64-bit code segment and calls
+//! `bulkhead_x86_primary_main(boot_information, EntryPath::Multiboot2)`.
+//!
+//! Through the UEFI loader it arrives at `bulkhead_x86_uefi_entry` already in long mode, on the
+//! loader's page tables, with the same two registers (see [`crate::x86_64_handoff`]). That
+//! entry leaves everything of the firmware's behind (interrupts off, a null IDT until the
+//! hypervisor installs its own), then does what the 32-bit path does from the same tables on:
+//! zeroed .bss, the boot page tables, CR0/CR4/EFER as that path leaves them, the boot GDT and
+//! stack, and calls `bulkhead_x86_primary_main(boot_information, EntryPath::Uefi)`.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Physical address the AP trampoline is copied to (below 1 MiB, page-aligned): the STARTUP
-/// IPI's vector is its page number.
-pub const TRAMPOLINE_ADDRESS: u64 = 0x8000;
+pub use crate::x86_64_handoff::TRAMPOLINE_ADDRESS;
 /// The STARTUP IPI vector that starts a CPU at [`TRAMPOLINE_ADDRESS`].
 pub const TRAMPOLINE_VECTOR: u8 = (TRAMPOLINE_ADDRESS >> 12) as u8;
 
@@ -24,10 +31,60 @@ static AP_STACK_TOP: AtomicU64 = AtomicU64::new(0);
 /// What the next application processor passes to `bulkhead_x86_secondary_main`.
 static AP_CONTEXT: AtomicU64 = AtomicU64::new(0);
 
+/// Which entry the boot CPU came through: the second argument of `bulkhead_x86_primary_main`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryPath {
+    /// `_start`, from a Multiboot2 boot loader (GRUB) in 32-bit protected mode.
+    Multiboot2,
+    /// `bulkhead_x86_uefi_entry`, from Bulkhead's UEFI loader in 64-bit mode.
+    Uefi,
+}
+
+impl EntryPath {
+    /// What the entry code passes (0 from `_start`, 1 from the 64-bit entry).
+    pub fn from_register(value: u64) -> Self {
+        if value == ENTRY_PATH_UEFI {
+            Self::Uefi
+        } else {
+            Self::Multiboot2
+        }
+    }
+}
+
+/// The 64-bit entry's value for [`EntryPath::Uefi`].
+const ENTRY_PATH_UEFI: u64 = 1;
+
 global_asm!(
     r#"
 .set BULKHEAD_MULTIBOOT2_MAGIC, 0xe85250d6
-.set BULKHEAD_TRAMPOLINE, 0x8000
+.set BULKHEAD_BOOTLOADER_MAGIC, {bootloader_magic}
+.set BULKHEAD_TRAMPOLINE, {trampoline}
+
+/* The boot page tables: PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages
+   identity-mapping 0..4 GiB, present and writable. Assembles the same in 32-bit and 64-bit
+   code (`index` is %ecx or %rcx); the tables lie in .bss, zeroed before. Clobbers EAX, ECX. */
+.macro bulkhead_boot_tables index
+    mov $bulkhead_boot_pdpt, %eax
+    or $3, %eax
+    mov %eax, bulkhead_boot_pml4
+    xor %ecx, %ecx
+1:  mov %ecx, %eax
+    shl $12, %eax
+    add $bulkhead_boot_directories, %eax
+    or $3, %eax
+    mov %eax, bulkhead_boot_pdpt(,\index,8)
+    inc %ecx
+    cmp $4, %ecx
+    jb 1b
+    xor %ecx, %ecx
+2:  mov %ecx, %eax
+    shl $21, %eax
+    or $0x83, %eax                  /* present, writable, 2 MiB */
+    mov %eax, bulkhead_boot_directories(,\index,8)
+    inc %ecx
+    cmp $2048, %ecx
+    jb 2b
+.endm
 
 /* The Multiboot2 header: within the file's first 32 KiB, 8-byte aligned, no tags but the end. */
 .section .multiboot2, "a"
@@ -56,30 +113,11 @@ _start:
     sub %edi, %ecx
     xor %eax, %eax
     rep stosb
-    cmp $0x36d76289, %ebp
+    cmp $BULKHEAD_BOOTLOADER_MAGIC, %ebp
     jne 9f
+    xor %ebp, %ebp                  /* EntryPath::Multiboot2 */
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages: 0..4 GiB. */
-    mov $bulkhead_boot_pdpt, %eax
-    or $3, %eax
-    mov %eax, bulkhead_boot_pml4
-    xor %ecx, %ecx
-1:  mov %ecx, %eax
-    shl $12, %eax
-    add $bulkhead_boot_directories, %eax
-    or $3, %eax
-    mov %eax, bulkhead_boot_pdpt(,%ecx,8)
-    inc %ecx
-    cmp $4, %ecx
-    jb 1b
-    xor %ecx, %ecx
-2:  mov %ecx, %eax
-    shl $21, %eax
-    or $0x83, %eax                  /* present, writable, 2 MiB */
-    mov %eax, bulkhead_boot_directories(,%ecx,8)
-    inc %ecx
-    cmp $2048, %ecx
-    jb 2b
+    bulkhead_boot_tables %ecx
 
     mov %cr4, %eax
     or $0x20, %eax                  /* PAE */
@@ -100,6 +138,8 @@ _start:
     jmp 9b
 
 .code64
+/* Both entries meet here: on the boot page tables and GDT, ESI = the boot information's
+   address, EBP = the entry path. */
 bulkhead_boot_long_mode:
     mov $0x10, %ax
     mov %ax, %ds
@@ -110,10 +150,60 @@ bulkhead_boot_long_mode:
     mov %ax, %gs
     lea __boot_stack_top(%rip), %rsp
     mov %esi, %edi                  /* zero-extends: the boot information's address */
+    mov %ebp, %esi                  /* the entry path */
     call bulkhead_x86_primary_main
 3:  cli
     hlt
     jmp 3b
+
+/* The 64-bit entry (Bulkhead's UEFI loader; the contract is boot/src/x86_64_handoff.rs): long
+   mode on the loader's identity map of the low 4 GiB, EAX = the Multiboot2 magic, EBX = the
+   boot information. Nothing of the firmware's is trusted: its IDT may point at code that is
+   gone, so a null IDT makes any fault before the hypervisor's own IDT a triple fault (a reset)
+   instead; its GDT is replaced before the first segment load. The stack is not touched until
+   the boot stack is loaded. */
+.global bulkhead_x86_uefi_entry
+bulkhead_x86_uefi_entry:
+    cli
+    cld
+    lidt bulkhead_boot_null_idt_pointer(%rip)
+    mov %eax, %ebp                  /* Multiboot2 magic */
+    mov %ebx, %esi                  /* boot information (below 4 GiB) */
+    lea __bss_start(%rip), %rdi
+    lea __bss_end(%rip), %rcx
+    sub %rdi, %rcx
+    xor %eax, %eax
+    rep stosb
+    cmp $BULKHEAD_BOOTLOADER_MAGIC, %ebp
+    jne 8f
+
+    bulkhead_boot_tables %rcx
+
+    /* CR4 = PAE alone, what the 32-bit path leaves: drops whatever else the firmware turned on
+       (PGE: clearing it flushes global TLB entries; PCIDE, SMEP, CET ...). */
+    mov $0x20, %eax
+    mov %rax, %cr4
+    lea bulkhead_boot_pml4(%rip), %rax
+    mov %rax, %cr3
+    mov $0xc0000080, %ecx           /* EFER: long mode, no-execute */
+    rdmsr
+    or $0x900, %eax
+    wrmsr
+    mov %cr0, %rax
+    or $0x80010021, %eax            /* paging, write protect, native FPU errors, protection */
+    and $0x9fffffff, %eax           /* caches on */
+    mov %rax, %cr0
+    lgdt bulkhead_boot_gdt_pointer(%rip)
+    lea __boot_stack_top(%rip), %rsp
+    pushq $0x08                     /* reload CS from the boot GDT */
+    lea 7f(%rip), %rax
+    pushq %rax
+    lretq
+7:  mov ${entry_uefi}, %ebp
+    jmp bulkhead_boot_long_mode
+8:  cli
+    hlt
+    jmp 8b
 
 /* Application processors arrive here from the trampoline, in 64-bit mode on the hypervisor's
    page tables, with the trampoline's GDT. */
@@ -147,6 +237,10 @@ bulkhead_boot_gdt_end:
 bulkhead_boot_gdt_pointer:
     .short bulkhead_boot_gdt_end - bulkhead_boot_gdt - 1
     .quad bulkhead_boot_gdt
+.balign 8
+bulkhead_boot_null_idt_pointer:
+    .short 0
+    .quad 0
 
 /* The AP trampoline, copied to BULKHEAD_TRAMPOLINE and entered there in real mode (CS =
    0x800, IP = 0). Position-dependent on its copy: absolute addresses are computed from it. */
@@ -217,6 +311,9 @@ bulkhead_boot_directories:
 "#,
     stack_top = sym AP_STACK_TOP,
     context = sym AP_CONTEXT,
+    bootloader_magic = const crate::x86_64_handoff::MULTIBOOT2_BOOTLOADER_MAGIC,
+    trampoline = const TRAMPOLINE_ADDRESS,
+    entry_uefi = const ENTRY_PATH_UEFI,
     options(att_syntax)
 );
 
@@ -327,6 +424,7 @@ pub fn withdraw_secondary() {
 
 /// The boot information's magic in EAX (checked by the entry code).
 pub const MULTIBOOT2_MAGIC: u32 = multiboot2::MAGIC;
+const _: () = assert!(MULTIBOOT2_MAGIC == crate::x86_64_handoff::MULTIBOOT2_BOOTLOADER_MAGIC);
 
 /// One memory-map entry from the boot loader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

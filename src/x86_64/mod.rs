@@ -1,5 +1,6 @@
-//! x86_64 bring-up: Multiboot2 information → COM1 console → ACPI (CPUs, APICs, power-off) →
-//! memory map → the hypervisor's page tables → heap → exceptions → VMX → every CPU online.
+//! x86_64 bring-up: Multiboot2 information (from GRUB, or from Bulkhead's UEFI loader) → COM1
+//! console → ACPI (CPUs, APICs, power-off) → memory map → the hypervisor's page tables → heap →
+//! exceptions → VMX → every CPU online.
 
 mod guest;
 mod panic;
@@ -18,7 +19,7 @@ use arch_x86_64::paging::{HostPaging, Memory, PageTable};
 use arch_x86_64::platform::{self, Platform, RootTable};
 use arch_x86_64::serial::{COM1, Serial};
 use arch_x86_64::{descriptors, exception, power, vmx};
-use boot::x86_64::{BootInfo, ImageLayout, TRAMPOLINE_ADDRESS};
+use boot::x86_64::{BootInfo, EntryPath, ImageLayout, TRAMPOLINE_ADDRESS};
 use hypervisor::addr::{HostPhysAddr, HumanSize, PAGE_SIZE, PhysRange};
 use hypervisor::bootargs::{BootOptions, SelfTest};
 use hypervisor::console::CONSOLE;
@@ -46,9 +47,9 @@ fn boot_failure(args: fmt::Arguments<'_>) -> ! {
 }
 
 /// Rust entry of the boot CPU, called by `boot/src/x86_64.rs` in long mode on the boot page
-/// tables (the low 4 GiB identity-mapped), interrupts off.
+/// tables (the low 4 GiB identity-mapped), interrupts off, from either entry (`entry_path`).
 #[unsafe(no_mangle)]
-extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
+extern "C" fn bulkhead_x86_primary_main(boot_information: u64, entry_path: u64) -> ! {
     let (heap_start, heap_size) = boot::x86_64::bootstrap_heap();
     // SAFETY: the linker reserved this region inside the image for exactly this; nothing else
     // uses it, and this runs once, on the boot CPU, before any allocation.
@@ -63,7 +64,8 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
     exception::install();
 
     // SAFETY: the entry code checked the Multiboot2 magic and passes EBX unchanged; the boot
-    // page tables identity-map the low 4 GiB, where GRUB puts the information.
+    // page tables identity-map the low 4 GiB, where GRUB and the UEFI loader put the
+    // information.
     let info = match unsafe { boot::x86_64::read_multiboot2(boot_information) } {
         Ok(info) => info,
         Err(error) => boot_failure(format_args!(
@@ -73,10 +75,14 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
     let options = BootOptions::parse(&info.command_line);
     power::set_failure_exit(options.exit);
     println!("Bulkhead {} (x86_64) booting", hypervisor::VERSION);
+    let method = match EntryPath::from_register(entry_path) {
+        EntryPath::Multiboot2 => "multiboot2",
+        EntryPath::Uefi => "uefi",
+    };
     if info.loader.is_empty() {
-        println!("boot method: multiboot2");
+        println!("boot method: {method}");
     } else {
-        println!("boot method: multiboot2 ({})", info.loader);
+        println!("boot method: {method} ({})", info.loader);
     }
     for word in &options.unknown {
         log::warn!("unknown boot option `{word}` ignored");
@@ -86,8 +92,8 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
         revision: root.revision,
         address: root.address,
     });
-    // SAFETY: the boot page tables identity-map the low 4 GiB; the root comes from GRUB's
-    // RSDP tag (or the BIOS area is searched).
+    // SAFETY: the boot page tables identity-map the low 4 GiB; the root comes from the boot
+    // loader's RSDP tag (or the BIOS area is searched).
     let platform = match unsafe { platform::read(root) } {
         Ok(platform) => platform,
         Err(error) => boot_failure(format_args!("{error}")),
@@ -97,6 +103,7 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64) -> ! {
     print_platform(&platform, local_apic);
 
     let image = boot::x86_64::image_layout();
+    check_trampoline_page(&info);
     let mut memory_map = build_memory_map(&info, &image);
     let Some(heap) = memory_map.carve(HEAP_SIZE, Usage::Heap) else {
         boot_failure(format_args!(
@@ -220,6 +227,35 @@ fn page_range(start: u64, size: u64) -> PhysRange {
     PhysRange {
         start: HostPhysAddr::new(first),
         end: HostPhysAddr::new(end.max(first)),
+    }
+}
+
+/// Stops the boot unless the boot loader's memory map says the AP trampoline's fixed page is
+/// free RAM: firmware may keep something there (a UEFI runtime or ACPI area), and the
+/// trampoline would overwrite it. (Bulkhead's UEFI loader already refuses to boot then.)
+fn check_trampoline_page(info: &BootInfo) {
+    let page = page_range(TRAMPOLINE_ADDRESS, PAGE_SIZE);
+    let covers = |area: &boot::x86_64::MemoryArea| {
+        area.start <= page.start.as_u64()
+            && area.start.saturating_add(area.size) >= page.end.as_u64()
+    };
+    if info
+        .memory
+        .iter()
+        .any(|area| area.available && covers(area))
+    {
+        return;
+    }
+    match info.memory.iter().find(|area| covers(area)) {
+        Some(area) => boot_failure(format_args!(
+            "the AP trampoline needs the page at {TRAMPOLINE_ADDRESS:#x}, but the memory map \
+             has it in a reserved area ({:#x}+{:#x})",
+            area.start, area.size
+        )),
+        None => boot_failure(format_args!(
+            "the AP trampoline needs the page at {TRAMPOLINE_ADDRESS:#x}, but it is not RAM in \
+             the memory map"
+        )),
     }
 }
 

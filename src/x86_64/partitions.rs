@@ -300,6 +300,7 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
         runtime,
         partition,
         vcpu,
+        exits: core::cell::Cell::new(0),
     };
     let mut registers = GuestRegisters::default();
     let mut apic = VirtualX2apic::new(vcpu as u32);
@@ -392,7 +393,14 @@ struct Vcpu<'a> {
     runtime: &'a Runtime,
     partition: &'a Partition,
     vcpu: usize,
+    /// VM exits of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
+    exits: core::cell::Cell<u64>,
 }
+
+/// A read-only MSR in the range Intel leaves to hypervisors (0x4000_0000-0x4000_00ff is
+/// Hyper-V's and KVM's; Bulkhead uses 0x4000_0100+): this vCPU's VM exits before the RDMSR.
+/// Benchmarks read it around an exchange to count the exits a doorbell costs.
+pub const EXIT_COUNT_MSR: u32 = 0x4000_0100;
 
 impl Vcpu<'_> {
     /// Drops interrupts posted to this vCPU (it restarts or parks).
@@ -469,6 +477,13 @@ impl Vcpu<'_> {
         write: bool,
     ) -> Option<Exit> {
         let msr = registers.rcx as u32;
+        if msr == EXIT_COUNT_MSR && !write {
+            let before = self.exits.get().saturating_sub(1);
+            registers.rax = before & 0xffff_ffff;
+            registers.rdx = before >> 32;
+            vmcs.skip_instruction();
+            return None;
+        }
         let known = msr == vx2apic::msr::APIC_BASE
             || (vx2apic::msr::FIRST..=vx2apic::msr::LAST).contains(&msr);
         let handled = known
@@ -576,6 +591,7 @@ impl Vcpu<'_> {
     ) -> Option<Exit> {
         let exit_reason = vmcs::read(field::EXIT_REASON);
         let basic = exit_reason as u16;
+        self.exits.set(self.exits.get().wrapping_add(1));
         if let Some(count) = self
             .runtime
             .exits

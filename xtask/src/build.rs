@@ -21,7 +21,7 @@ pub enum Arch {
     /// 64-bit Arm, hypervisor at EL2.
     #[default]
     Aarch64,
-    /// x86-64 with VMX, booted through Multiboot2 (GRUB).
+    /// x86-64 with VMX, booted through Multiboot2 (GRUB) or the UEFI loader.
     #[value(name = "x86_64")]
     #[serde(rename = "x86_64")]
     X86_64,
@@ -67,11 +67,13 @@ impl Arch {
         }
     }
 
-    /// The machine profile `run` uses when `--machine` is not given.
-    pub fn default_profile(self) -> &'static str {
-        match self {
-            Self::Aarch64 => "virt-gicv3",
-            Self::X86_64 => "bochs-vmx",
+    /// The machine profile `run` uses when `--machine` is not given: on x86_64 Bochs (VMX)
+    /// for GRUB, QEMU q35 (OVMF, no VMX) for UEFI, as Bochs has no UEFI firmware here.
+    pub fn default_profile(self, boot: BootMethod) -> &'static str {
+        match (self, boot) {
+            (Self::Aarch64, _) => "virt-gicv3",
+            (Self::X86_64, BootMethod::Image) => "bochs-vmx",
+            (Self::X86_64, BootMethod::Uefi) => "q35-tcg",
         }
     }
 
@@ -94,7 +96,7 @@ pub enum BootMethod {
     /// image on a GRUB ISO.
     #[default]
     Image,
-    /// UEFI firmware starts the loader (BOOTAA64.EFI), which carries the image.
+    /// UEFI firmware starts the loader (BOOTAA64.EFI, BOOTX64.EFI), which carries the image.
     Uefi,
 }
 
@@ -160,6 +162,9 @@ pub struct Image {
     /// What the boot loader takes: on aarch64 a flat binary starting with the arm64 Image
     /// header; on x86_64 an ELF with only its loadable segments (GRUB's `multiboot2` loads it).
     pub binary: PathBuf,
+    /// What the UEFI loader embeds: on aarch64 the same flat binary; on x86_64 the same lean
+    /// ELF with the 64-bit entry as its entry (`.uefi.elf`).
+    pub uefi_payload: PathBuf,
 }
 
 /// The UEFI loader and the directory QEMU serves as the EFI system partition.
@@ -225,8 +230,9 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
     });
     let elf = std::fs::read(&elf_path).context(|| format!("cannot read {}", elf_path.display()))?;
     if arch == Arch::X86_64 {
-        let loadable = iso::loadable_elf(&elf).context(|| elf_path.display().to_string())?;
-        iso::check_multiboot2_header(&loadable).context(|| elf_path.display().to_string())?;
+        let context = || elf_path.display().to_string();
+        let loadable = iso::loadable_elf(&elf, None).context(context)?;
+        iso::check_multiboot2_header(&loadable).context(context)?;
         std::fs::write(&binary_path, &loadable)
             .context(|| format!("cannot write {}", binary_path.display()))?;
         println!(
@@ -234,9 +240,17 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
             binary_path.display(),
             loadable.len()
         );
+        let entry = iso::symbol_address(&elf, iso::UEFI_ENTRY_SYMBOL).context(context)?;
+        let uefi_payload = binary_path.with_extension("uefi.elf");
+        std::fs::write(
+            &uefi_payload,
+            iso::loadable_elf(&elf, Some(entry)).context(context)?,
+        )
+        .context(|| format!("cannot write {}", uefi_payload.display()))?;
         return Ok(Image {
             elf: elf_path,
             binary: binary_path,
+            uefi_payload,
         });
     }
     let flat = flatten(&elf, arch).context(|| elf_path.display().to_string())?;
@@ -251,6 +265,7 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
     );
     Ok(Image {
         elf: elf_path,
+        uefi_payload: binary_path.clone(),
         binary: binary_path,
     })
 }
@@ -307,17 +322,12 @@ pub fn config_tag(config: &Path) -> String {
 
 /// Build the UEFI loader around `image` and lay out the EFI system partition.
 pub fn loader(arch: Arch, profile: CargoProfile, image: &Image) -> Result<Loader> {
-    if arch == Arch::X86_64 {
-        return Err(Error::new(
-            "the x86_64 UEFI entry is not implemented yet: use --boot image (Multiboot2 via GRUB)",
-        ));
-    }
     let target = arch.uefi_target();
     println!(
         "==> building the UEFI loader ({}, {target})",
         profile.directory()
     );
-    let binary = workspace::absolute_existing(&image.binary, "image binary")?;
+    let binary = workspace::absolute_existing(&image.uefi_payload, "image for the UEFI loader")?;
     let mut cargo = workspace::cargo();
     cargo
         .args(["build", "--package", "bulkhead-uefi", "--target", target])
@@ -340,6 +350,46 @@ pub fn loader(arch: Arch, profile: CargoProfile, image: &Image) -> Result<Loader
         .context(|| format!("cannot copy {} to {}", efi.display(), boot_file.display()))?;
     println!("==> {}", boot_file.display());
     Ok(Loader { efi, esp })
+}
+
+/// The file the x86_64 UEFI loader reads its command line from, in `EFI/BOOT/` of its volume.
+pub const UEFI_COMMAND_LINE_FILE: &str = "bulkhead.cmdline";
+
+/// An EFI system partition in `directory` with the loader and, for x86_64, the command line
+/// (`EFI/BOOT/bulkhead.cmdline`; an empty line writes no file). The aarch64 loader takes no
+/// command line: asking it for one is an error.
+pub fn esp_with_command_line(
+    arch: Arch,
+    loader: &Loader,
+    command_line: &str,
+    directory: &Path,
+) -> Result<PathBuf> {
+    if arch == Arch::Aarch64 && !command_line.is_empty() {
+        return Err(Error::new(
+            "the aarch64 UEFI loader passes no kernel command line; use --boot image",
+        ));
+    }
+    let boot_directory = directory.join("EFI").join("BOOT");
+    if directory.exists() {
+        std::fs::remove_dir_all(directory)
+            .context(|| format!("cannot clear {}", directory.display()))?;
+    }
+    std::fs::create_dir_all(&boot_directory)
+        .context(|| format!("cannot create {}", boot_directory.display()))?;
+    let boot_file = boot_directory.join(arch.efi_boot_file());
+    std::fs::copy(&loader.efi, &boot_file).context(|| {
+        format!(
+            "cannot copy {} to {}",
+            loader.efi.display(),
+            boot_file.display()
+        )
+    })?;
+    if !command_line.is_empty() {
+        let file = boot_directory.join(UEFI_COMMAND_LINE_FILE);
+        std::fs::write(&file, format!("{command_line}\n"))
+            .context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(directory.to_path_buf())
 }
 
 /// A flat binary and the physical address its first byte loads at.

@@ -70,13 +70,32 @@ pub struct Profile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct UefiFirmware {
-    /// Firmware image passed with `-bios`.
+    /// Firmware image, passed as `interface` says.
     pub firmware: PathBuf,
     /// Debian/Ubuntu package that provides it.
     pub package: String,
+    /// How QEMU gets the firmware (default `bios`).
+    #[serde(default)]
+    pub interface: FirmwareInterface,
     /// Options appended to `-M` when booting through UEFI.
     #[serde(default)]
     pub machine_options: Vec<String>,
+    /// Further emulator arguments for UEFI boot only.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+/// How the firmware image reaches QEMU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareInterface {
+    /// `-bios FILE` (AAVMF).
+    #[default]
+    Bios,
+    /// A read-only flash drive, `-drive if=pflash,format=raw,readonly=on,file=FILE` (OVMF's
+    /// code image, which expects to run from flash; without a variable store beside it, it
+    /// keeps its variables in memory).
+    Pflash,
 }
 
 /// How the image reaches the machine.
@@ -84,7 +103,8 @@ pub struct UefiFirmware {
 pub enum Boot {
     /// `-kernel BINARY`, with a kernel command line (empty: none).
     Image { binary: PathBuf, append: String },
-    /// Firmware boots `EFI/BOOT/BOOTAA64.EFI` from this directory, served as a FAT drive.
+    /// Firmware boots `EFI/BOOT/BOOTAA64.EFI` (or `BOOTX64.EFI`) from this directory, served
+    /// as a FAT drive.
     Uefi { esp: PathBuf },
     /// The BIOS boots GRUB from this CD image, which boots the Multiboot2 image (x86_64).
     Iso { iso: PathBuf },
@@ -198,12 +218,6 @@ impl Profile {
         if self.arch == Arch::X86_64 && boot == BootMethod::Image {
             requirements.extend(crate::build::iso::requirements());
         }
-        if boot == BootMethod::Uefi && self.arch == Arch::X86_64 {
-            return Err(Error::new(
-                "the x86_64 UEFI entry is not implemented yet: use boot = \"image\" (Multiboot2 \
-                 via GRUB)",
-            ));
-        }
         if boot == BootMethod::Uefi {
             let firmware = self.uefi_firmware()?;
             requirements.push(Requirement::File {
@@ -272,12 +286,23 @@ impl Profile {
             }
             Boot::Uefi { esp } => {
                 let firmware = self.uefi_firmware()?;
+                match firmware.interface {
+                    FirmwareInterface::Bios => {
+                        command.arg("-bios").arg(&firmware.firmware);
+                    }
+                    FirmwareInterface::Pflash => {
+                        let mut flash =
+                            std::ffi::OsString::from("if=pflash,format=raw,readonly=on,file=");
+                        flash.push(&firmware.firmware);
+                        command.arg("-drive").arg(flash);
+                    }
+                }
                 let mut drive = std::ffi::OsString::from("file=fat:rw:");
                 drive.push(esp);
                 drive.push(",format=raw");
-                command.arg("-bios").arg(&firmware.firmware);
                 command.arg("-drive").arg(drive);
                 command.args(["-boot", "menu=on,splash-time=0"]);
+                command.args(&firmware.extra_args);
             }
             Boot::Iso { iso } => {
                 command.arg("-cdrom").arg(iso);
@@ -432,7 +457,45 @@ mod tests {
             )),
             "{requirements:?}"
         );
-        assert!(profile.requirements(BootMethod::Uefi).is_err());
+    }
+
+    #[test]
+    fn x86_uefi_boots_ovmf_from_flash() {
+        let profile = Profile::load("q35-tcg").unwrap();
+        let command = profile
+            .command(&Launch {
+                boot: Boot::Uefi {
+                    esp: PathBuf::from("/t/esp"),
+                },
+                smp: 2,
+                memory: "256M".to_string(),
+                semihosting: false,
+                console: Console::Captured,
+                gdb: false,
+            })
+            .unwrap();
+        assert_eq!(
+            arguments(&command).join(" "),
+            "-M q35 -cpu max -smp 2 -m 256M -display none -serial stdio -monitor none \
+             -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd \
+             -drive file=fat:rw:/t/esp,format=raw -boot menu=on,splash-time=0 -net none"
+        );
+        let requirements = profile.requirements(BootMethod::Uefi).unwrap();
+        assert!(
+            requirements.iter().any(|requirement| matches!(
+                requirement,
+                Requirement::File { package, .. } if package == "ovmf"
+            )),
+            "{requirements:?}"
+        );
+        assert!(
+            !requirements.iter().any(|requirement| matches!(
+                requirement,
+                Requirement::Program { program, .. } if program == "grub-mkrescue"
+            )),
+            "{requirements:?}"
+        );
     }
 
     #[test]

@@ -16,12 +16,13 @@ pub struct RunArgs {
     /// Architecture to build for.
     #[arg(long, value_enum, default_value_t)]
     arch: Arch,
-    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2, bochs-vmx, q35-tcg) or the
-    /// path of a profile file [default: virt-gicv3 on aarch64, bochs-vmx on x86_64].
+    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2, bochs-vmx, q35-tcg,
+    /// q35-kvm) or the path of a profile file [default: virt-gicv3 on aarch64; on x86_64
+    /// q35-kvm when the host's KVM offers nested VMX, else bochs-vmx; q35-tcg with --boot uefi].
     #[arg(long, value_name = "PROFILE")]
     machine: Option<String>,
     /// Boot method: `image` (aarch64: QEMU -kernel; x86_64: GRUB ISO with the Multiboot2 image)
-    /// or `uefi` (AAVMF firmware starts the loader; aarch64 only so far).
+    /// or `uefi` (UEFI firmware starts the loader: AAVMF on aarch64, OVMF on x86_64).
     #[arg(long, value_enum, default_value_t)]
     boot: BootMethod,
     /// Number of CPUs (default: the profile's).
@@ -30,8 +31,9 @@ pub struct RunArgs {
     /// Memory size in QEMU's syntax, e.g. 512M or 2G (default: the profile's).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
-    /// Kernel command-line words, e.g. "bulkhead.poweroff" (Image boot only; on x86_64 they go
-    /// on GRUB's multiboot2 line).
+    /// Kernel command-line words, e.g. "bulkhead.poweroff" (on x86_64 they go on GRUB's
+    /// multiboot2 line, or with --boot uefi into the loader's EFI/BOOT/bulkhead.cmdline; aarch64
+    /// UEFI boot takes none).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     append: Option<String>,
     /// Wait for gdb on TCP port 1234 before the first instruction, and print the gdb command.
@@ -50,6 +52,33 @@ pub struct RunArgs {
     cargo_profile: CargoProfileArgs,
 }
 
+/// The x86_64 profile `run` picks when the host's KVM offers nested VMX.
+const NESTED_VMX_PROFILE: &str = "q35-kvm";
+
+/// Whether this host can run Bulkhead under KVM with nested VMX: an Intel CPU with VMX,
+/// `kvm_intel` loaded with `nested` on, and `/dev/kvm` readable and writable; else why not.
+fn nested_vmx() -> std::result::Result<(), &'static str> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_vmx = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("flags"))
+        .any(|line| line.split_whitespace().any(|flag| flag == "vmx"));
+    if !has_vmx {
+        return Err("the CPU shows no vmx flag");
+    }
+    let nested = std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
+        .map_err(|_| "kvm_intel is not loaded")?;
+    if !matches!(nested.trim(), "Y" | "y" | "1") {
+        return Err("kvm_intel has nested=N (modprobe kvm_intel nested=1)");
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|_| "/dev/kvm is not usable by this user")?;
+    Ok(())
+}
+
 /// The configuration `cargo xtask run` boots unless told otherwise.
 pub const DEFAULT_CONFIG: &str = "qemu/systems/demo/board.board";
 /// The same on x86_64.
@@ -65,11 +94,20 @@ fn default_config(arch: Arch) -> &'static str {
 /// Run `cargo xtask run`; exits with QEMU's status.
 pub fn command(args: &RunArgs) -> Result<ExitCode> {
     setup::toolchain()?;
-    let profile = Profile::load(
-        args.machine
-            .as_deref()
-            .unwrap_or(args.arch.default_profile()),
-    )?;
+    let default = match (args.arch, args.boot) {
+        (Arch::X86_64, BootMethod::Image) => match nested_vmx() {
+            Ok(()) => {
+                println!("==> this host's KVM offers nested VMX: booting under QEMU with KVM");
+                NESTED_VMX_PROFILE
+            }
+            Err(why) => {
+                println!("==> Bochs (VMX emulated): no KVM with nested VMX here ({why})");
+                args.arch.default_profile(args.boot)
+            }
+        },
+        _ => args.arch.default_profile(args.boot),
+    };
+    let profile = Profile::load(args.machine.as_deref().unwrap_or(default))?;
     if profile.arch != args.arch {
         return Err(Error::new(format!(
             "machine profile `{}` is for {}, not {}",
@@ -94,10 +132,10 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
             "configuration file",
         )?),
     };
-    if args.boot == BootMethod::Uefi && args.append.is_some() {
+    if args.arch == Arch::Aarch64 && args.boot == BootMethod::Uefi && args.append.is_some() {
         return Err(Error::new(
-            "--append needs --boot image: UEFI firmware boots the loader without a kernel \
-             command line",
+            "--append needs --boot image on aarch64: UEFI firmware boots the loader without a \
+             kernel command line",
         ));
     }
     setup::emulators(&profile.requirements(args.boot)?)?;
@@ -106,16 +144,16 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
     let image = build::image(args.arch, cargo_profile, config.as_deref())?;
     let failure_exit = !args.no_semihosting;
     let semihosting = failure_exit && args.arch == Arch::Aarch64;
+    let mut words = Vec::new();
+    if failure_exit {
+        words.push(args.arch.failure_exit_option());
+    }
+    if let Some(append) = &args.append {
+        words.push(append);
+    }
+    let append = words.join(" ");
     let boot = match args.boot {
         BootMethod::Image => {
-            let mut words = Vec::new();
-            if failure_exit {
-                words.push(args.arch.failure_exit_option());
-            }
-            if let Some(append) = &args.append {
-                words.push(append);
-            }
-            let append = words.join(" ");
             if args.arch == Arch::X86_64 {
                 let iso = image.binary.with_file_name("bulkhead-run.iso");
                 println!(
@@ -134,7 +172,20 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
         }
         BootMethod::Uefi => {
             let loader = build::loader(args.arch, cargo_profile, &image)?;
-            Boot::Uefi { esp: loader.esp }
+            match args.arch {
+                Arch::Aarch64 => Boot::Uefi { esp: loader.esp },
+                Arch::X86_64 => {
+                    let esp = loader.esp.with_file_name("x86_64-run");
+                    println!(
+                        "==> {} (EFI/BOOT/{}: {append})",
+                        esp.display(),
+                        build::UEFI_COMMAND_LINE_FILE
+                    );
+                    Boot::Uefi {
+                        esp: build::esp_with_command_line(args.arch, &loader, &append, &esp)?,
+                    }
+                }
+            }
         }
     };
     let mut command = profile.command(&Launch {
@@ -155,7 +206,7 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
             EmulatorKind::Bochs => "Ctrl-C (Bochs exits with status 1 whatever happened)",
         }
     );
-    if args.boot == BootMethod::Uefi {
+    if args.boot == BootMethod::Uefi && args.arch == Arch::Aarch64 {
         println!(
             "note: UEFI boot passes no kernel command line, so the image cannot exit QEMU itself"
         );

@@ -173,19 +173,20 @@ impl Artifacts {
     }
 
     /// How `scenario` boots, or why it cannot. An x86_64 scenario gets its own GRUB ISO (the
-    /// command line lives in its grub.cfg) in `directory`.
+    /// command line lives in its grub.cfg) or EFI system partition (the command line lives in
+    /// `EFI/BOOT/bulkhead.cmdline`) in `directory`.
     fn boot(&self, scenario: &Scenario, directory: &std::path::Path) -> Result<Boot, String> {
         let arch = scenario.profile.arch;
         let key = (arch, scenario.config.clone());
         let missing = || Err("not built".to_string());
+        let mut append = arch.failure_exit_option().to_string();
+        if !scenario.append.is_empty() {
+            append.push(' ');
+            append.push_str(&scenario.append);
+        }
         match scenario.boot {
             BootMethod::Image => match self.images.get(&key) {
                 Some(Ok(image)) => {
-                    let mut append = arch.failure_exit_option().to_string();
-                    if !scenario.append.is_empty() {
-                        append.push(' ');
-                        append.push_str(&scenario.append);
-                    }
                     if arch == Arch::X86_64 {
                         std::fs::create_dir_all(directory).map_err(|error| {
                             format!("cannot create {}: {error}", directory.display())
@@ -204,6 +205,12 @@ impl Artifacts {
                 None => missing(),
             },
             BootMethod::Uefi => match self.loaders.get(&key) {
+                Some(Ok(loader)) if arch == Arch::X86_64 => {
+                    let esp = directory.join(format!("{}.esp", scenario.name));
+                    build::esp_with_command_line(arch, loader, &append, &esp)
+                        .map(|esp| Boot::Uefi { esp })
+                        .map_err(|error| error.to_string())
+                }
                 Some(Ok(loader)) => Ok(Boot::Uefi {
                     esp: loader.esp.clone(),
                 }),

@@ -334,3 +334,77 @@ fn last_partition_stopping_is_reported() {
     assert!(!system.partition_stopped());
     assert!(system.partition_stopped());
 }
+
+/// An x86 partition: the I/O APIC at its `loc`, PCI through CF8/CFC, interrupts posted on the
+/// APIC bus, EOIs reaching level pins, no GIC anywhere in its map.
+#[test]
+fn x86_partition_has_ioapic_config_ports_and_apic_bus() {
+    let config: &'static PartitionConfig = Box::leak(Box::new(PartitionConfig {
+        pl011: None,
+        ioapic: Some(0xfec0_0000),
+        ram: &[crate::config::RamConfig {
+            guest_base: 0,
+            host_base: 0x1000_0000,
+            size: 0x100_0000,
+        }],
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(0, config, InterruptModel::Apic, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    assert_eq!(partition.gic_version(), None);
+    let write = |address: u64, value: u64| Exit::MmioWrite {
+        address: GuestPhysAddr::new(address),
+        width: AccessWidth::Word,
+        value,
+        syndrome: 0,
+    };
+    let read = |address: u64| Exit::MmioRead {
+        address: GuestPhysAddr::new(address),
+        width: AccessWidth::Word,
+        syndrome: 0,
+    };
+    // The I/O APIC answers at its base: version register through IOREGSEL/IOWIN.
+    assert_eq!(partition.handle_exit(0, write(0xfec0_0000, 1), &kicks), Action::Resume);
+    assert_eq!(
+        partition.handle_exit(0, read(0xfec0_0010), &kicks),
+        Action::CompleteRead(0x0017_0020)
+    );
+    // Pin 5: level, vector 0x44, to vCPU 1; raising the line posts it and kicks CPU 3.
+    partition.handle_exit(0, write(0xfec0_0000, 0x1b), &kicks);
+    partition.handle_exit(0, write(0xfec0_0010, 1 << 24), &kicks);
+    partition.handle_exit(0, write(0xfec0_0000, 0x1a), &kicks);
+    partition.handle_exit(0, write(0xfec0_0010, 0x8044), &kicks);
+    let bus = partition.apic_bus().unwrap();
+    assert_eq!(bus.set_line(5, true), 0b10);
+    assert_eq!(bus.take_posted(1)[1], 1 << 4);
+    // The guest's EOI delivers again while the line stays up, and kicks vCPU 1's CPU.
+    partition.end_of_interrupt(0, 0x44, &kicks);
+    assert!(bus.has_posted(1));
+    assert_eq!(*kicks.0.borrow(), [3]);
+    // An IPI between vCPUs stays in the partition.
+    partition.post_interrupt(1, 0, 0x50, &kicks);
+    assert_eq!(bus.take_posted(0)[1], 1 << 0x10);
+    // PCI configuration through the ports: no device in slot 0 reads all ones.
+    let port_write = Exit::PortWrite {
+        port: 0xcf8,
+        width: AccessWidth::Word,
+        value: 0x8000_0000,
+    };
+    assert_eq!(partition.handle_exit(0, port_write, &kicks), Action::Resume);
+    assert_eq!(
+        partition.handle_exit(
+            0,
+            Exit::PortRead {
+                port: 0xcfc,
+                width: AccessWidth::Word
+            },
+            &kicks
+        ),
+        Action::CompleteRead(0xffff_ffff)
+    );
+    // No GIC distributor in an x86 partition's map: an access there is a fault.
+    assert_eq!(
+        partition.handle_exit(0, read(guest_layout::GIC_DISTRIBUTOR.0), &kicks),
+        Action::StopPartition
+    );
+}

@@ -1,11 +1,12 @@
-//! The x86_64 boot medium: the image as a lean Multiboot2 ELF (loadable segments only) on a
-//! GRUB rescue ISO whose `grub.cfg` boots it with a command line, over the serial console.
+//! The x86_64 boot media: the image as a lean Multiboot2 ELF (loadable segments only) on a
+//! GRUB rescue ISO whose `grub.cfg` boots it with a command line, over the serial console; and
+//! the same lean ELF with its entry moved to the 64-bit one, which the UEFI loader embeds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use object::elf;
-use object::read::elf::{FileHeader, ProgramHeader};
+use object::read::elf::{FileHeader, ProgramHeader, Sym};
 
 use crate::error::{Context, Error, Result};
 use crate::setup::Requirement;
@@ -14,6 +15,9 @@ use crate::workspace;
 /// The Multiboot2 header magic; the header must start 8-byte aligned in the first 32 KiB.
 const MULTIBOOT2_MAGIC: u32 = 0xe852_50d6;
 const MULTIBOOT2_SEARCH: usize = 32 << 10;
+/// The image's 64-bit entry, which the UEFI loader jumps to: the entry of the ELF it embeds
+/// (`boot::x86_64_handoff::UEFI_ENTRY_SYMBOL`).
+pub const UEFI_ENTRY_SYMBOL: &str = "bulkhead_x86_uefi_entry";
 
 /// The host tools `make` needs, with the Debian/Ubuntu packages providing them.
 pub fn requirements() -> Vec<Requirement> {
@@ -101,10 +105,31 @@ pub fn make(image: &Path, command_line: &str, output: &Path) -> Result<PathBuf> 
     Ok(output.to_path_buf())
 }
 
+/// The address of the symbol `name` in `elf_bytes` (a 64-bit ELF with its symbol table).
+pub fn symbol_address(elf_bytes: &[u8], name: &str) -> Result<u64> {
+    let header = elf::FileHeader64::<object::Endianness>::parse(elf_bytes)
+        .context(|| "not a 64-bit ELF file".to_string())?;
+    let endian = header
+        .endian()
+        .context(|| "unknown ELF byte order".to_string())?;
+    let sections = header
+        .sections(endian, elf_bytes)
+        .context(|| "bad section headers".to_string())?;
+    let symbols = sections
+        .symbols(endian, elf_bytes, elf::SHT_SYMTAB)
+        .context(|| "bad symbol table".to_string())?;
+    symbols
+        .iter()
+        .find(|symbol| symbols.symbol_name(endian, symbol) == Ok(name.as_bytes()))
+        .map(|symbol| symbol.st_value(endian))
+        .context(|| format!("no symbol `{name}` in the image"))
+}
+
 /// An ELF64 with only the loadable segments of `elf_bytes` (no sections, no symbols, no debug
 /// information): what GRUB needs, a fraction of the size, so emulated disk reads stay short.
-/// Each segment keeps its file offset's alignment to its address within a page.
-pub fn loadable_elf(elf_bytes: &[u8]) -> Result<Vec<u8>> {
+/// Each segment keeps its file offset's alignment to its address within a page. `entry`
+/// replaces the ELF entry (the UEFI loader's copy enters at the 64-bit entry).
+pub fn loadable_elf(elf_bytes: &[u8], entry: Option<u64>) -> Result<Vec<u8>> {
     const HEADER: usize = 64;
     const PROGRAM_HEADER: usize = 56;
     const PAGE: u64 = 4096;
@@ -156,7 +181,7 @@ pub fn loadable_elf(elf_bytes: &[u8]) -> Result<Vec<u8>> {
     file_header.extend_from_slice(&elf::ET_EXEC.0.to_le_bytes());
     file_header.extend_from_slice(&elf::EM_X86_64.0.to_le_bytes());
     file_header.extend_from_slice(&1_u32.to_le_bytes());
-    file_header.extend_from_slice(&header.e_entry(endian).to_le_bytes());
+    file_header.extend_from_slice(&entry.unwrap_or(header.e_entry(endian)).to_le_bytes());
     file_header.extend_from_slice(&(HEADER as u64).to_le_bytes()); // e_phoff
     file_header.extend_from_slice(&0_u64.to_le_bytes()); // e_shoff
     file_header.extend_from_slice(&0_u32.to_le_bytes()); // e_flags
@@ -304,7 +329,7 @@ mod tests {
 
     #[test]
     fn loadable_elf_keeps_segments_at_page_congruent_offsets() {
-        let lean = loadable_elf(&sample_elf()).unwrap();
+        let lean = loadable_elf(&sample_elf(), None).unwrap();
         let header = elf::FileHeader64::<object::Endianness>::parse(lean.as_slice()).unwrap();
         let endian = header.endian().unwrap();
         assert_eq!(header.e_entry(endian), 0x20_0018);
@@ -319,6 +344,10 @@ mod tests {
         assert_eq!(data.data(endian, lean.as_slice()).unwrap(), b"data");
         assert_eq!(data.p_memsz(endian), 0x100);
         assert!(!lean.windows(4).any(|window| window == [0xdb; 4]));
-        assert!(loadable_elf(b"not an elf").is_err());
+        assert!(loadable_elf(b"not an elf", None).is_err());
+        let moved = loadable_elf(&sample_elf(), Some(0x20_0002)).unwrap();
+        let header = elf::FileHeader64::<object::Endianness>::parse(moved.as_slice()).unwrap();
+        assert_eq!(header.e_entry(header.endian().unwrap()), 0x20_0002);
+        assert_eq!(moved.len(), lean.len());
     }
 }
