@@ -301,6 +301,8 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
         partition,
         vcpu,
         exits: core::cell::Cell::new(0),
+        armed: core::cell::Cell::new(None),
+        tsc_deadline: LocalApic::has_tsc_deadline(),
     };
     let mut registers = GuestRegisters::default();
     let mut apic = VirtualX2apic::new(vcpu as u32);
@@ -395,6 +397,11 @@ struct Vcpu<'a> {
     vcpu: usize,
     /// VM exits of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
     exits: core::cell::Cell<u64>,
+    /// The TSC deadline this CPU's timer is armed at while the guest runs (its virtual
+    /// timer's), so that a guest that never halts still takes its timer interrupt on time.
+    armed: core::cell::Cell<Option<u64>>,
+    /// Whether this CPU's local APIC has TSC-deadline mode.
+    tsc_deadline: bool,
 }
 
 /// A read-only MSR in the range Intel leaves to hypervisors (0x4000_0000-0x4000_00ff is
@@ -428,6 +435,13 @@ impl Vcpu<'_> {
     /// else asks for an exit when it can (interrupt-window exiting).
     fn prepare_entry(&self, vmcs: &Vmcs, apic: &mut VirtualX2apic) {
         self.collect(apic);
+        // The host timer (external-interrupt exiting is on) ends the guest's run at its
+        // virtual timer's deadline; the next entry injects the interrupt.
+        let deadline = apic.deadline();
+        if deadline != self.armed.get() && self.tsc_deadline {
+            LocalApic::current().set_deadline(deadline);
+            self.armed.set(deadline);
+        }
         match apic.deliverable() {
             Some(vector) if vmcs.interrupts_open() => {
                 apic.acknowledge(vector);
@@ -450,7 +464,7 @@ impl Vcpu<'_> {
     /// APIC's TSC-deadline timer armed at the virtual timer's deadline (without TSC-deadline
     /// mode it spins with PAUSE instead); the next entry injects it.
     fn halt(&self, apic: &mut VirtualX2apic) {
-        let deadline_timer = LocalApic::has_tsc_deadline();
+        let deadline_timer = self.tsc_deadline;
         loop {
             self.collect(apic);
             if apic.deliverable().is_some() || self.partition.is_stopped() {
@@ -465,6 +479,7 @@ impl Vcpu<'_> {
         }
         if deadline_timer {
             LocalApic::current().set_deadline(None);
+            self.armed.set(None);
         }
     }
 

@@ -3,7 +3,7 @@
 //! arm64 Images); the x86_64 guests the workspace `guests/x86/` (flat images linked at
 //! guest-physical 0x200000, their directory names end in `-x86`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::build::{Arch, flatten};
 use crate::error::{Context, Result};
@@ -36,8 +36,10 @@ pub fn images_directory() -> PathBuf {
     directory().join("target").join("images")
 }
 
-/// Builds every guest of `arch` (a directory of its workspace with `src/main.rs`; the binary
-/// is named after it) and writes its flat image. Returns the images directory.
+/// Builds every guest of `arch` (a directory of its workspace with `src/main.rs`, or whose
+/// `Cargo.toml` has a `[[bin]]` elsewhere: the x86 workspace builds the aarch64 workspace's
+/// shared-memory programs from their sources; the binary is named after the directory) and
+/// writes its flat image. Returns the images directory.
 pub fn build(arch: Arch) -> Result<PathBuf> {
     let target = guest_target(arch);
     let workspace_directory = workspace_directory(arch);
@@ -58,7 +60,7 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
         .context(|| format!("cannot list {}", workspace_directory.display()))?;
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.path().join("src").join("main.rs").is_file())
+        .filter(|entry| is_guest_directory(&entry.path()))
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
@@ -72,4 +74,12 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
             .context(|| format!("cannot write {}", image.display()))?;
     }
     Ok(images)
+}
+
+/// Whether `directory` holds a guest program: `src/main.rs`, or a manifest with a `[[bin]]`
+/// table (whose `path` may point at another workspace's sources).
+fn is_guest_directory(directory: &Path) -> bool {
+    directory.join("src").join("main.rs").is_file()
+        || std::fs::read_to_string(directory.join("Cargo.toml"))
+            .is_ok_and(|manifest| manifest.lines().any(|line| line.trim() == "[[bin]]"))
 }

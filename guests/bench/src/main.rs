@@ -27,11 +27,11 @@ mod clock;
 mod copy;
 mod stats;
 
-use bulkhead_guest::{cpu, exit_fail_with, exit_pass, gic, println, timer};
+use bulkhead_guest::{cpu, exit_fail_with, exit_pass, println, timer};
 use bulkhead_shmem::exchange::Role;
 use bulkhead_shmem::ivshmem::{DoorbellEvents, Ivshmem};
 use bulkhead_shmem::memory::SharedMemory;
-use bulkhead_shmem::pci::Ecam;
+use bulkhead_shmem::pci::Bus;
 use bulkhead_shmem::qnx::{QnxShmem, Region, RegionEvents};
 use bulkhead_shmem::{single_bit, wait};
 
@@ -96,12 +96,12 @@ fn set_word(me: &str, memory: SharedMemory, offset: usize, value: u32) {
 fn main() -> ! {
     let role = Role::from_partition_name("bench");
     let me = name(role);
-    if let Err(error) = gic::init().and_then(|()| wait::init()) {
-        exit_fail_with(format_args!("{me}: interrupt set-up: {error:?}"));
+    if let Err(error) = bulkhead_shmem::init_interrupts() {
+        exit_fail_with(format_args!("{me}: interrupt set-up: {error}"));
     }
-    let ecam = Ecam::discover();
-    let qnx = attach_qnx(me, &ecam, role);
-    let iv = set_up_ivshmem(me, &ecam, role);
+    let bus = Bus::discover();
+    let qnx = attach_qnx(me, &bus, role);
+    let iv = set_up_ivshmem(me, &bus, role);
     cpu::enable_interrupts();
     match role {
         Role::Ping => ping(&qnx, iv.as_ref()),
@@ -109,8 +109,8 @@ fn main() -> ! {
     }
 }
 
-fn attach_qnx(me: &'static str, ecam: &Ecam, role: Role) -> Qnx {
-    let device = QnxShmem::pci(ecam, 0)
+fn attach_qnx(me: &'static str, bus: &Bus, role: Role) -> Qnx {
+    let device = QnxShmem::pci(bus, 0)
         .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: QNX shmem device: {error}")));
     // IRQs are still masked: the region is watched before its interrupt can arrive.
     let region = device
@@ -125,7 +125,7 @@ fn attach_qnx(me: &'static str, ecam: &Ecam, role: Role) -> Qnx {
     println!(
         "{me}: QNX shmem ({}, interrupt {}): \"{QNX_REGION}\" client {index}, {} KiB at {:#x}",
         device.location(),
-        device.intid(),
+        device.interrupt(),
         region.data().len() / 1024,
         region.data().address()
     );
@@ -142,8 +142,8 @@ fn attach_qnx(me: &'static str, ecam: &Ecam, role: Role) -> Qnx {
 
 /// The ivshmem-doorbell device with MSI-X set up and my peer ID published, or `None` if the
 /// partition has none.
-fn set_up_ivshmem(me: &'static str, ecam: &Ecam, role: Role) -> Option<Iv> {
-    let device = match Ivshmem::find(ecam, 0) {
+fn set_up_ivshmem(me: &'static str, bus: &Bus, role: Role) -> Option<Iv> {
+    let device = match Ivshmem::find(bus, 0) {
         Ok(device) => device,
         Err(bulkhead_shmem::ivshmem::IvshmemError::NotFound) => {
             println!("{me}: no ivshmem device: the ivshmem round trips are skipped");
@@ -151,7 +151,7 @@ fn set_up_ivshmem(me: &'static str, ecam: &Ecam, role: Role) -> Option<Iv> {
         }
         Err(error) => exit_fail_with(format_args!("{me}: ivshmem: {error}")),
     };
-    let events = device
+    let (events, _) = device
         .use_msix(VECTOR, MSI_INTID)
         .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: MSI-X set-up: {error}")));
     wait::polling(

@@ -1,6 +1,8 @@
 //! `peers`: three partitions (roles `peer0`, `peer1`, `peer2` from the partition name's
-//! suffix) attach the QNX shmem region "party" (MMIO form; the factory page and INTID come
-//! from the device tree, else PCI, else `loc 0x0a000000 intr gic:40`). Each writes its client
+//! suffix) attach the QNX shmem region "party" (MMIO form; the factory page and interrupt come
+//! from the device tree or the x86_64 boot information, else PCI, else aarch64's
+//! `loc 0x0a000000 intr gic:40`). The same source builds for aarch64 and x86_64
+//! (`guests/x86/peers-x86`). Each writes its client
 //! index + 1 into the region. Peer0 notifies only peer2 (mask = 1 << peer2's index); peer2
 //! must see exactly peer0's bit, acknowledges in memory and notifies peer0 back; peer0 then
 //! sets "done". Peer1, never notified by anyone, waits for "done", checks after a grace period
@@ -13,13 +15,12 @@
 #![no_std]
 #![no_main]
 
-use bulkhead_guest::{cpu, exit_fail_with, exit_pass, gic, println};
 use bulkhead_shmem::memory::SharedMemory;
-use bulkhead_shmem::pci::Ecam;
+use bulkhead_shmem::pci::Bus;
 use bulkhead_shmem::qnx::{QnxShmem, Region, RegionEvents};
-use bulkhead_shmem::{partition_name, wait};
+use bulkhead_shmem::{exit_fail_with, exit_pass, partition_name, println, wait};
 
-bulkhead_guest::entry!(main);
+bulkhead_shmem::entry!(main);
 
 /// Roles, by partition-name suffix.
 const ROLES: [&str; 3] = ["peer0", "peer1", "peer2"];
@@ -27,7 +28,7 @@ const ROLES: [&str; 3] = ["peer0", "peer1", "peer2"];
 const REGION: &str = "party";
 /// Data pages asked for.
 const PAGES: u32 = 1;
-/// The MMIO form's defaults when nothing describes the device.
+/// The MMIO form's defaults when nothing describes the device (QEMU virt's layout).
 const DEFAULT_LOC: u64 = 0x0a00_0000;
 const DEFAULT_INTID: u32 = 40;
 /// Time for all three to attach.
@@ -61,10 +62,10 @@ fn index_of(role: usize, memory: &SharedMemory, which: usize) -> Option<u32> {
 }
 
 fn find_device(role: usize) -> QnxShmem {
-    if let Ok(device) = QnxShmem::from_device_tree(0) {
+    if let Ok(device) = QnxShmem::from_platform(0) {
         return device;
     }
-    if let Ok(device) = QnxShmem::pci(&Ecam::discover(), 0) {
+    if let Ok(device) = QnxShmem::pci(&Bus::discover(), 0) {
         return device;
     }
     println!(
@@ -81,15 +82,15 @@ fn main() -> ! {
             "peers: partition name \"{name}\" ends in neither peer0, peer1 nor peer2"
         ))
     };
-    if let Err(error) = gic::init().and_then(|()| wait::init()) {
-        fail(role, format_args!("interrupt set-up: {error:?}"));
+    if let Err(error) = bulkhead_shmem::init_interrupts() {
+        fail(role, format_args!("interrupt set-up: {error}"));
     }
     let device = find_device(role);
     println!(
         "peer{role}: QNX shmem factory page at {:#x} ({}), interrupt {} (vector register {})",
         device.factory_address(),
         device.location(),
-        device.intid(),
+        device.interrupt(),
         device.vector()
     );
     let region = device
@@ -109,7 +110,7 @@ fn main() -> ! {
     {
         fail(role, format_args!("region too small: {error}"));
     }
-    cpu::enable_interrupts();
+    bulkhead_shmem::enable_interrupts();
     match role {
         0 => peer0(&region, events),
         1 => peer1(region, events),

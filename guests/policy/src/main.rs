@@ -2,16 +2,17 @@
 //! other name is refused). It checks the factory page's verdicts: "secret1" and "other" →
 //! NO_PERMISSION, "open1" → OK (its memory works), "open*" and "" → ILLEGAL_NAME, `find` of
 //! "open-absent" → DOES_NOT_EXIST. Last it detaches "open1" and reads where its data was: the
-//! hypervisor must stop the partition there (nothing after that line inside Bulkhead).
+//! hypervisor must stop the partition there (nothing after that line inside Bulkhead). The same
+//! source builds for aarch64 and x86_64 (`guests/x86/policy-x86`).
 
 #![no_std]
 #![no_main]
 
-use bulkhead_guest::{exit_fail, exit_fail_with, println};
-use bulkhead_shmem::pci::Ecam;
+use bulkhead_shmem::pci::Bus;
 use bulkhead_shmem::qnx::{QnxShmem, Status};
+use bulkhead_shmem::{exit_fail, exit_fail_with, println};
 
-bulkhead_guest::entry!(main);
+bulkhead_shmem::entry!(main);
 
 /// Data pages asked for.
 const PAGES: u32 = 1;
@@ -39,9 +40,8 @@ fn expect_refused(device: &QnxShmem, name: &str, shown: &str, expected: Status) 
 }
 
 fn main() -> ! {
-    let ecam = Ecam::discover();
-    let device = QnxShmem::pci(&ecam, 0)
-        .or_else(|_| QnxShmem::from_device_tree(0))
+    let device = QnxShmem::pci(&Bus::discover(), 0)
+        .or_else(|_| QnxShmem::from_platform(0))
         .unwrap_or_else(|error| exit_fail_with(format_args!("policy: QNX shmem device: {error}")));
     println!(
         "policy: QNX shmem factory page at {:#x} ({}), signature ok",

@@ -2,9 +2,7 @@
 //! the exchange a partition plays, and the payload patterns that let each end check what
 //! crossed the region.
 
-use bulkhead_guest::exit_fail_with;
-
-use crate::partition_name;
+use crate::{exit_fail_with, partition_name};
 
 /// Payload bytes per message.
 pub const PAYLOAD_LEN: usize = 48;
@@ -71,5 +69,36 @@ impl Pattern {
             *byte = source ^ self.reply_xor;
         }
         payload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pingpong's pattern (guests/pingpong).
+    const PINGPONG: Pattern = Pattern {
+        round_step: 37,
+        index_step: 11,
+        offset: 5,
+        reply_xor: 0x5a,
+    };
+
+    #[test]
+    fn payloads_have_the_checksums_both_architectures_print() {
+        // The aarch64 demo's `ping: sent 1 (checksum 0x5ef8b195)`, `pong: replied 1
+        // (checksum 0x157fddf5)`; the x86_64 scenarios expect the same values.
+        let message = PINGPONG.message(1);
+        assert_eq!(crate::fnv1a(&message), 0x5ef8_b195);
+        assert_eq!(crate::fnv1a(&PINGPONG.reply(&message)), 0x157f_ddf5);
+        assert_eq!(crate::fnv1a(&PINGPONG.message(3)), 0x54e1_4145);
+    }
+
+    #[test]
+    fn reply_is_the_message_reversed_and_xored() {
+        let message = PINGPONG.message(2);
+        let reply = PINGPONG.reply(&message);
+        assert_eq!(reply[0], message[PAYLOAD_LEN - 1] ^ 0x5a);
+        assert_eq!(reply[PAYLOAD_LEN - 1], message[0] ^ 0x5a);
     }
 }

@@ -3,19 +3,23 @@
 //! and the shared memory in BAR2 (64-bit prefetchable).
 //!
 //! Interrupts: INTx (IntrMask bit 0 enables; a doorbell sets IntrStatus, which asserts the
-//! level line until read) or MSI-X (vector `v` sends its message to the GIC, which raises an
-//! edge-triggered SPI). [`Ivshmem::use_intx`] / [`Ivshmem::use_msix`] set either up with a
-//! handler that counts doorbells into a [`DoorbellEvents`].
+//! level line until read) or MSI-X (vector `v` sends its message: aarch64 to the GIC, which
+//! raises an edge-triggered SPI; x86_64 to the local APIC, which takes the message's vector).
+//! [`Ivshmem::use_intx`] / [`Ivshmem::use_msix`] set either up with a handler that counts
+//! doorbells into a [`DoorbellEvents`].
 
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use bulkhead_guest::gic::{self, GicError, Trigger};
-use bulkhead_guest::platform::{self, GicLayout};
-use bulkhead_guest::{cpu, irq, mmio};
-
+use crate::arch::{self, Interrupt, InterruptError, mmio};
 use crate::memory::{self, SharedMemory};
-use crate::pci::{COMMAND_INTX_DISABLE, Ecam, MsiX, PciDevice, PciError};
+use crate::pci::{Bus, COMMAND_INTX_DISABLE, MsiX, PciDevice, PciError};
+
+#[cfg(target_arch = "aarch64")]
+pub use crate::arch::DEFAULT_GICV2M_FRAME;
+/// The first interrupt number [`Ivshmem::use_msix`] takes: aarch64 INTID 96 (the MSI SPIs
+/// 96-127), x86_64 vector 0x28 (vectors 0x28-0x2f).
+pub const FIRST_MSI_INTERRUPT: u32 = arch::FIRST_MSI;
 
 /// PCI vendor ID (Red Hat / Qumranet).
 pub const VENDOR_ID: u16 = 0x1af4;
@@ -29,11 +33,6 @@ const DOORBELL: usize = 0x0c;
 /// Bytes of the register block.
 const REGISTERS_SIZE: u64 = 0x100;
 
-/// GICv2m frame when the device tree names none (QEMU virt, Bulkhead).
-pub const DEFAULT_GICV2M_FRAME: u64 = 0x0802_0000;
-/// Offset of the SETSPI register in a GICv3 distributor and in a GICv2m frame.
-const SETSPI: u64 = 0x40;
-
 /// Why an ivshmem device could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IvshmemError {
@@ -41,12 +40,14 @@ pub enum IvshmemError {
     NotFound,
     /// A PCI problem (BARs, MSI-X, pin).
     Pci(PciError),
-    /// The register block (BAR0) is not where the identity map has Device memory.
+    /// The register block (BAR0) is not where the identity map has device memory.
     RegistersUnreachable(u64),
-    /// The shared memory (BAR2) is not where the identity map has Normal memory.
+    /// The shared memory (BAR2) is not where the identity map has normal memory for it.
     MemoryUnreachable(u64),
-    /// The GIC refused the INTID.
-    Gic(GicError),
+    /// The interrupt could not be set up (GIC, I/O APIC, vectors).
+    Interrupt(InterruptError),
+    /// All doorbell counter slots are taken.
+    TooMany,
 }
 
 impl fmt::Display for IvshmemError {
@@ -63,7 +64,8 @@ impl fmt::Display for IvshmemError {
             IvshmemError::MemoryUnreachable(address) => {
                 write!(f, "BAR2 at {address:#x} is not in a shared-memory window")
             }
-            IvshmemError::Gic(error) => write!(f, "GIC: {error:?}"),
+            IvshmemError::Interrupt(error) => write!(f, "{error}"),
+            IvshmemError::TooMany => f.write_str("too many doorbell interrupts"),
         }
     }
 }
@@ -74,9 +76,9 @@ impl From<PciError> for IvshmemError {
     }
 }
 
-impl From<GicError> for IvshmemError {
-    fn from(error: GicError) -> Self {
-        IvshmemError::Gic(error)
+impl From<InterruptError> for IvshmemError {
+    fn from(error: InterruptError) -> Self {
+        IvshmemError::Interrupt(error)
     }
 }
 
@@ -91,8 +93,8 @@ pub struct Ivshmem {
 impl Ivshmem {
     /// The `nth` ivshmem device on bus 0: reads BAR0 and BAR2 (sizing BAR2), then turns
     /// memory decoding on.
-    pub fn find(ecam: &Ecam, nth: usize) -> Result<Self, IvshmemError> {
-        let device = ecam
+    pub fn find(bus: &Bus, nth: usize) -> Result<Self, IvshmemError> {
+        let device = bus
             .find(VENDOR_ID, DEVICE_ID, nth)
             .ok_or(IvshmemError::NotFound)?;
         Self::from_pci(device)
@@ -101,29 +103,20 @@ impl Ivshmem {
     /// The ivshmem device `device`.
     pub fn from_pci(device: PciDevice) -> Result<Self, IvshmemError> {
         let registers = device.assigned_bar(0)?.address;
-        if registers.saturating_add(REGISTERS_SIZE) > 0x4000_0000 {
+        if !arch::is_device_range(registers, REGISTERS_SIZE) {
             return Err(IvshmemError::RegistersUnreachable(registers));
         }
         let shared = device.assigned_bar(2)?.address;
         let size = device.bar_size(2)?;
-        let in_window = |(start, end): (u64, u64)| {
-            shared >= start && shared.checked_add(size).is_some_and(|stop| stop <= end)
-        };
-        if ![
-            (0x4000_0000, 0x1_0000_0000),
-            (0x60_0000_0000, 0x100_0000_0000),
-        ]
-        .into_iter()
-        .any(in_window)
-        {
+        if !arch::is_shared_memory_range(shared, size) {
             return Err(IvshmemError::MemoryUnreachable(shared));
         }
         device.enable_memory();
         Ok(Self {
             device,
             registers: registers as usize,
-            // SAFETY: BAR2 is the shared memory, inside a window the identity map has as
-            // Normal memory (checked), decoded from now on; no Rust object lives there.
+            // SAFETY: BAR2 is the shared memory, where the identity map has normal memory for
+            // it (checked), decoded from now on; no Rust object lives there.
             memory: unsafe { SharedMemory::new(shared as usize, size as usize) },
         })
     }
@@ -139,7 +132,7 @@ impl Ivshmem {
     }
 
     fn read(&self, offset: usize) -> u32 {
-        // SAFETY: a register of BAR0 (Device memory, checked in `from_pci`); reads of
+        // SAFETY: a register of BAR0 (device memory, checked in `from_pci`); reads of
         // IntrStatus clear it, which callers intend.
         unsafe { mmio::read32(self.registers + offset) }
     }
@@ -177,58 +170,51 @@ impl Ivshmem {
         self.device.msix().is_ok()
     }
 
-    /// Takes doorbells through INTx: the handler reads (clears) IntrStatus and counts. Sets
-    /// the INTID level-sensitive, enables it on this vCPU, then IntrMask bit 0. Call with
-    /// IRQs masked after `gic::init()`. Returns the counters and the INTID.
-    pub fn use_intx(&self) -> Result<(&'static DoorbellEvents, u32), IvshmemError> {
-        let intid = self.device.intx_intid()?;
-        let events = claim(intid, self.registers)?;
+    /// Takes doorbells through INTx: the handler reads (clears) IntrStatus and counts.
+    /// Enables the interrupt level-sensitive on this vCPU (x86_64: routes the I/O APIC pin),
+    /// then IntrMask bit 0. Call with interrupts masked after
+    /// [`init_interrupts`](crate::init_interrupts). Returns the counters and the interrupt.
+    pub fn use_intx(&self) -> Result<(&'static DoorbellEvents, Interrupt), IvshmemError> {
+        let interrupt = self.device.intx()?;
+        let routed = arch::enable_level(interrupt, on_interrupt)?;
+        let events = claim(routed.key(), self.registers)?;
         self.device.clear_command(COMMAND_INTX_DISABLE);
-        gic::set_trigger(intid, Trigger::Level)?;
-        gic::enable(intid)?;
         self.write(INTR_MASK, 1);
-        Ok((events, intid))
+        Ok((events, routed))
     }
 
-    /// Takes doorbells on `vector` through MSI-X: programs table entry `vector` with the
-    /// GIC's SETSPI address and `intid` as data, sets `intid` edge-triggered and enables it,
-    /// turns bus mastering and MSI-X on. Call with IRQs masked after `gic::init()`.
+    /// Takes doorbells on MSI-X table entry `vector`, delivered as interrupt `number`
+    /// (aarch64: an INTID, edge-triggered SPI; x86_64: an IDT vector; see
+    /// [`FIRST_MSI_INTERRUPT`]): installs the handler, programs the table entry with this
+    /// vCPU's message, turns bus mastering and MSI-X on. Call with interrupts masked after
+    /// [`init_interrupts`](crate::init_interrupts). Returns the counters and the interrupt.
     pub fn use_msix(
         &self,
         vector: u16,
-        intid: u32,
-    ) -> Result<&'static DoorbellEvents, IvshmemError> {
+        number: u32,
+    ) -> Result<(&'static DoorbellEvents, Interrupt), IvshmemError> {
         let msix: MsiX = self.device.msix()?;
-        let events = claim(intid, 0)?;
-        gic::set_trigger(intid, Trigger::Edge)?;
-        gic::enable(intid)?;
+        let routed = arch::enable_msi(number, on_interrupt)?;
+        let events = claim(routed.key(), 0)?;
         self.device.enable_bus_master();
-        msix.route(vector, msi_address(), intid)?;
-        Ok(events)
+        let (address, data) = arch::msi_message(&routed);
+        msix.route(vector, address, data)?;
+        Ok((events, routed))
     }
 }
 
-/// Where an MSI writes to raise an SPI: GICv3 GICD_SETSPI_NSR, or the GICv2m frame's
-/// MSI_SETSPI_NS (the device tree's `arm,gic-v2m-frame`, else [`DEFAULT_GICV2M_FRAME`]).
+/// Where an MSI writes to reach this vCPU: aarch64 GICD_SETSPI_NSR or the GICv2m frame's
+/// MSI_SETSPI_NS (the device tree's `arm,gic-v2m-frame`, else `DEFAULT_GICV2M_FRAME`);
+/// x86_64 0xFEE0_0000 | (APIC ID << 12).
 pub fn msi_address() -> u64 {
-    match platform::gic() {
-        GicLayout::V3 { distributor, .. } => distributor as u64 + SETSPI,
-        GicLayout::V2 { .. } => {
-            let frame = platform::device_tree()
-                .and_then(|tree| {
-                    let node = tree.find_compatible(&["arm,gic-v2m-frame"])?;
-                    Some(node.reg()?.next()?.starting_address as u64)
-                })
-                .unwrap_or(DEFAULT_GICV2M_FRAME);
-            frame + SETSPI
-        }
-    }
+    arch::msi_address()
 }
 
 /// Doorbells a device's interrupt delivered.
 #[derive(Debug)]
 pub struct DoorbellEvents {
-    intid: AtomicU32,
+    /// The interrupt's key ([`Interrupt::key`]); 0 while the slot is free.
+    key: AtomicU32,
     /// INTx: the register block whose IntrStatus the handler reads; 0 for MSI-X.
     registers: AtomicUsize,
     doorbells: AtomicU32,
@@ -238,7 +224,7 @@ pub struct DoorbellEvents {
 impl DoorbellEvents {
     const fn new() -> Self {
         Self {
-            intid: AtomicU32::new(0),
+            key: AtomicU32::new(0),
             registers: AtomicUsize::new(0),
             doorbells: AtomicU32::new(0),
             interrupts: AtomicU32::new(0),
@@ -258,36 +244,30 @@ impl DoorbellEvents {
 
 static EVENTS: [DoorbellEvents; 4] = [const { DoorbellEvents::new() }; 4];
 
-/// A counter slot for `intid`, with the handler registered.
-fn claim(intid: u32, registers: usize) -> Result<&'static DoorbellEvents, IvshmemError> {
-    let daif = cpu::disable_interrupts();
+/// A counter slot for the interrupt with `key` (its handler is [`on_interrupt`]).
+fn claim(key: u32, registers: usize) -> Result<&'static DoorbellEvents, IvshmemError> {
+    let saved = arch::disable_interrupts();
     let slot = EVENTS.iter().find(|slot| {
-        slot.intid
-            .compare_exchange(0, intid, Ordering::AcqRel, Ordering::Relaxed)
+        slot.key
+            .compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     });
-    let result = match slot {
-        Some(slot) => {
-            slot.registers.store(registers, Ordering::Relaxed);
-            irq::register(intid, on_interrupt)
-                .map(|()| slot)
-                .map_err(|_| IvshmemError::Gic(GicError::InvalidIntid(intid)))
-        }
-        None => Err(IvshmemError::Gic(GicError::InvalidIntid(intid))),
-    };
-    cpu::restore_interrupts(daif);
-    result
+    if let Some(slot) = slot {
+        slot.registers.store(registers, Ordering::Relaxed);
+    }
+    arch::restore_interrupts(saved);
+    slot.ok_or(IvshmemError::TooMany)
 }
 
-fn on_interrupt(intid: u32) {
+fn on_interrupt(key: u32) {
     for slot in &EVENTS {
-        if slot.intid.load(Ordering::Relaxed) != intid {
+        if slot.key.load(Ordering::Relaxed) != key {
             continue;
         }
         slot.interrupts.fetch_add(1, Ordering::AcqRel);
         let registers = slot.registers.load(Ordering::Relaxed);
         let rang = registers == 0 || {
-            // SAFETY: IntrStatus of the device this slot was claimed for (BAR0, Device
+            // SAFETY: IntrStatus of the device this slot was claimed for (BAR0, device
             // memory); reading clears it and drops the INTx line.
             unsafe { mmio::read32(registers + INTR_STATUS) != 0 }
         };

@@ -100,3 +100,39 @@ impl Mailbox {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_posted_letter_reads_back_with_its_checksum() {
+        let mut backing = [0u32; 256];
+        // SAFETY: the buffer outlives the test's accesses and holds no Rust object the
+        // volatile writes could break (plain integers).
+        let memory = unsafe { SharedMemory::new(backing.as_mut_ptr() as usize, 1024) };
+        let mailbox = Mailbox::new(memory, 0x100).unwrap();
+        assert_eq!(mailbox.sequence(), 0);
+        let checksum = mailbox.post(7, b"hello").unwrap();
+        assert_eq!(checksum, crate::fnv1a(b"hello"));
+        assert_eq!(mailbox.sequence(), 7);
+        let letter = mailbox.read().unwrap();
+        assert_eq!(letter.bytes(), b"hello");
+        assert!(letter.checksum_ok());
+        // The layout: sequence at 0x100, length at 0x104, checksum at 0x108.
+        assert_eq!(memory.read_u32(0x100).unwrap(), 7);
+        assert_eq!(memory.read_u32(0x104).unwrap(), 5);
+        assert_eq!(memory.read_u32(0x108).unwrap(), checksum);
+    }
+
+    #[test]
+    fn boxes_must_fit_and_be_aligned() {
+        let mut backing = [0u32; 128];
+        // SAFETY: as above.
+        let memory = unsafe { SharedMemory::new(backing.as_mut_ptr() as usize, 512) };
+        assert!(Mailbox::new(memory, 0x100).is_ok());
+        assert!(Mailbox::new(memory, 0x101).is_err());
+        assert!(Mailbox::new(memory, 0x180).is_err());
+        assert!(memory.read_u32(510).is_err());
+    }
+}

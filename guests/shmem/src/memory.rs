@@ -1,7 +1,6 @@
 //! Shared memory as a guest-physical range read and written only through volatile accesses,
 //! bounds-checked, with the barriers a producer/consumer protocol between partitions needs.
 
-use core::arch::asm;
 use core::fmt;
 use core::sync::atomic::{Ordering, fence};
 
@@ -122,9 +121,9 @@ impl SharedMemory {
     }
 }
 
-/// Completes this vCPU's earlier memory writes (DSB ISH) before what follows, typically a
-/// doorbell or notify register write that makes another partition look at shared memory.
+/// Completes this vCPU's earlier memory writes (aarch64 DSB ISH, x86_64 MFENCE) before what
+/// follows, typically a doorbell or notify register write that makes another partition look at
+/// shared memory.
 pub fn complete_writes() {
-    // SAFETY: a barrier; no memory or register state beyond ordering is affected.
-    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+    crate::arch::complete_writes()
 }

@@ -1,24 +1,19 @@
-//! PCI configuration space through the host bridge's ECAM window (bus 0, function 0 of each
-//! slot): finding devices, their BARs, decoding and bus-master enables, the INTx INTID and
-//! the MSI-X table.
+//! PCI configuration space of bus 0 (function 0 of each slot), through the host bridge's ECAM
+//! window or, on x86_64, configuration mechanism #1 (ports 0xCF8/0xCFC): finding devices,
+//! their BARs, decoding and bus-master enables, the INTx interrupt and the MSI-X table.
 //!
 //! Every configuration access is an aligned 32-bit one (the form every ECAM emulation
-//! accepts). BARs are expected to be assigned already, as firmware leaves them;
-//! [`PciDevice::assign_unassigned_bars`] plays firmware where nobody did (plain QEMU).
+//! accepts). BARs are expected to be assigned already, as firmware (or the hypervisor) leaves
+//! them; [`PciDevice::assign_unassigned_bars`] plays firmware where nobody did (plain QEMU).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use bulkhead_guest::{mmio, platform};
+use crate::arch::{self, Interrupt, mmio};
 
-/// ECAM base when the device tree names no `pci-host-ecam-generic` (QEMU virt, Bulkhead).
-pub const DEFAULT_ECAM: usize = 0x3f00_0000;
-/// The host bridge's 32-bit memory window when the device tree gives none: (base, size).
-pub const DEFAULT_MMIO32: (u64, u64) = (0x1000_0000, 0x2eff_0000);
-/// The host bridge's 64-bit prefetchable window when the device tree gives none.
-pub const DEFAULT_MMIO64: (u64, u64) = (0x80_0000_0000, 0x80_0000_0000);
-/// INTx of slot `s`, pin `p` (1 = INTA) is INTID `INTX_FIRST_INTID + (s + p - 1) % 4`.
-pub const INTX_FIRST_INTID: u32 = 35;
+#[cfg(target_arch = "aarch64")]
+pub use crate::arch::{DEFAULT_ECAM, DEFAULT_MMIO32, DEFAULT_MMIO64, INTX_FIRST_INTID};
+
 /// Slots on bus 0.
 pub const SLOTS: u8 = 32;
 
@@ -30,7 +25,7 @@ const HEADER_TYPE: usize = 0x0c;
 const BAR0: usize = 0x10;
 const CAPABILITIES_POINTER: usize = 0x34;
 const INTERRUPT: usize = 0x3c;
-/// Bytes of one function's configuration space.
+/// Bytes of one function's configuration space through ECAM (mechanism #1 reaches 0x100).
 const CONFIG_SIZE: usize = 0x1000;
 
 /// COMMAND: memory space decoding.
@@ -83,29 +78,56 @@ impl fmt::Display for PciError {
     }
 }
 
-/// The ECAM window of bus 0.
+/// How configuration space is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ecam {
-    base: usize,
+pub enum Mechanism {
+    /// The ECAM window of bus 0 at this guest-physical address (1 MiB, 4 KiB per function).
+    Ecam(usize),
+    /// Configuration mechanism #1: a dword address to port 0xCF8, data at 0xCFC (x86_64;
+    /// registers 0x00-0xFF). Elsewhere it finds nothing.
+    PortIo,
 }
 
-impl Ecam {
-    /// The device tree's `pci-host-ecam-generic` window, else [`DEFAULT_ECAM`].
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mechanism::Ecam(base) => write!(f, "ECAM at {base:#x}"),
+            Mechanism::PortIo => f.write_str("ports 0xcf8/0xcfc"),
+        }
+    }
+}
+
+/// PCI bus 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bus {
+    mechanism: Mechanism,
+}
+
+impl Bus {
+    /// Bus 0 as the platform reaches it by default: aarch64 the device tree's
+    /// `pci-host-ecam-generic` window (else `DEFAULT_ECAM`), x86_64 ports 0xCF8/0xCFC.
     pub fn discover() -> Self {
-        let base = platform::device_tree()
-            .and_then(|tree| {
-                let node = tree.find_compatible(&["pci-host-ecam-generic"])?;
-                let region = node.reg()?.next()?;
-                Some(region.starting_address as usize)
-            })
-            .filter(|&base| is_device_mapped(base as u64, 1 << 20))
-            .unwrap_or(DEFAULT_ECAM);
-        Self { base }
+        Self {
+            mechanism: arch::default_mechanism(),
+        }
     }
 
-    /// Base address of the window.
-    pub fn base(&self) -> usize {
-        self.base
+    /// Bus 0 through its ECAM window, if the platform describes one (always on aarch64; on
+    /// x86_64 the boot information's PCI ECAM entry).
+    pub fn discover_ecam() -> Option<Self> {
+        arch::ecam().map(Self::ecam)
+    }
+
+    /// Bus 0 through the ECAM window at `base`.
+    pub fn ecam(base: usize) -> Self {
+        Self {
+            mechanism: Mechanism::Ecam(base),
+        }
+    }
+
+    /// How configuration space is reached.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
     }
 
     /// Function 0 of `slot`, if a device answers there.
@@ -114,7 +136,7 @@ impl Ecam {
             return None;
         }
         let device = PciDevice {
-            config: self.base + (usize::from(slot) << 15),
+            mechanism: self.mechanism,
             slot,
         };
         let vendor = device.vendor_id();
@@ -130,20 +152,6 @@ impl Ecam {
     }
 }
 
-/// End of the first GiB: the identity map's Device-nGnRnE part (ECAM, 32-bit BARs, ...).
-const IDENTITY_DEVICE_END: u64 = 0x4000_0000;
-/// The identity map's other Device-nGnRnE GiB (QEMU virt's high PCIe ECAM).
-const IDENTITY_HIGH_DEVICE: (u64, u64) = (0x40_0000_0000, 0x40_4000_0000);
-
-/// Whether `[address, address + len)` is non-zero and Device memory in the identity map.
-fn is_device_mapped(address: u64, len: u64) -> bool {
-    let Some(end) = address.checked_add(len) else {
-        return false;
-    };
-    address != 0
-        && (end <= IDENTITY_DEVICE_END
-            || (address >= IDENTITY_HIGH_DEVICE.0 && end <= IDENTITY_HIGH_DEVICE.1))
-}
 /// End of the guest's identity map (1 TiB).
 const IDENTITY_END: u64 = 0x100_0000_0000;
 
@@ -163,7 +171,7 @@ pub struct Bar {
 /// Function 0 of a device on bus 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PciDevice {
-    config: usize,
+    mechanism: Mechanism,
     slot: u8,
 }
 
@@ -173,21 +181,36 @@ impl PciDevice {
         self.slot
     }
 
+    /// How its configuration space is reached.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// Reads the configuration dword holding byte `offset`.
     pub fn read32(&self, offset: usize) -> u32 {
         let offset = (offset & !3) % CONFIG_SIZE;
-        // SAFETY: an aligned dword inside this function's 4 KiB of the ECAM window, which
-        // the identity map has as Device memory; configuration reads have no side effects
-        // on memory.
-        unsafe { mmio::read32(self.config + offset) }
+        match self.mechanism {
+            // SAFETY: an aligned dword inside this function's 4 KiB of the ECAM window, which
+            // the identity map has as device memory; configuration reads have no side
+            // effects on memory.
+            Mechanism::Ecam(base) => unsafe {
+                mmio::read32(function_base(base, self.slot) + offset)
+            },
+            Mechanism::PortIo => arch::config_port_read(self.slot, offset),
+        }
     }
 
     /// Writes the configuration dword holding byte `offset`.
     pub fn write32(&self, offset: usize, value: u32) {
         let offset = (offset & !3) % CONFIG_SIZE;
-        // SAFETY: as for `read32`; configuration writes change the device, never guest RAM
-        // (BAR placement is the caller's business: see `assign_unassigned_bars`).
-        unsafe { mmio::write32(self.config + offset, value) }
+        match self.mechanism {
+            // SAFETY: as for `read32`; configuration writes change the device, never guest
+            // RAM (BAR placement is the caller's business: see `assign_unassigned_bars`).
+            Mechanism::Ecam(base) => unsafe {
+                mmio::write32(function_base(base, self.slot) + offset, value)
+            },
+            Mechanism::PortIo => arch::config_port_write(self.slot, offset, value),
+        }
     }
 
     /// Vendor ID.
@@ -247,13 +270,16 @@ impl PciDevice {
         (self.read32(INTERRUPT) >> 8) as u8
     }
 
-    /// The GIC INTID the device's INTx raises (level-sensitive): slot and pin swizzled onto
-    /// INTIDs 35-38 as the platform's `interrupt-map` says.
-    pub fn intx_intid(&self) -> Result<u32, PciError> {
-        match self.interrupt_pin() {
-            pin @ 1..=4 => Ok(INTX_FIRST_INTID + (u32::from(self.slot) + u32::from(pin) - 1) % 4),
-            _ => Err(PciError::NoInterruptPin),
-        }
+    /// Interrupt Line (x86_64: the I/O APIC pin of INTx, 0xFF for none).
+    pub fn interrupt_line(&self) -> u8 {
+        self.read32(INTERRUPT) as u8
+    }
+
+    /// The interrupt the device's INTx raises (level-sensitive): aarch64 a GIC INTID, slot
+    /// and pin swizzled onto INTIDs 35-38 as the platform's `interrupt-map` says; x86_64 the
+    /// I/O APIC pin in Interrupt Line.
+    pub fn intx(&self) -> Result<Interrupt, PciError> {
+        arch::intx(self)
     }
 
     /// BAR `index` if it is a memory BAR (the address may be 0: unassigned).
@@ -390,7 +416,7 @@ impl PciDevice {
             .map_err(|_| PciError::NoMsix)?;
         let table = bar.address + u64::from(table & !7);
         let vectors = (control & 0x7ff) + 1;
-        if !is_device_mapped(table, u64::from(vectors) * MSIX_ENTRY_SIZE as u64) {
+        if !arch::is_device_range(table, u64::from(vectors) * MSIX_ENTRY_SIZE as u64) {
             return Err(PciError::NoMsix);
         }
         Ok(MsiX {
@@ -437,8 +463,9 @@ impl MsiX {
         }
         self.set_control(MSIX_ENABLE | MSIX_FUNCTION_MASK, 0);
         let entry = self.table + usize::from(vector) * MSIX_ENTRY_SIZE;
-        // SAFETY: the entry lies in the MSI-X table inside the device's BAR (Device memory,
-        // first GiB); writing it only programs the message the device sends.
+        // SAFETY: the entry lies in the MSI-X table inside the device's BAR (device memory,
+        // checked by `PciDevice::msix`); writing it only programs the message the device
+        // sends.
         unsafe {
             mmio::write32(entry + 12, MSIX_VECTOR_MASKED);
             mmio::write32(entry, address as u32);
@@ -472,11 +499,7 @@ impl Window {
 
     fn allocate(&self, size: u64) -> Option<u64> {
         if self.end.load(Ordering::Relaxed) == 0 {
-            let (base, len) = window_from_device_tree(self.is_64).unwrap_or(if self.is_64 {
-                DEFAULT_MMIO64
-            } else {
-                DEFAULT_MMIO32
-            });
+            let (base, len) = arch::pci_window(self.is_64)?;
             self.next.store(base, Ordering::Relaxed);
             self.end.store(base.saturating_add(len), Ordering::Relaxed);
         }
@@ -492,24 +515,7 @@ impl Window {
     }
 }
 
-/// The host bridge's memory window from its `ranges` (32-bit, or 64-bit prefetchable).
-fn window_from_device_tree(is_64: bool) -> Option<(u64, u64)> {
-    let tree = platform::device_tree()?;
-    let node = tree.find_compatible(&["pci-host-ecam-generic"])?;
-    let ranges = node.property("ranges")?.value;
-    // PCI child address (3 cells), parent address (2 cells), size (2 cells).
-    let cell = |entry: &[u8], index: usize| -> Option<u64> {
-        let bytes = entry.get(index * 4..index * 4 + 4)?;
-        Some(u64::from(u32::from_be_bytes(bytes.try_into().ok()?)))
-    };
-    ranges.chunks_exact(28).find_map(|entry| {
-        let space = (cell(entry, 0)? >> 24) & 3;
-        let wanted = if is_64 { 3 } else { 2 };
-        if space != wanted {
-            return None;
-        }
-        let parent = (cell(entry, 3)? << 32) | cell(entry, 4)?;
-        let size = (cell(entry, 5)? << 32) | cell(entry, 6)?;
-        Some((parent, size))
-    })
+/// The address of `slot`'s function 0 in the ECAM window at `base` (bus 0: 32 KiB per slot).
+fn function_base(base: usize, slot: u8) -> usize {
+    base + (usize::from(slot) << 15)
 }

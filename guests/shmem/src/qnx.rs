@@ -10,11 +10,9 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use bulkhead_guest::gic::{self, GicError, Trigger};
-use bulkhead_guest::{cpu, irq, mmio, platform};
-
+use crate::arch::{self, Interrupt, InterruptError, mmio};
 use crate::memory::{self, SharedMemory};
-use crate::pci::{Ecam, PciDevice, PciError};
+use crate::pci::{Bus, PciDevice, PciError};
 
 /// PCI vendor ID (BlackBerry QNX).
 pub const VENDOR_ID: u16 = 0x1c05;
@@ -44,13 +42,6 @@ const CONTROL_STATUS: usize = 0x0;
 const CONTROL_INDEX: usize = 0x4;
 const CONTROL_NOTIFY: usize = 0x8;
 const CONTROL_DETACH: usize = 0xc;
-
-/// Where regions can be mapped so the identity map reaches them as Normal memory: the
-/// shared-memory windows 384 GiB - 1 TiB, or RAM-like space 1-4 GiB.
-const REGION_WINDOWS: [(u64, u64); 2] = [
-    (0x4000_0000, 0x1_0000_0000),
-    (0x60_0000_0000, 0x100_0000_0000),
-];
 
 /// The factory page's status after a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +113,12 @@ impl fmt::Display for Status {
 /// Why no factory page could be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FindError {
-    /// No such device (PCI, or device-tree node).
+    /// No such device (PCI, or one the platform describes).
     NotFound,
     /// A PCI problem (BAR, interrupt pin).
     Pci(PciError),
-    /// The MMIO location is not a page in the first GiB outside RAM.
+    /// The MMIO location is not a page where device registers can be (aarch64: the first
+    /// GiB; x86_64: below 1 TiB) outside RAM.
     BadLocation(u64),
     /// The factory page's signature is wrong.
     Signature(u64),
@@ -178,15 +170,15 @@ impl fmt::Display for Location {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QnxShmem {
     factory: usize,
-    intid: u32,
+    interrupt: Interrupt,
     location: Location,
 }
 
 impl QnxShmem {
     /// The `nth` PCI device 1C05:0001: BAR0 is the factory page (memory decoding is turned
-    /// on), INTx gives the INTID.
-    pub fn pci(ecam: &Ecam, nth: usize) -> Result<Self, FindError> {
-        let device = ecam
+    /// on), INTx gives the interrupt.
+    pub fn pci(bus: &Bus, nth: usize) -> Result<Self, FindError> {
+        let device = bus
             .find(VENDOR_ID, DEVICE_ID, nth)
             .ok_or(FindError::NotFound)?;
         Self::from_pci(device)
@@ -196,29 +188,39 @@ impl QnxShmem {
     pub fn from_pci(device: PciDevice) -> Result<Self, FindError> {
         let bar = device.assigned_bar(0)?;
         let factory = usable_factory(bar.address)?;
-        let intid = device.intx_intid()?;
+        let interrupt = device.intx()?;
         device.enable_memory();
-        Self::checked(factory, intid, Location::Pci(device.slot()))
+        Self::checked(factory, interrupt, Location::Pci(device.slot()))
     }
 
-    /// The factory page at `loc` with interrupt `intid` (the MMIO form). `loc` must be a page
-    /// in the first GiB (the identity map's device part) outside RAM.
-    pub fn mmio(loc: u64, intid: u32) -> Result<Self, FindError> {
+    /// The factory page at `loc` with the wired interrupt `number` (the MMIO form: `loc` and
+    /// `intr` of the VM file; aarch64 a GIC INTID, x86_64 an I/O APIC pin). `loc` must be a
+    /// page where device registers can be, outside RAM.
+    pub fn mmio(loc: u64, number: u32) -> Result<Self, FindError> {
+        Self::mmio_with(loc, arch::wired(number))
+    }
+
+    fn mmio_with(loc: u64, interrupt: Interrupt) -> Result<Self, FindError> {
         let factory = usable_factory(loc)?;
-        Self::checked(factory, intid, Location::Mmio)
+        Self::checked(factory, interrupt, Location::Mmio)
     }
 
-    /// The `nth` MMIO factory page the device tree describes (a node whose `compatible`
-    /// mentions `shm`, e.g. `qvm,guest_shm`, with `reg` and a GIC SPI in `interrupts`).
-    pub fn from_device_tree(nth: usize) -> Result<Self, FindError> {
-        let (loc, intid) = device_tree_node(nth).ok_or(FindError::NotFound)?;
-        Self::mmio(loc, intid)
+    /// The `nth` MMIO factory page the platform describes: aarch64 a device-tree node whose
+    /// `compatible` mentions `shm` (e.g. `qvm,guest_shm`) with `reg` and a GIC SPI in
+    /// `interrupts`; x86_64 a QNX shmem entry of the boot information's device list.
+    pub fn from_platform(nth: usize) -> Result<Self, FindError> {
+        let (loc, interrupt) = arch::mmio_shmem(nth).ok_or(FindError::NotFound)?;
+        Self::mmio_with(loc, interrupt)
     }
 
-    fn checked(factory: usize, intid: u32, location: Location) -> Result<Self, FindError> {
+    fn checked(
+        factory: usize,
+        interrupt: Interrupt,
+        location: Location,
+    ) -> Result<Self, FindError> {
         let device = Self {
             factory,
-            intid,
+            interrupt,
             location,
         };
         let signature = device.signature();
@@ -233,9 +235,9 @@ impl QnxShmem {
         self.factory as u64
     }
 
-    /// The INTID the device's interrupt arrives on.
-    pub fn intid(&self) -> u32 {
-        self.intid
+    /// The interrupt the device raises (aarch64: its INTID; x86_64: its I/O APIC pin).
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt
     }
 
     /// PCI or MMIO.
@@ -244,13 +246,14 @@ impl QnxShmem {
     }
 
     fn read32(&self, offset: usize) -> u32 {
-        // SAFETY: a register of the factory page, a 4 KiB device page in the identity map's
-        // Device part (checked by `usable_factory`); reads have no effect on memory.
+        // SAFETY: a register of the factory page, a 4 KiB device page where the identity map
+        // has device registers (checked by `usable_factory`); reads have no effect on memory.
         unsafe { mmio::read32(self.factory + offset) }
     }
 
     fn read64(&self, offset: usize) -> u64 {
-        // SAFETY: as for `read32`; the 64-bit registers (signature, shmem) are 8-byte aligned.
+        // SAFETY: as for `read32`; the 64-bit registers (signature, shmem) are 8-byte aligned,
+        // and a volatile u64 read is one access (`ldr x` / `mov r64`).
         unsafe { core::ptr::read_volatile((self.factory + offset) as *const u64) }
     }
 
@@ -265,7 +268,7 @@ impl QnxShmem {
         self.read64(FACTORY_SIGNATURE)
     }
 
-    /// The vector register (the device's INTID as the hypervisor reports it).
+    /// The vector register (the device's interrupt as the hypervisor reports it).
     pub fn vector(&self) -> u32 {
         self.read32(FACTORY_VECTOR)
     }
@@ -307,11 +310,7 @@ impl QnxShmem {
         let data = control.checked_add(PAGE_SIZE as u64);
         let fits = data.and_then(|data| data.checked_add(len as u64));
         let reachable = control.is_multiple_of(PAGE_SIZE as u64)
-            && fits.is_some_and(|end| {
-                REGION_WINDOWS
-                    .iter()
-                    .any(|&(start, stop)| control >= start && end <= stop)
-            });
+            && fits.is_some_and(|end| arch::is_shared_memory_range(control, end - control));
         if !reachable {
             return Err(Status::UnknownFailure);
         }
@@ -322,57 +321,29 @@ impl QnxShmem {
         Ok(Region {
             control: control as usize,
             // SAFETY: the hypervisor maps the data pages right after the control page while
-            // the region is attached (the window was checked to be identity-mapped Normal
-            // memory); `Region::detach` consumes the region, and no Rust object lives there.
+            // the region is attached (the range was checked to be where the identity map has
+            // normal memory for it); `Region::detach` consumes the region, and no Rust object
+            // lives there.
             data: unsafe { SharedMemory::new(control as usize + PAGE_SIZE, len) },
             pages,
-            intid: self.intid,
+            interrupt: self.interrupt,
             name: stored,
             name_len: bytes.len(),
         })
     }
 }
 
-/// A factory page address the identity map has as Device memory and that is not RAM.
+/// A factory page address where the identity map has device registers, not RAM.
 fn usable_factory(address: u64) -> Result<usize, FindError> {
-    let end = address.saturating_add(PAGE_SIZE as u64);
-    let in_device_part =
-        address != 0 && address.is_multiple_of(PAGE_SIZE as u64) && end <= 0x4000_0000;
-    let in_ram = platform::ram()
-        .is_some_and(|(base, size)| address < base.saturating_add(size) && base < end);
+    let page = PAGE_SIZE as u64;
+    let end = address.saturating_add(page);
+    let in_device_part = address.is_multiple_of(page) && arch::is_device_range(address, page);
+    let in_ram =
+        arch::ram().is_some_and(|(base, size)| address < base.saturating_add(size) && base < end);
     if !in_device_part || in_ram {
         return Err(FindError::BadLocation(address));
     }
     Ok(address as usize)
-}
-
-/// The `nth` MMIO shmem device in the device tree: (factory page, INTID).
-fn device_tree_node(nth: usize) -> Option<(u64, u32)> {
-    let tree = platform::device_tree()?;
-    tree.all_nodes()
-        .filter_map(|node| {
-            let compatible = node.compatible()?;
-            let is_shmem = compatible
-                .all()
-                .any(|name| name.contains("shm") && !name.contains("ivshmem"));
-            if !is_shmem {
-                return None;
-            }
-            let loc = node.reg()?.next()?.starting_address as u64;
-            let cells = node.property("interrupts")?.value;
-            let cell = |index: usize| -> Option<u32> {
-                let bytes = cells.get(index * 4..index * 4 + 4)?;
-                Some(u32::from_be_bytes(bytes.try_into().ok()?))
-            };
-            // GIC binding: <type number flags>, type 0 = SPI (INTID 32 + n), 1 = PPI (16 + n).
-            let intid = match cell(0)? {
-                0 => cell(1)?.checked_add(32)?,
-                1 => cell(1)?.checked_add(16)?,
-                _ => return None,
-            };
-            Some((loc, intid))
-        })
-        .nth(nth)
 }
 
 /// A region's control-page status: who notified me since the last read, who is attached.
@@ -397,7 +368,7 @@ pub struct Region {
     control: usize,
     data: SharedMemory,
     pages: u32,
-    intid: u32,
+    interrupt: Interrupt,
     name: [u8; NAME_MAX],
     name_len: usize,
 }
@@ -424,9 +395,9 @@ impl Region {
         self.pages
     }
 
-    /// The device's INTID.
-    pub fn intid(&self) -> u32 {
-        self.intid
+    /// The device's interrupt.
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt
     }
 
     fn read32(&self, offset: usize) -> u32 {
@@ -462,7 +433,7 @@ impl Region {
     /// Detaches: stops watching it (its interrupt handler no longer reads it), then tells the
     /// device. Its memory is gone for this partition afterwards.
     pub fn detach(self) {
-        let daif = cpu::disable_interrupts();
+        let saved = arch::disable_interrupts();
         for slot in &WATCHED {
             if slot.control.load(Ordering::Relaxed) == self.control {
                 slot.control.store(0, Ordering::Relaxed);
@@ -470,26 +441,28 @@ impl Region {
         }
         memory::complete_writes();
         self.write32(CONTROL_DETACH, 1);
-        cpu::restore_interrupts(daif);
+        arch::restore_interrupts(saved);
     }
 
     /// Makes the device's interrupt read this region's status into the returned
-    /// [`RegionEvents`] (and so acknowledge it): registers the handler, configures the INTID
-    /// level-sensitive and enables it on this vCPU. Call with IRQs masked, after
-    /// `gic::init()`; every region attached through a device with an enabled interrupt must
-    /// be watched, or its unacknowledged changes keep the line asserted.
+    /// [`RegionEvents`] (and so acknowledge it): registers the handler, configures the
+    /// interrupt level-sensitive and enables it on this vCPU (x86_64: routes the I/O APIC pin
+    /// to a vector of its own). Call with interrupts masked, after
+    /// [`init_interrupts`](crate::init_interrupts); every region attached through a device
+    /// with an enabled interrupt must be watched, or its unacknowledged changes keep the line
+    /// asserted.
     pub fn watch(&self) -> Result<&'static RegionEvents, WatchError> {
-        let daif = cpu::disable_interrupts();
+        let saved = arch::disable_interrupts();
         let slot = WATCHED.iter().find(|slot| {
             slot.control
                 .compare_exchange(0, self.control, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         });
         let Some(slot) = slot else {
-            cpu::restore_interrupts(daif);
+            arch::restore_interrupts(saved);
             return Err(WatchError::TooMany);
         };
-        slot.intid.store(self.intid, Ordering::Relaxed);
+        slot.key.store(0, Ordering::Relaxed);
         slot.notified.store(0, Ordering::Relaxed);
         slot.membership_changes.store(0, Ordering::Relaxed);
         slot.interrupts.store(0, Ordering::Relaxed);
@@ -498,16 +471,14 @@ impl Region {
             .store(u32::from(status.notified()), Ordering::Relaxed);
         slot.active
             .store(u32::from(status.active()), Ordering::Relaxed);
-        let result = irq::register(self.intid, on_interrupt)
-            .map_err(|_| GicError::InvalidIntid(self.intid))
-            .and_then(|()| gic::set_trigger(self.intid, Trigger::Level))
-            .and_then(|()| gic::enable(self.intid))
-            .map_err(WatchError::Gic);
-        if result.is_err() {
-            slot.control.store(0, Ordering::Relaxed);
+        let result =
+            arch::enable_level(self.interrupt, on_interrupt).map_err(WatchError::Interrupt);
+        match result {
+            Ok(routed) => slot.key.store(routed.key(), Ordering::Relaxed),
+            Err(_) => slot.control.store(0, Ordering::Relaxed),
         }
-        cpu::restore_interrupts(daif);
-        result.map(|()| slot)
+        arch::restore_interrupts(saved);
+        result.map(|_| slot)
     }
 }
 
@@ -516,15 +487,15 @@ impl Region {
 pub enum WatchError {
     /// All watch slots are taken.
     TooMany,
-    /// The GIC refused the INTID.
-    Gic(GicError),
+    /// The interrupt could not be set up (GIC, I/O APIC).
+    Interrupt(InterruptError),
 }
 
 impl fmt::Display for WatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WatchError::TooMany => f.write_str("too many watched regions"),
-            WatchError::Gic(error) => write!(f, "GIC: {error:?}"),
+            WatchError::Interrupt(error) => write!(f, "{error}"),
         }
     }
 }
@@ -533,7 +504,8 @@ impl fmt::Display for WatchError {
 #[derive(Debug)]
 pub struct RegionEvents {
     control: AtomicUsize,
-    intid: AtomicU32,
+    /// The interrupt's key ([`Interrupt::key`]) once watched.
+    key: AtomicU32,
     notified: AtomicU32,
     active: AtomicU32,
     membership_changes: AtomicU32,
@@ -544,7 +516,7 @@ impl RegionEvents {
     const fn new() -> Self {
         Self {
             control: AtomicUsize::new(0),
-            intid: AtomicU32::new(0),
+            key: AtomicU32::new(0),
             notified: AtomicU32::new(0),
             active: AtomicU32::new(0),
             membership_changes: AtomicU32::new(0),
@@ -554,9 +526,9 @@ impl RegionEvents {
 
     /// Reads the region's status now (as the handler does) and folds it in.
     pub fn poll(&self) {
-        let daif = cpu::disable_interrupts();
+        let saved = arch::disable_interrupts();
         self.read_status();
-        cpu::restore_interrupts(daif);
+        arch::restore_interrupts(saved);
     }
 
     fn read_status(&self) {
@@ -605,10 +577,9 @@ impl RegionEvents {
 /// Regions the interrupt handler reads.
 static WATCHED: [RegionEvents; 4] = [const { RegionEvents::new() }; 4];
 
-fn on_interrupt(intid: u32) {
+fn on_interrupt(key: u32) {
     for slot in &WATCHED {
-        if slot.control.load(Ordering::Relaxed) != 0 && slot.intid.load(Ordering::Relaxed) == intid
-        {
+        if slot.control.load(Ordering::Relaxed) != 0 && slot.key.load(Ordering::Relaxed) == key {
             slot.read_status();
             slot.interrupts.fetch_add(1, Ordering::AcqRel);
         }

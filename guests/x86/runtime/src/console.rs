@@ -1,30 +1,22 @@
 //! The console: COM1 (I/O port 0x3f8), polled. [`println!`](crate::println!) writes a line.
 
-use core::arch::asm;
 use core::fmt;
+
+use crate::port;
 
 const COM1: u16 = 0x3f8;
 const LINE_STATUS: u16 = COM1 + 5;
 const TRANSMITTER_EMPTY: u8 = 1 << 5;
 
-fn inb(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: port I/O on the partition's own UART; no memory is touched.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack)) };
-    value
-}
-
-fn outb(port: u16, value: u8) {
-    // SAFETY: as in `inb`.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack)) };
-}
-
 /// Sends one byte once the transmitter is ready.
 pub fn write_byte(byte: u8) {
-    while inb(LINE_STATUS) & TRANSMITTER_EMPTY == 0 {
+    // SAFETY: the line status register of the partition's own UART; reading it changes
+    // nothing.
+    while unsafe { port::in8(LINE_STATUS) } & TRANSMITTER_EMPTY == 0 {
         core::hint::spin_loop();
     }
-    outb(COM1, byte);
+    // SAFETY: the UART's transmit register; the byte goes to the console.
+    unsafe { port::out8(COM1, byte) };
 }
 
 /// The console as a `fmt::Write`.

@@ -45,6 +45,17 @@ pub fn system_off() -> ! {
     }
 }
 
+/// Prints `PASS` and stops the partition ("exited: system off").
+pub fn exit_pass() -> ! {
+    crate::println!("PASS");
+    system_off()
+}
+
+/// Prints `FAIL: message` and stops the partition with a fault (see [`exit_fail_with`]).
+pub fn exit_fail(message: &str) -> ! {
+    exit_fail_with(format_args!("{message}"))
+}
+
 /// Prints `FAIL: ...` and stops the partition with a fault (an unknown hypervisor call).
 pub fn exit_fail_with(args: fmt::Arguments<'_>) -> ! {
     crate::println!("FAIL: {args}");
@@ -54,6 +65,8 @@ pub fn exit_fail_with(args: fmt::Arguments<'_>) -> ! {
     }
 }
 
+/// Bare metal only: host unit tests link std's.
+#[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     exit_fail_with(format_args!("panic: {info}"))

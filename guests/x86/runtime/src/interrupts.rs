@@ -1,7 +1,13 @@
-//! Interrupts: an IDT whose vectors 32..=47 count each interrupt and send EOI to the x2APIC; `wait` halts with interrupts on.
+//! Interrupts: an IDT whose vectors 32..=47 run the handler [`register`]ed for the vector (if
+//! any), count the interrupt and then send EOI to the x2APIC; [`wait`] halts with interrupts
+//! on.
+//!
+//! The handler runs before the EOI, with interrupts off: for a level-triggered I/O APIC pin it
+//! must quiet its device (read the status that deasserts the line), or the pin fires again at
+//! once after the EOI.
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// First vector with a handler.
 pub const FIRST: u8 = 32;
@@ -14,6 +20,15 @@ struct Idt([AtomicU64; 512]);
 
 static IDT: Idt = Idt([const { AtomicU64::new(0) }; 512]);
 static COUNTS: [AtomicU32; COUNT] = [const { AtomicU32::new(0) }; COUNT];
+/// A [`Handler`] cast to a raw pointer per vector, or null.
+static HANDLERS: [AtomicPtr<()>; COUNT] = [const { AtomicPtr::new(core::ptr::null_mut()) }; COUNT];
+
+/// An interrupt handler; gets the vector it was registered for.
+pub type Handler = fn(vector: u32);
+
+/// Why [`register`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoStub(pub u32);
 
 global_asm!(
     ".irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47",
@@ -63,10 +78,38 @@ unsafe extern "C" {
 
 extern "C" fn interrupt(vector: u64) {
     let index = vector.wrapping_sub(u64::from(FIRST)) as usize;
+    if let Some(handler) = HANDLERS.get(index) {
+        let handler = handler.load(Ordering::Acquire);
+        if !handler.is_null() {
+            // SAFETY: `register` stores nothing but `Handler` function pointers here.
+            let handler = unsafe { core::mem::transmute::<*mut (), Handler>(handler) };
+            handler(vector as u32);
+        }
+    }
     if let Some(count) = COUNTS.get(index) {
         count.fetch_add(1, Ordering::AcqRel);
     }
     crate::x2apic::eoi();
+}
+
+/// Installs `handler` for `vector` (replacing any earlier one); it runs before the EOI.
+pub fn register(vector: u32, handler: Handler) -> Result<(), NoStub> {
+    let slot = vector
+        .checked_sub(u32::from(FIRST))
+        .and_then(|index| HANDLERS.get(index as usize))
+        .ok_or(NoStub(vector))?;
+    slot.store(handler as *mut (), Ordering::Release);
+    Ok(())
+}
+
+/// Removes the handler of `vector`.
+pub fn unregister(vector: u32) {
+    if let Some(slot) = vector
+        .checked_sub(u32::from(FIRST))
+        .and_then(|index| HANDLERS.get(index as usize))
+    {
+        slot.store(core::ptr::null_mut(), Ordering::Release);
+    }
 }
 
 /// Fills the IDT (vectors 32..=47, interrupt gates, code selector 0x08) and loads it.
@@ -100,20 +143,38 @@ pub fn count(vector: u8) -> u32 {
         .map_or(0, |c| c.load(Ordering::Acquire))
 }
 
-/// Halts until an interrupt arrives (`sti; hlt`), then turns interrupts off again.
+/// Halts until an interrupt arrives (`sti; hlt`: one pending since before the STI still ends
+/// the HLT), then turns interrupts off again. A compiler barrier: handlers change memory.
 pub fn wait() {
     // SAFETY: the IDT is installed; the handlers preserve every register they use.
-    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    unsafe { asm!("sti", "hlt", "cli", options(nostack)) };
 }
 
-/// Turns interrupts on (STI): they arrive while the vCPU runs, without HLT.
+/// Turns interrupts on (STI): they arrive while the vCPU runs, without HLT. A compiler
+/// barrier, like [`wait`].
 pub fn enable() {
     // SAFETY: the IDT is installed; the handlers preserve every register they use.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    unsafe { asm!("sti", options(nostack)) };
 }
 
-/// Turns interrupts off (CLI).
+/// Turns interrupts off (CLI). A compiler barrier, like [`wait`].
 pub fn disable() {
     // SAFETY: only clears RFLAGS.IF.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    unsafe { asm!("cli", options(nostack)) };
+}
+
+/// Turns interrupts off and says whether they were on (for [`restore`]). A compiler barrier,
+/// like [`wait`].
+pub fn save_and_disable() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack and clears IF; no other state changes.
+    unsafe { asm!("pushfq", "pop {}", "cli", out(reg) flags) };
+    flags & (1 << 9) != 0
+}
+
+/// Turns interrupts back on if [`save_and_disable`] found them on.
+pub fn restore(were_enabled: bool) {
+    if were_enabled {
+        enable();
+    }
 }
