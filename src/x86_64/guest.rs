@@ -23,6 +23,16 @@ const DEVICE_LIST: u64 = BOOT_INFO + 0x100;
 const DEVICE_ENTRY_SIZE: u64 = 24;
 /// Most entries the list holds (the rest of the page).
 const MAX_DEVICES: usize = 16;
+/// The TSC's rate in Hz as the boot CPU measured it (u64), inside the boot information.
+const TSC_HZ_OFFSET: u64 = 0x60;
+
+/// The TSC rate guests are told (0: not measured).
+static TSC_HZ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records the TSC rate the boot CPU measured, for every partition's boot information.
+pub fn set_tsc_hz(hz: u64) {
+    TSC_HZ.store(hz, core::sync::atomic::Ordering::Relaxed);
+}
 /// The boot information page (its address arrives in RDI).
 pub const BOOT_INFO: u64 = 0x7000;
 /// Where the image is loaded and entered.
@@ -105,6 +115,11 @@ pub fn load(partition: &PartitionConfig) -> Result<LongModeStart, LayoutError> {
     put_u64(host, BOOT_INFO + 16, 0);
     put_u64(host, BOOT_INFO + 24, name.len() as u64);
     copy(host, BOOT_INFO + 32, name);
+    put_u64(
+        host,
+        BOOT_INFO + TSC_HZ_OFFSET,
+        TSC_HZ.load(core::sync::atomic::Ordering::Relaxed),
+    );
     for (index, device) in devices(partition).take(MAX_DEVICES).enumerate() {
         let at = DEVICE_LIST + 8 + index as u64 * DEVICE_ENTRY_SIZE;
         put_u64(

@@ -102,6 +102,13 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64, entry_path: u64) 
     let local_apic = LocalApic::current();
     print_platform(&platform, local_apic);
 
+    let tsc_hz = arch_x86_64::pit::measure_tsc_hz();
+    println!(
+        "TSC: {}.{:03} MHz (measured against the PIT; partitions find it in their boot information)",
+        tsc_hz / 1_000_000,
+        tsc_hz / 1000 % 1000
+    );
+    guest::set_tsc_hz(tsc_hz);
     let image = boot::x86_64::image_layout();
     check_trampoline_page(&info);
     let mut memory_map = build_memory_map(&info, &image);

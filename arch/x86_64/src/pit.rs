@@ -52,6 +52,18 @@ fn one_shot(count: u16) {
     }
 }
 
+/// The time-stamp counter's rate in Hz, measured across a 10 ms PIT delay (an emulator's TSC
+/// runs at its own pace: this is the rate guests see, not the modelled CPU's nominal one).
+pub fn measure_tsc_hz() -> u64 {
+    const MILLISECONDS: u64 = 10;
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    delay_milliseconds(MILLISECONDS);
+    // SAFETY: as above.
+    let end = unsafe { core::arch::x86_64::_rdtsc() };
+    end.wrapping_sub(start).saturating_mul(1000 / MILLISECONDS)
+}
+
 /// Masks every line of the two legacy 8259 PICs: Bulkhead takes no legacy interrupts (BIOS
 /// leaves the PIT's IRQ 0 on vector 8, which would otherwise reach whatever runs with
 /// interrupts on).

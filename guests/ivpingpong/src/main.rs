@@ -19,7 +19,7 @@
 
 use core::sync::atomic::{Ordering, fence};
 
-use bulkhead_shmem::exchange::{Pattern, Role};
+use bulkhead_shmem::exchange::{Pattern, QUIET_ROUNDS, QuietExits, Role};
 use bulkhead_shmem::ivshmem::{DoorbellEvents, FIRST_MSI_INTERRUPT, Ivshmem};
 use bulkhead_shmem::mailbox::{Letter, Mailbox};
 use bulkhead_shmem::pci::Bus;
@@ -192,14 +192,19 @@ fn main() -> ! {
 fn ping(link: Link) -> ! {
     let outbox = link.mailbox(TO_PONG);
     let inbox = link.mailbox(TO_PING);
-    for round in 1..=ROUNDS {
+    let mut quiet = QuietExits::default();
+    for round in 1..=ROUNDS + QUIET_ROUNDS {
+        let loud = round <= ROUNDS;
+        quiet.round(round, ROUNDS);
         let payload = PATTERN.message(round);
         let checksum = outbox.post(round, &payload).unwrap_or_else(|error| {
             exit_fail_with(format_args!("ivping: posting {round}: {error}"))
         });
         let before = link.events.doorbells();
         link.device.ring(link.peer, VECTOR);
-        println!("ivping: sent {round} (checksum {checksum:#010x})");
+        if loud {
+            println!("ivping: sent {round} (checksum {checksum:#010x})");
+        }
 
         wait::until("ivping: waiting for a reply", ROUND_TIMEOUT_MS, || {
             inbox.sequence() == round && link.events.doorbells() != before
@@ -217,10 +222,14 @@ fn ping(link: Link) -> ! {
                 "ivping: reply {round} payload is not the transformed message"
             ));
         }
-        println!("ivping: got reply {round} checksum ok");
+        if loud {
+            println!("ivping: got reply {round} checksum ok");
+        }
     }
+    quiet.report("ivping");
     println!(
-        "ivping: {ROUNDS} round trips, {} doorbells",
+        "ivping: {} round trips, {} doorbells",
+        ROUNDS + QUIET_ROUNDS,
         link.events.doorbells()
     );
     exit_pass()
@@ -231,7 +240,10 @@ fn pong(link: Link) -> ! {
     let outbox = link.mailbox(TO_PING);
     let memory = link.device.memory();
     let mut seen = 0;
-    for round in 1..=ROUNDS {
+    let mut quiet = QuietExits::default();
+    for round in 1..=ROUNDS + QUIET_ROUNDS {
+        let loud = round <= ROUNDS;
+        quiet.round(round, ROUNDS);
         let timeout = if round == 1 {
             PONG_FIRST_TIMEOUT_MS
         } else {
@@ -249,7 +261,9 @@ fn pong(link: Link) -> ! {
                 bulkhead_shmem::fnv1a(message.bytes())
             ));
         }
-        println!("ivpong: got {round} checksum ok");
+        if loud {
+            println!("ivpong: got {round} checksum ok");
+        }
         let Some(peer) = memory.load_acquire_u32(PING_ID).unwrap_or(0).checked_sub(1) else {
             exit_fail_with(format_args!(
                 "ivpong: message {round} arrived but ivping's peer ID is not in shared memory"
@@ -260,10 +274,14 @@ fn pong(link: Link) -> ! {
             exit_fail_with(format_args!("ivpong: posting reply {round}: {error}"))
         });
         link.device.ring(peer as u16, VECTOR);
-        println!("ivpong: replied {round} (checksum {checksum:#010x})");
+        if loud {
+            println!("ivpong: replied {round} (checksum {checksum:#010x})");
+        }
     }
+    quiet.report("ivpong");
     println!(
-        "ivpong: {ROUNDS} messages answered, {} doorbells",
+        "ivpong: {} messages answered, {} doorbells",
+        ROUNDS + QUIET_ROUNDS,
         link.events.doorbells()
     );
     exit_pass()

@@ -15,7 +15,7 @@
 #![no_std]
 #![no_main]
 
-use bulkhead_shmem::exchange::{Pattern, Role};
+use bulkhead_shmem::exchange::{Pattern, QUIET_ROUNDS, QuietExits, Role};
 use bulkhead_shmem::mailbox::{Letter, Mailbox};
 use bulkhead_shmem::memory::SharedMemory;
 use bulkhead_shmem::pci::Bus;
@@ -136,13 +136,18 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let outbox = mailbox(role, region.data(), TO_PONG);
     let inbox = mailbox(role, region.data(), TO_PING);
 
-    for round in 1..=ROUNDS {
+    let mut quiet = QuietExits::default();
+    for round in 1..=ROUNDS + QUIET_ROUNDS {
+        let loud = round <= ROUNDS;
+        quiet.round(round, ROUNDS);
         let payload = PATTERN.message(round);
         let checksum = outbox
             .post(round, &payload)
             .unwrap_or_else(|error| exit_fail_with(format_args!("ping: posting {round}: {error}")));
         region.notify(u32::from(pong_mask));
-        println!("ping: sent {round} (checksum {checksum:#010x})");
+        if loud {
+            println!("ping: sent {round} (checksum {checksum:#010x})");
+        }
 
         wait::until("ping: waiting for a reply", ROUND_TIMEOUT_MS, || {
             inbox.sequence() == round && events.notified() & pong_mask != 0
@@ -166,10 +171,14 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
                 "ping: reply {round} payload is not the transformed message"
             ));
         }
-        println!("ping: got reply {round} checksum ok");
+        if loud {
+            println!("ping: got reply {round} checksum ok");
+        }
     }
+    quiet.report("ping");
     println!(
-        "ping: {ROUNDS} round trips, {} device interrupts",
+        "ping: {} round trips, {} device interrupts",
+        ROUNDS + QUIET_ROUNDS,
         events.interrupts()
     );
     exit_pass()
@@ -181,7 +190,10 @@ fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let inbox = mailbox(role, region.data(), TO_PONG);
     let outbox = mailbox(role, region.data(), TO_PING);
 
-    for round in 1..=ROUNDS {
+    let mut quiet = QuietExits::default();
+    for round in 1..=ROUNDS + QUIET_ROUNDS {
+        let loud = round <= ROUNDS;
+        quiet.round(round, ROUNDS);
         let timeout = if round == 1 {
             STARTUP_TIMEOUT_MS
         } else {
@@ -213,16 +225,22 @@ fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
                 bulkhead_shmem::fnv1a(message.bytes())
             ));
         }
-        println!("pong: got {round} checksum ok");
+        if loud {
+            println!("pong: got {round} checksum ok");
+        }
         let reply = PATTERN.reply(message.bytes());
         let checksum = outbox.post(round, &reply).unwrap_or_else(|error| {
             exit_fail_with(format_args!("pong: posting reply {round}: {error}"))
         });
         region.notify(u32::from(notified));
-        println!("pong: replied {round} (checksum {checksum:#010x})");
+        if loud {
+            println!("pong: replied {round} (checksum {checksum:#010x})");
+        }
     }
+    quiet.report("pong");
     println!(
-        "pong: {ROUNDS} messages answered, {} device interrupts",
+        "pong: {} messages answered, {} device interrupts",
+        ROUNDS + QUIET_ROUNDS,
         events.interrupts()
     );
     exit_pass()

@@ -7,6 +7,36 @@ use crate::{exit_fail_with, partition_name};
 /// Payload bytes per message.
 pub const PAYLOAD_LEN: usize = 48;
 
+/// Round trips the exchange programs add after their printed ones, printing nothing (x86_64):
+/// the VM exits both vCPUs take during them ([`QuietExits`]) are what a doorbell round trip
+/// costs. None on aarch64, where `cargo xtask bench` counts instructions instead.
+pub const QUIET_ROUNDS: u32 = if cfg!(target_arch = "x86_64") { 5 } else { 0 };
+
+/// The VM-exit counter as read before the quiet round trips.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuietExits(Option<u64>);
+
+impl QuietExits {
+    /// Call at the start of each round: at the first quiet one it reads the counter.
+    pub fn round(&mut self, round: u32, loud_rounds: u32) {
+        if round == loud_rounds + 1 {
+            self.0 = crate::vm_exits();
+        }
+    }
+
+    /// Prints the VM exits this vCPU took during the quiet round trips, where the hypervisor
+    /// exposes the count.
+    pub fn report(self, me: &str) {
+        if let (Some(start), Some(end)) = (self.0, crate::vm_exits()) {
+            // `end` counts the first read's own exit too.
+            let exits = end.saturating_sub(start).saturating_sub(1);
+            crate::println!(
+                "{me}: {QUIET_ROUNDS} quiet round trips: {exits} VM exits on this vCPU"
+            );
+        }
+    }
+}
+
 /// The end of an exchange a partition plays: it sends first (ping) or answers (pong).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

@@ -364,7 +364,10 @@ fn x86_partition_has_ioapic_config_ports_and_apic_bus() {
         syndrome: 0,
     };
     // The I/O APIC answers at its base: version register through IOREGSEL/IOWIN.
-    assert_eq!(partition.handle_exit(0, write(0xfec0_0000, 1), &kicks), Action::Resume);
+    assert_eq!(
+        partition.handle_exit(0, write(0xfec0_0000, 1), &kicks),
+        Action::Resume
+    );
     assert_eq!(
         partition.handle_exit(0, read(0xfec0_0010), &kicks),
         Action::CompleteRead(0x0017_0020)

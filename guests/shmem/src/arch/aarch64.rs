@@ -324,6 +324,11 @@ pub fn idle() {
     cpu::disable_interrupts();
 }
 
+/// VM exits are not exposed on aarch64 (the benchmark counts instructions with the PMU).
+pub fn vm_exits() -> Option<u64> {
+    None
+}
+
 /// The virtual counter.
 pub fn counter() -> u64 {
     timer::counter()

@@ -370,6 +370,14 @@ pub fn idle() {
     interrupts::wait()
 }
 
+/// Bulkhead's read-only MSR with this vCPU's VM exits so far (before the RDMSR itself).
+const EXIT_COUNT_MSR: u32 = 0x4000_0100;
+
+/// This vCPU's VM exits so far, as the hypervisor counts them.
+pub fn vm_exits() -> Option<u64> {
+    Some(x2apic::read(EXIT_COUNT_MSR))
+}
+
 /// The time-stamp counter.
 pub fn counter() -> u64 {
     time::tsc()

@@ -1,6 +1,7 @@
 //! The boot information page Bulkhead writes into guest RAM (its address arrives in RDI):
 //! `0x00` magic `BULKHEAD` (u64), `0x08` RAM bytes (u64), `0x10` vCPU index (u64), `0x18`
-//! name length (u64, at most 64), `0x20` the partition's name (UTF-8, no NUL); `0x100` the
+//! name length (u64, at most 64), `0x20` the partition's name (UTF-8, no NUL), `0x60` the TSC
+//! rate in Hz as the hypervisor measured it (u64, 0: unknown); `0x100` the
 //! number of devices (u64, at most [`MAX_DEVICES`]), then from `0x108` one 24-byte entry per
 //! device: kind (u32), number (u32), base (u64), size (u64) ([`Device`]).
 
@@ -108,6 +109,12 @@ pub fn ram_size() -> Option<u64> {
 /// This vCPU's index in its partition (as vCPU 0 found it: secondaries get no page).
 pub fn vcpu_index() -> Option<u64> {
     read_u64(page()?, 0x10)
+}
+
+/// The TSC rate in Hz the hypervisor measured (what this vCPU's TSC really counts, also
+/// under an emulator), if it says.
+pub fn tsc_hz() -> Option<u64> {
+    read_u64(page()?, 0x60).filter(|&hz| hz != 0)
 }
 
 /// The partition's name (`system NAME`), or `"?"`.

@@ -1,12 +1,11 @@
 //! Time from the time-stamp counter: [`tsc`] and its rate ([`tsc_hz`]), for delays and for the
 //! x2APIC timer, which counts TSC ticks.
 //!
-//! The rate comes from CPUID: leaf 0x15 (crystal clock times the TSC/crystal ratio) when it
-//! names the crystal, else leaf 0x16's base frequency, else [`DEFAULT_TSC_HZ`]. Under an
-//! emulator these are the modelled CPU's figures, not the emulated TSC's real pace (Bochs
-//! with `clock: sync=none` ticks the TSC once per instruction, at its `ips`), so durations
-//! computed from them are only as right as the CPU model: fine for timeouts, which only need
-//! to be long enough.
+//! The rate comes from the boot information (Bulkhead measures the TSC against the PIT at
+//! boot, so it is the pace the TSC really keeps, also under an emulator: Bochs with
+//! `clock: sync=none` ticks it at its `ips`), else from CPUID: leaf 0x15 (crystal clock times
+//! the TSC/crystal ratio) when it names the crystal, else leaf 0x16's base frequency, else
+//! [`DEFAULT_TSC_HZ`]. The CPUID figures are the modelled CPU's nominal ones.
 
 use core::arch::x86_64::{__cpuid, _rdtsc};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +24,9 @@ pub fn tsc() -> u64 {
 
 /// The TSC rate in Hz, and where it came from.
 pub fn tsc_source() -> (u64, &'static str) {
+    if let Some(hz) = crate::boot_info::tsc_hz() {
+        return (hz, "boot information");
+    }
     let max_leaf = __cpuid(0).eax;
     if max_leaf >= 0x15 {
         let leaf = __cpuid(0x15);
