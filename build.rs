@@ -56,8 +56,23 @@ fn main() {
 /// `hypervisor::guest_layout`).
 const FIRST_SPI: u32 = 32;
 const SPI_COUNT: u32 = 96;
-/// Pins of an x86 partition's virtual I/O APIC (hypervisor::device::ioapic::PINS).
-const IOAPIC_PINS: u32 = 24;
+/// What an x86 partition's platform places at fixed guest-physical addresses
+/// (hypervisor::guest_layout::x86 and ::PCI_MMIO64, ::SHMEM_WINDOWS): RAM and MMIO vdevs must
+/// stay clear of them.
+const X86_FIXED: [(&str, u64, u64); 4] = [
+    ("the PCI 32-bit window", 0xc000_0000, 0x2000_0000),
+    ("the PCI ECAM", 0xe000_0000, 0x10_0000),
+    ("the shared-memory windows", 0x60_0000_0000, 0x20_0000_0000),
+    ("the PCI 64-bit window", 0x80_0000_0000, 0x80_0000_0000),
+];
+
+/// The fixed x86 range `[base, base + size)` overlaps, if any.
+fn x86_fixed_overlap(base: u64, size: u64) -> Option<(&'static str, u64, u64)> {
+    let end = base.saturating_add(size);
+    X86_FIXED
+        .into_iter()
+        .find(|&(_, start, length)| base < start + length && start < end)
+}
 
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
@@ -168,6 +183,36 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                 }
             }
         }
+        if arch == Arch::X86_64 {
+            let mut placed: Vec<(u64, u64, String)> = vm
+                .ram
+                .iter()
+                .map(|r| (r.guest_base, r.size, r.at.to_string()))
+                .collect();
+            for vdev in &vm.vdevs {
+                match vdev {
+                    Vdev::IoApic(device) => {
+                        placed.push((device.base.value, 0x1000, device.base.at.to_string()))
+                    }
+                    Vdev::Shmem(device) => {
+                        if let Some(mmio) = &device.mmio {
+                            placed.push((mmio.base.value, 0x1000, mmio.base.at.to_string()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for (base, size, at) in placed {
+                if let Some((what, start, length)) = x86_fixed_overlap(base, size) {
+                    errors.push(format!(
+                        "{at}: guest-physical {base:#x}-{:#x} overlaps {what} ({start:#x}-{:#x}), \
+                         which every x86_64 partition has",
+                        base.saturating_add(size),
+                        start + length
+                    ));
+                }
+            }
+        }
         let mut shmem: Vec<String> = Vec::new();
         let mut ivshmem: Vec<String> = Vec::new();
         for vdev in &vm.vdevs {
@@ -235,14 +280,6 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                                     "{}: on x86_64 a vdev shmem's `intr` names a pin of the VM's vdev ioapic (intr {}:PIN)",
                                     mmio.intr.at,
                                     ioapic_name.unwrap_or("IOAPIC-NAME")
-                                ));
-                            } else if mmio.intr.number >= IOAPIC_PINS {
-                                errors.push(format!(
-                                    "{}: {}:{} is beyond the ioapic's {IOAPIC_PINS} pins (0..{})",
-                                    mmio.intr.at,
-                                    mmio.intr.controller,
-                                    mmio.intr.number,
-                                    IOAPIC_PINS - 1
                                 ));
                             }
                             format!("Some(({:#x}, {}))", mmio.base.value, mmio.intr.number)

@@ -45,7 +45,7 @@ pub struct RunArgs {
     no_semihosting: bool,
     /// System configuration (a board file, see hypervisor/config/README.md), compiled into
     /// the image; `none` boots without partitions [default: qemu/systems/demo/board.board on
-    /// aarch64, qemu/systems/x86-hello/board.board on x86_64].
+    /// aarch64, qemu/systems/x86-shmem-demo/board.board on x86_64].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -82,7 +82,7 @@ fn nested_vmx() -> std::result::Result<(), &'static str> {
 /// The configuration `cargo xtask run` boots unless told otherwise.
 pub const DEFAULT_CONFIG: &str = "qemu/systems/demo/board.board";
 /// The same on x86_64.
-pub const DEFAULT_CONFIG_X86: &str = "qemu/systems/x86-hello/board.board";
+pub const DEFAULT_CONFIG_X86: &str = "qemu/systems/x86-shmem-demo/board.board";
 
 fn default_config(arch: Arch) -> &'static str {
     match arch {

@@ -8,7 +8,7 @@ use std::process::{ExitCode, Stdio};
 use clap::Args;
 
 use crate::build::{self, Arch, BootMethod, CargoProfile, Image, Loader};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::harness;
 use crate::profile::{Boot, Console, Launch};
 use crate::scenario::{self, Scenario};
@@ -66,21 +66,64 @@ pub fn command(args: &TestArgs) -> Result<ExitCode> {
     })
 }
 
-/// `cargo test` over the workspace's default members (the host crates), output streamed, counts
-/// taken from libtest's `test result:` lines.
+/// `cargo test` over the workspace's default members (the host crates), then over the guest
+/// crates' pure logic (the shared-memory driver, the x86 guest runtime) built for the host;
+/// output streamed, counts taken from libtest's `test result:` lines.
 fn host_tests(filter: Option<&str>, tally: &mut Tally) -> Result<()> {
     println!("==> host unit tests");
-    let mut cargo = workspace::cargo();
-    cargo.args(["test", "--no-fail-fast"]);
-    if let Some(filter) = filter {
-        cargo.args(["--", filter]);
+    let mut counted = Tally::default();
+    let host = host_triple()?;
+    let guests = crate::guests::directory();
+    let runs = [
+        (workspace::root(), Vec::new()),
+        (
+            guests.clone(),
+            vec!["--target", host.as_str(), "-p", "bulkhead-shmem"],
+        ),
+        (
+            guests.join("x86"),
+            vec!["--target", host.as_str(), "-p", "bulkhead-guest-x86"],
+        ),
+    ];
+    for (directory, extra) in runs {
+        let mut cargo = workspace::cargo();
+        cargo.current_dir(&directory);
+        cargo.args(["test", "--no-fail-fast"]).args(&extra);
+        if let Some(filter) = filter {
+            cargo.args(["--", filter]);
+        }
+        cargo_test(cargo, &mut counted)?;
     }
+    println!(
+        "==> host unit tests: {} passed, {} failed",
+        counted.passed, counted.failed
+    );
+    tally.passed += counted.passed;
+    tally.failed += counted.failed;
+    Ok(())
+}
+
+/// The host's target triple (`rustc -vV`), for building guest crates' tests on the host.
+fn host_triple() -> Result<String> {
+    let output = std::process::Command::new("rustc")
+        .current_dir(workspace::root())
+        .arg("-vV")
+        .output()
+        .context(|| "cannot run rustc -vV".to_string())?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+        .ok_or_else(|| Error::new("rustc -vV names no host triple"))
+}
+
+/// Runs one `cargo test`, adding its counts to `counted`.
+fn cargo_test(mut cargo: std::process::Command, counted: &mut Tally) -> Result<()> {
     println!("$ {}", workspace::display(&cargo));
     let mut child = cargo
         .stdout(Stdio::piped())
         .spawn()
         .context(|| "cannot start cargo test".to_string())?;
-    let mut counted = Tally::default();
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
             let line = line.context(|| "cannot read cargo test's output".to_string())?;
@@ -101,12 +144,6 @@ fn host_tests(filter: Option<&str>, tally: &mut Tally) -> Result<()> {
         );
         counted.failed += 1;
     }
-    println!(
-        "==> host unit tests: {} passed, {} failed",
-        counted.passed, counted.failed
-    );
-    tally.passed += counted.passed;
-    tally.failed += counted.failed;
     Ok(())
 }
 
