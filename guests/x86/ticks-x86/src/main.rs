@@ -1,4 +1,6 @@
-//! `ticks-x86`: ten periodic timer interrupts from the partition's virtual x2APIC, the vCPU halting between them, then PASS.
+//! `ticks-x86`: ten periodic timer interrupts from the partition's virtual x2APIC, the vCPU
+//! halting between them; then three more while it spins with interrupts on and never exits
+//! by itself (the hypervisor must end its run at the timer's deadline), then PASS.
 
 #![no_std]
 #![no_main]
@@ -11,6 +13,10 @@ const VECTOR: u8 = 0x20;
 /// TSC ticks between interrupts.
 const PERIOD: u32 = 200_000;
 const TICKS: u32 = 10;
+/// Interrupts taken while spinning.
+const BUSY_TICKS: u32 = 3;
+/// Bulkhead's MSR with this vCPU's VM exits so far.
+const EXIT_COUNT_MSR: u32 = 0x4000_0100;
 
 fn tsc() -> u64 {
     // SAFETY: RDTSC only reads the time-stamp counter.
@@ -47,11 +53,29 @@ fn main() -> ! {
         }
     }
     let elapsed = tsc().wrapping_sub(start);
-    x2apic::stop_timer();
     println!("ticks: {TICKS} interrupts in {elapsed} TSC ticks (period {PERIOD})");
     if elapsed < u64::from(PERIOD) * u64::from(TICKS - 1) {
         exit_fail_with(format_args!("interrupts came too fast"));
     }
+    // Spinning with interrupts on: nothing here leaves the guest, so only the hypervisor's
+    // own timer can stop the run for the injection.
+    let exits_before = x2apic::read(EXIT_COUNT_MSR);
+    let busy_start = tsc();
+    let limit = u64::from(PERIOD) * u64::from(BUSY_TICKS) * 20;
+    interrupts::enable();
+    while interrupts::count(VECTOR) < TICKS + BUSY_TICKS && tsc().wrapping_sub(busy_start) < limit {
+        core::hint::spin_loop();
+    }
+    interrupts::disable();
+    let busy = interrupts::count(VECTOR) - seen;
+    let exits = x2apic::read(EXIT_COUNT_MSR).wrapping_sub(exits_before);
+    x2apic::stop_timer();
+    if busy < BUSY_TICKS {
+        exit_fail_with(format_args!(
+            "only {busy} timer interrupts while spinning for {limit} TSC ticks"
+        ));
+    }
+    println!("ticks: {busy} interrupts while spinning ({exits} VM exits)");
     println!("PASS");
     system_off()
 }
