@@ -6,7 +6,7 @@ use alloc::alloc::{Layout, alloc_zeroed};
 use alloc::vec::Vec;
 use core::fmt;
 
-use hypervisor::paging::{ENTRIES, EntryFormat, Memory, PageTable, TableMemory};
+use hypervisor::paging::{ENTRIES, EntryFormat, MapError, Memory, PageTable, TableMemory};
 
 /// Translation tables in 4 KiB heap frames. The heap is identity-mapped, so a frame's address
 /// is its physical address.
@@ -104,4 +104,27 @@ impl<F: EntryFormat> IdentityMap<F> {
     pub fn into_table(self) -> PageTable<HeapTables, F> {
         self.table
     }
+}
+
+/// Maps `size` bytes of host memory at `host` into a partition's second-stage table at
+/// `guest` (shared memory a device of the partition attached): normal memory, read-write,
+/// never executable. The caller makes the walker see the new entries (a barrier on aarch64).
+pub fn map_shared_memory<F: EntryFormat>(
+    table: &spin::Mutex<PageTable<HeapTables, F>>,
+    guest: u64,
+    host: u64,
+    size: u64,
+) -> Result<(), &'static str> {
+    let memory = Memory::Normal {
+        write: true,
+        execute: false,
+    };
+    table
+        .lock()
+        .map(guest, host, size, memory)
+        .map_err(|e| match e {
+            MapError::AlreadyMapped { .. } => "the range is mapped already",
+            MapError::OutOfTables => "out of memory for second-stage tables",
+            _ => "the range is not page-aligned or out of range",
+        })
 }

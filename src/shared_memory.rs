@@ -9,6 +9,7 @@ use core::fmt;
 
 use hypervisor::addr::{HumanSize, PhysRange};
 use hypervisor::config::SystemConfig;
+use hypervisor::memory::{MemoryMap, Usage};
 use hypervisor::partition::SharedMemorySystem;
 use hypervisor::pci::doorbell::DoorbellBoard;
 use hypervisor::pci::ivshmem::SharedMemory;
@@ -46,6 +47,26 @@ pub fn size(config: &SystemConfig) -> Option<u64> {
         .sum();
     let total = regions.saturating_add(config.shmem_pool);
     (total > 0).then_some(total)
+}
+
+/// Takes the RAM the configuration's shared memory needs (start-up regions and pool) out of
+/// `memory_map`, if it needs any; fails the boot when there is not enough.
+pub fn carve(
+    config: &SystemConfig,
+    memory_map: &mut MemoryMap,
+    boot_failure: BootFailure,
+) -> Option<PhysRange> {
+    let size = size(config)?;
+    Some(
+        memory_map
+            .carve(size, Usage::SharedMemory)
+            .unwrap_or_else(|| {
+                boot_failure(format_args!(
+                    "no {} of free RAM for the shared-memory regions and pool",
+                    HumanSize(size)
+                ))
+            }),
+    )
 }
 
 /// The registry over `memory` with `config`'s start-up regions created (largest first, so

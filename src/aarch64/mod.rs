@@ -148,16 +148,8 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     };
     // SAFETY: the memory map took this range out of free RAM for the heap alone.
     unsafe { ALLOCATOR.init_main(heap.start.as_u64(), heap.size()) };
-    let shared_memory = crate::shared_memory::size(partitions::configuration()).map(|size| {
-        memory_map
-            .carve(size, Usage::SharedMemory)
-            .unwrap_or_else(|| {
-                boot_failure(format_args!(
-                    "no {} of free RAM for the shared-memory regions and pool",
-                    HumanSize(size)
-                ))
-            })
-    });
+    let shared_memory =
+        crate::shared_memory::carve(partitions::configuration(), &mut memory_map, boot_failure);
     print_memory_map(&memory_map);
 
     let settings = build_hypervisor_map(&board, &image);

@@ -5,8 +5,8 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::heap_tables::HeapTables;
-use arch_aarch64::paging::{MapError, Memory, PageTable, Stage2};
+use crate::heap_tables::{HeapTables, map_shared_memory};
+use arch_aarch64::paging::{Memory, PageTable, Stage2};
 use arch_aarch64::vcpu::{self, GuestEntry, VcpuHost, VcpuSetup};
 use arch_aarch64::{cpu, gic, power};
 use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, HumanSize, PhysRange};
@@ -402,18 +402,7 @@ impl Platform for Wake {
             .get()
             .and_then(|r| r.tables.get(partition))
             .ok_or("no such partition")?;
-        let memory = Memory::Normal {
-            write: true,
-            execute: false,
-        };
-        table
-            .lock()
-            .map(guest.as_u64(), host.as_u64(), size, memory)
-            .map_err(|e| match e {
-                MapError::AlreadyMapped { .. } => "the range is mapped already",
-                MapError::OutOfTables => "out of memory for stage-2 tables",
-                _ => "the range is not page-aligned or out of range",
-            })?;
+        map_shared_memory(table, guest.as_u64(), host.as_u64(), size)?;
         // SAFETY: a store barrier so the table walk sees the new entries.
         unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
         Ok(())

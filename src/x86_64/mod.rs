@@ -120,16 +120,8 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64, entry_path: u64) 
     };
     // SAFETY: the memory map took this range out of free RAM for the heap alone.
     unsafe { ALLOCATOR.init_main(heap.start.as_u64(), heap.size()) };
-    let shared_memory = partitions::shared_memory_size().map(|size| {
-        memory_map
-            .carve(size, Usage::SharedMemory)
-            .unwrap_or_else(|| {
-                boot_failure(format_args!(
-                    "no {} of free RAM for the shared-memory regions and pool",
-                    HumanSize(size)
-                ))
-            })
-    });
+    let shared_memory =
+        crate::shared_memory::carve(partitions::configuration(), &mut memory_map, boot_failure);
     print_memory_map(&memory_map);
 
     let table = build_hypervisor_map(&memory_map, &image, &platform, local_apic);

@@ -15,10 +15,10 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::heap_tables::HeapTables;
+use crate::heap_tables::{HeapTables, map_shared_memory};
 use arch_x86_64::apic::LocalApic;
 use arch_x86_64::decode::{self, MmioInstruction, Operation};
-use arch_x86_64::paging::{Ept, MapError, Memory, PageTable};
+use arch_x86_64::paging::{Ept, Memory, PageTable};
 use arch_x86_64::vmcs::{self, GuestRegisters, Vmcs, field};
 use arch_x86_64::vmx_exit::{self, IoQualification, reason};
 use arch_x86_64::vx2apic::{self, Destination, VirtualX2apic, Written};
@@ -82,13 +82,8 @@ pub fn reserved_ranges() -> Vec<(PhysRange, Usage)> {
         .collect()
 }
 
-/// Bytes the shared-memory regions and pool need, if any (carved from RAM by the caller).
-pub fn shared_memory_size() -> Option<u64> {
-    shared_memory::size(configuration())
-}
-
 /// Builds each partition's EPT, loads its guest, and prints what it got; then lets every CPU
-/// run its vCPU. `shared_memory`: the RAM [`shared_memory_size`] asked for.
+/// run its vCPU. `shared_memory`: the RAM `shared_memory::carve` took for regions and pool.
 pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<PhysRange>) {
     let config = configuration();
     let shared = shared_memory.map(|memory| shared_memory::create(config, memory, boot_failure));
@@ -207,18 +202,7 @@ impl Platform for Host {
             .get()
             .and_then(|r| r.tables.get(partition))
             .ok_or("no such partition")?;
-        let memory = Memory::Normal {
-            write: true,
-            execute: false,
-        };
-        table
-            .lock()
-            .map(guest.as_u64(), host.as_u64(), size, memory)
-            .map_err(|e| match e {
-                MapError::AlreadyMapped { .. } => "the range is mapped already",
-                MapError::OutOfTables => "out of memory for EPT tables",
-                _ => "the range is not page-aligned or out of range",
-            })
+        map_shared_memory(table, guest.as_u64(), host.as_u64(), size)
     }
 
     /// Removes the entries, then makes every CPU of the partition drop cached translations:
