@@ -9,6 +9,9 @@
 //! `bench: copy private->shared ns median=.. ... mib_per_s=..`; `n/a` stands for a figure the
 //! guest could not measure. Speed is only reported here, never judged: a run fails only if the
 //! guests do (`FAIL`, a stopped partition, no `PASS`, the timeout).
+//!
+//! Then, unless `--no-x86`, the x86_64 figure: VM exits per doorbell round trip on Bochs
+//! ([`x86`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ use crate::harness;
 use crate::markers::{ExitExpectation, Expectation, Marker};
 use crate::profile::{Boot, Console, Launch, Profile};
 use crate::{setup, workspace};
+
+mod x86;
 
 /// The system configuration the benchmarks boot.
 pub const CONFIG: &str = "qemu/systems/bench/board.board";
@@ -48,6 +53,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
+    /// Skip the x86_64 figure (VM exits per doorbell round trip, counted on Bochs).
+    #[arg(long)]
+    no_x86: bool,
 }
 
 /// One `bench:` line: metric (`roundtrip qnx`), unit (`ns`, `cycles`) and its statistics in
@@ -221,8 +229,65 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         println!("  wall-clock: $ {}", first.command);
     }
 
+    let mut x86_exits = None;
+    if !args.no_x86 {
+        println!();
+        println!(
+            "==> x86_64: VM exits per doorbell round trip ({}, Bochs VMX)",
+            x86::CONFIG
+        );
+        let (figures, command) = x86::measure(&directory)?;
+        println!("exchange | quiet round trips | VM exits (both ends) | per round trip");
+        for figure in &figures {
+            println!(
+                "{} | {} | {} + {} | {}",
+                figure.exchange,
+                figure.rounds,
+                figure.exits[0],
+                figure.exits[1],
+                number(figure.per_round_trip())
+            );
+        }
+        println!("  bochs: $ {command}");
+        x86_exits = Some((figures, command));
+    }
+
     let results = results_path();
-    let json = results_json(&profile.name, &icount, &wallclock);
+    let mut json = results_json(&profile.name, &icount, &wallclock);
+    if let (Json::Object(fields), Some((figures, command))) = (&mut json, &x86_exits) {
+        fields.push((
+            "x86_vm_exits".to_string(),
+            Json::object(vec![
+                ("configuration", Json::text(x86::CONFIG)),
+                ("bochs", Json::text(command)),
+                (
+                    "exchanges",
+                    Json::Array(
+                        figures
+                            .iter()
+                            .map(|figure| {
+                                Json::object(vec![
+                                    ("exchange", Json::text(figure.exchange)),
+                                    ("quiet_round_trips", Json::Integer(figure.rounds)),
+                                    (
+                                        "exits",
+                                        Json::Array(
+                                            figure
+                                                .exits
+                                                .iter()
+                                                .map(|&e| Json::Integer(e))
+                                                .collect(),
+                                        ),
+                                    ),
+                                    ("per_round_trip", Json::Number(figure.per_round_trip())),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ));
+    }
     std::fs::write(&results, json.render())
         .context(|| format!("cannot write {}", results.display()))?;
     println!("results: {}", results.display());
