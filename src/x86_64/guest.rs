@@ -25,6 +25,8 @@ const DEVICE_ENTRY_SIZE: u64 = 24;
 const MAX_DEVICES: usize = 16;
 /// The TSC's rate in Hz as the boot CPU measured it (u64), inside the boot information.
 const TSC_HZ_OFFSET: u64 = 0x60;
+/// How many times the partition was restarted (u64), inside the boot information.
+const RESTARTS_OFFSET: u64 = 0x68;
 
 /// The TSC rate guests are told (0: not measured).
 static TSC_HZ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -84,9 +86,9 @@ fn put_u64(host: u64, offset: u64, value: u64) {
     copy(host, offset, &value.to_le_bytes());
 }
 
-/// Zeroes the partition's RAM and lays out tables, GDT, boot information and image; returns
-/// how vCPU 0 starts.
-pub fn load(partition: &PartitionConfig) -> Result<LongModeStart, LayoutError> {
+/// Zeroes the partition's RAM and lays out tables, GDT, boot information (with `restarts`, the
+/// times the partition was restarted) and image; returns how vCPU 0 starts.
+pub fn load(partition: &PartitionConfig, restarts: usize) -> Result<LongModeStart, LayoutError> {
     let Some(ram) = partition.ram.first() else {
         return Err(LayoutError::TooSmall);
     };
@@ -120,6 +122,7 @@ pub fn load(partition: &PartitionConfig) -> Result<LongModeStart, LayoutError> {
         BOOT_INFO + TSC_HZ_OFFSET,
         TSC_HZ.load(core::sync::atomic::Ordering::Relaxed),
     );
+    put_u64(host, BOOT_INFO + RESTARTS_OFFSET, restarts as u64);
     for (index, device) in devices(partition).take(MAX_DEVICES).enumerate() {
         let at = DEVICE_LIST + 8 + index as u64 * DEVICE_ENTRY_SIZE;
         put_u64(

@@ -54,6 +54,9 @@ struct Runtime {
     /// Each partition's count of EPT entries removed: a vCPU whose CPU saw fewer invalidates
     /// its cached translations before its next entry.
     ept_generations: Vec<AtomicU64>,
+    /// Each partition's count of restarts: a vCPU 0 that saw fewer (a secondary vCPU asked
+    /// for the restart) reloads the guest before its next entry.
+    restart_generations: Vec<AtomicU64>,
     /// Set once each partition's stop has been counted.
     stop_counted: Vec<AtomicBool>,
     /// For each physical CPU: the (partition, vCPU) it runs.
@@ -106,7 +109,7 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
         let table = build_ept(partition);
         ept_pointers.push(Ept::pointer(table.root()));
         tables.push(spin::Mutex::new(table));
-        let start = guest::load(partition)
+        let start = guest::load(partition, 0)
             .unwrap_or_else(|e| boot_failure(format_args!("partition {}: {e}", partition.name)));
         let total: u64 = partition.ram.iter().map(|r| r.size).sum();
         println!(
@@ -124,6 +127,7 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
     RUNTIME.call_once(|| Runtime {
         system: System::new(config.partitions, InterruptModel::Apic, shared),
         ept_generations: tables.iter().map(|_| AtomicU64::new(0)).collect(),
+        restart_generations: tables.iter().map(|_| AtomicU64::new(0)).collect(),
         tables,
         ept_pointers,
         stop_counted: config
@@ -292,6 +296,8 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     let mut apic = VirtualX2apic::new(vcpu as u32);
     // The EPT generation this CPU's cached translations reflect.
     let mut ept_seen = 0;
+    // The restart generation this vCPU's guest state belongs to.
+    let mut restart_seen;
     // What completes the current exit's read: an `in` (RAX), or a decoded MMIO `mov`.
     let mut pending: Option<MmioInstruction>;
     let setup_failed = |e: vmcs::VmcsError| -> ! {
@@ -302,7 +308,23 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
         setup_failed(e);
     }
+    // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
+    // partition's latest restart.
+    restart_seen = restart_generation(runtime, index);
     loop {
+        let restarted = restart_generation(runtime, index);
+        if restarted != restart_seen {
+            // Another vCPU restarted the partition: vCPU 0 reloads it, the others wait for
+            // CPU_ON.
+            apic = VirtualX2apic::new(vcpu as u32);
+            cpu.clear_posted();
+            if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
+                setup_failed(e);
+            }
+            // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
+            // partition's latest restart.
+            restart_seen = restart_generation(runtime, index);
+        }
         cpu.prepare_entry(&vmcs, &mut apic);
         if let Some(generation) = runtime.ept_generations.get(index) {
             let now = generation.load(Ordering::Acquire);
@@ -347,13 +369,28 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 vmcs.skip_instruction();
             }
             (Action::RestartPartition, _) => {
+                // Peers see it leave its regions; its BARs go back where firmware put them.
+                partition.release_shared_memory(&Host);
+                partition.reset_pci(&Host);
                 partition.reset_vcpus();
+                if let Some(generation) = runtime.restart_generations.get(index) {
+                    generation.fetch_add(1, Ordering::AcqRel);
+                }
+                // The other vCPUs leave the guest and start over (vCPU 0 reloads it).
+                for other in (0..partition.vcpu_count()).filter(|&other| other != vcpu) {
+                    if let Some(cpu) = partition.physical_cpu(other) {
+                        kick(cpu);
+                    }
+                }
                 println!("bulkhead: partition {} restarted", partition.name());
                 apic = VirtualX2apic::new(vcpu as u32);
                 cpu.clear_posted();
                 if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
                     setup_failed(e);
                 }
+                // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
+                // partition's latest restart.
+                restart_seen = restart_generation(runtime, index);
             }
             (Action::VcpuOff, _) => {}
             (other, _) => finish(runtime, partition, other),
@@ -368,10 +405,21 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
                     setup_failed(e);
                 }
+                // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
+                // partition's latest restart.
+                restart_seen = restart_generation(runtime, index);
             }
             Runnable::Stop => finish(runtime, partition, Action::StopPartition),
         }
     }
+}
+
+/// How many times partition `index` was restarted.
+fn restart_generation(runtime: &Runtime, index: usize) -> u64 {
+    runtime
+        .restart_generations
+        .get(index)
+        .map_or(0, |generation| generation.load(Ordering::Acquire))
 }
 
 /// The vCPU a CPU runs, with what its exits need.
@@ -549,7 +597,7 @@ impl Vcpu<'_> {
     ) -> Result<(), vmcs::VmcsError> {
         let partition = self.partition;
         let (start, rdi) = if self.vcpu == 0 {
-            match guest::load(partition.config) {
+            match guest::load(partition.config, partition.restarts()) {
                 Ok(start) => (start, guest::BOOT_INFO),
                 Err(e) => boot_failure(format_args!("partition {}: {e}", partition.name())),
             }
@@ -794,6 +842,10 @@ fn finish(runtime: &Runtime, partition: &Partition, _action: Action) -> ! {
         .stop_counted
         .get(partition.index)
         .is_some_and(|counted| !counted.swap(true, Ordering::AcqRel));
+    if first {
+        // Peers see it leave; run-time regions it alone held are freed.
+        partition.release_shared_memory(&Host);
+    }
     if first && runtime.system.partition_stopped() {
         runtime.system.print_summary();
         print_exit_counts(runtime);

@@ -1,7 +1,8 @@
 //! The boot information page Bulkhead writes into guest RAM (its address arrives in RDI):
 //! `0x00` magic `BULKHEAD` (u64), `0x08` RAM bytes (u64), `0x10` vCPU index (u64), `0x18`
 //! name length (u64, at most 64), `0x20` the partition's name (UTF-8, no NUL), `0x60` the TSC
-//! rate in Hz as the hypervisor measured it (u64, 0: unknown); `0x100` the
+//! rate in Hz as the hypervisor measured it (u64, 0: unknown), `0x68` how many times the
+//! partition was restarted (u64); `0x100` the
 //! number of devices (u64, at most [`MAX_DEVICES`]), then from `0x108` one 24-byte entry per
 //! device: kind (u32), number (u32), base (u64), size (u64) ([`Device`]).
 
@@ -115,6 +116,11 @@ pub fn vcpu_index() -> Option<u64> {
 /// under an emulator), if it says.
 pub fn tsc_hz() -> Option<u64> {
     read_u64(page()?, 0x60).filter(|&hz| hz != 0)
+}
+
+/// How many times the partition was restarted (fault policy `restart`, SYSTEM_RESET).
+pub fn restarts() -> Option<u64> {
+    read_u64(page()?, 0x68)
 }
 
 /// The partition's name (`system NAME`), or `"?"`.
