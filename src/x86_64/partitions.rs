@@ -6,11 +6,12 @@
 //! external interrupts (the host takes its kick, then resume), interrupt windows, HLT (idle
 //! until the virtual x2APIC has something deliverable) and the x2APIC MSRs (the vCPU's
 //! [`VirtualX2apic`]; IPIs are posted on the partition's APIC bus and the target's CPU kicked;
-//! EOIs reach the bus for the I/O APIC's level pins). Everything else becomes an `Exit`: I/O
-//! instructions → `PortRead`/`PortWrite`, EPT violations → `MmioRead`/`MmioWrite` (the `mov`
-//! at the guest's RIP fetched through its page tables and decoded), VMCALL → `Hypercall` (RAX =
-//! a PSCI function ID, RDI/RSI/RDX/RCX the arguments), triple fault, other MSRs, undecodable
-//! instructions and any other exit → `GuestFault` naming what happened.
+//! EOIs reach the bus for the I/O APIC's level pins; any other MSR, or an ICR value the model
+//! refuses, gets #GP(0) injected, as hardware lacking the MSR would). Everything else becomes
+//! an `Exit`: I/O instructions → `PortRead`/`PortWrite`, EPT violations → `MmioRead`/
+//! `MmioWrite` (the `mov` at the guest's RIP fetched through its page tables and decoded),
+//! VMCALL → `Hypercall` (RAX = a PSCI function ID, RDI/RSI/RDX/RCX the arguments), triple
+//! fault, undecodable instructions and any other exit → `GuestFault` naming what happened.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -436,6 +437,9 @@ struct Vcpu<'a> {
     tsc_deadline: bool,
 }
 
+/// The general-protection exception's vector.
+const GENERAL_PROTECTION: u8 = 13;
+
 /// A read-only MSR in the range Intel leaves to hypervisors (0x4000_0000-0x4000_00ff is
 /// Hyper-V's and KVM's; Bulkhead uses 0x4000_0100+): this vCPU's VM exits before the RDMSR.
 /// Benchmarks read it around an exchange to count the exits a doorbell costs.
@@ -475,7 +479,8 @@ impl Vcpu<'_> {
             self.armed.set(deadline);
         }
         match apic.deliverable() {
-            Some(vector) if vmcs.interrupts_open() => {
+            // An exception injected by this exit goes first; the interrupt waits for a window.
+            Some(vector) if vmcs.interrupts_open() && !vmcs.injection_pending() => {
                 apic.acknowledge(vector);
                 vmcs.inject_interrupt(vector);
                 vmcs.set_interrupt_window(false);
@@ -515,21 +520,22 @@ impl Vcpu<'_> {
         }
     }
 
-    /// RDMSR/WRMSR: the virtual x2APIC's MSRs; any other MSR is a fault.
+    /// RDMSR/WRMSR: the virtual x2APIC's MSRs and the exit counter; any other MSR, or a value
+    /// the x2APIC refuses, gets #GP(0) injected.
     fn msr(
         &self,
         vmcs: &Vmcs,
         registers: &mut GuestRegisters,
         apic: &mut VirtualX2apic,
         write: bool,
-    ) -> Option<Exit> {
+    ) {
         let msr = registers.rcx as u32;
         if msr == EXIT_COUNT_MSR && !write {
             let before = self.exits.get().saturating_sub(1);
             registers.rax = before & 0xffff_ffff;
             registers.rdx = before >> 32;
             vmcs.skip_instruction();
-            return None;
+            return;
         }
         let known = msr == vx2apic::msr::APIC_BASE
             || (vx2apic::msr::FIRST..=vx2apic::msr::LAST).contains(&msr);
@@ -563,14 +569,18 @@ impl Vcpu<'_> {
             };
         if handled {
             vmcs.skip_instruction();
-            return None;
+            return;
         }
+        // What hardware does with an MSR it lacks: #GP(0) into the guest, which may handle it
+        // (an OS probing MSRs does); a guest without a handler triple-faults and is stopped.
         let what = if write { "WRMSR" } else { "RDMSR" };
-        Some(Exit::GuestFault {
-            reason: Some(what),
-            syndrome: registers.rcx,
-            address: Some(GuestPhysAddr::new(vmcs::read(field::GUEST_RIP))),
-        })
+        println!(
+            "bulkhead: partition {} vcpu {}: {what} of MSR {msr:#x} at {:#x} not emulated: #GP injected",
+            self.partition.name(),
+            self.vcpu,
+            vmcs::read(field::GUEST_RIP)
+        );
+        vmcs.inject_exception(GENERAL_PROTECTION, Some(0));
     }
 
     fn send_ipi(&self, vector: u8, destination: Destination) {
@@ -717,8 +727,10 @@ impl Vcpu<'_> {
                 let address = vmcs::read(field::GUEST_PHYSICAL_ADDRESS);
                 Some(self.mmio(registers, qualification, address, pending))
             }
-            reason::RDMSR => self.msr(vmcs, registers, apic, false),
-            reason::WRMSR => self.msr(vmcs, registers, apic, true),
+            reason::RDMSR | reason::WRMSR => {
+                self.msr(vmcs, registers, apic, basic == reason::WRMSR);
+                None
+            }
             _ => fault(qualification, rip),
         }
     }

@@ -45,6 +45,7 @@ pub mod field {
     pub const ENTRY_CONTROLS: u32 = 0x4012;
     pub const ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
     pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
+    pub const ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
     pub const SECONDARY_CONTROLS: u32 = 0x401e;
     pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
     pub const EXIT_REASON: u32 = 0x4402;
@@ -584,6 +585,25 @@ impl Vmcs {
             field::ENTRY_INTERRUPTION_INFO,
             (1 << 31) | u64::from(vector),
         );
+    }
+
+    /// Injects hardware exception `vector` (with `error_code` when it has one, as #GP does)
+    /// at the next VM entry, through the guest's IDT; RIP stays at the faulting instruction.
+    pub fn inject_exception(&self, vector: u8, error_code: Option<u32>) {
+        const HARDWARE_EXCEPTION: u64 = 3 << 8;
+        const DELIVER_ERROR_CODE: u64 = 1 << 11;
+        let mut info = (1 << 31) | HARDWARE_EXCEPTION | u64::from(vector);
+        if let Some(code) = error_code {
+            info |= DELIVER_ERROR_CODE;
+            let _ = write(field::ENTRY_EXCEPTION_ERROR_CODE, u64::from(code));
+        }
+        let _ = write(field::ENTRY_INTERRUPTION_INFO, info);
+    }
+
+    /// Whether an event is already set up for injection at the next VM entry (VM entry clears
+    /// the valid bit once it has delivered it).
+    pub fn injection_pending(&self) -> bool {
+        read(field::ENTRY_INTERRUPTION_INFO) & (1 << 31) != 0
     }
 
     /// Turns interrupt-window exiting on or off (an exit as soon as the guest can take an

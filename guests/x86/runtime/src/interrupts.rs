@@ -136,6 +136,21 @@ pub fn install() {
     }
 }
 
+/// Points IDT gate `vector` at `handler` (an interrupt gate, code selector 0x08), e.g. an
+/// exception handler of the guest's own; [`install`] loads the IDT.
+///
+/// # Safety
+/// `handler` must be the address of code that handles the event as the CPU delivers it
+/// (error code or not) and returns with IRETQ.
+pub unsafe fn set_gate(vector: u8, handler: u64) {
+    let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((handler >> 16) & 0xffff) << 48;
+    let index = usize::from(vector) * 2;
+    if let (Some(l), Some(h)) = (IDT.0.get(index), IDT.0.get(index + 1)) {
+        l.store(low, Ordering::Relaxed);
+        h.store(handler >> 32, Ordering::Relaxed);
+    }
+}
+
 /// How many interrupts with `vector` arrived.
 pub fn count(vector: u8) -> u32 {
     COUNTS
