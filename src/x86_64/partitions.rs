@@ -48,24 +48,30 @@ pub fn configuration() -> &'static SystemConfig {
 
 struct Runtime {
     system: System,
-    /// Each partition's EPT pointer.
-    ept_pointers: Vec<u64>,
-    /// Each partition's EPT (changed at run time by shared-memory devices).
-    tables: Vec<spin::Mutex<PageTable<HeapTables, Ept>>>,
-    /// Each partition's count of EPT entries removed: a vCPU whose CPU saw fewer invalidates
-    /// its cached translations before its next entry.
-    ept_generations: Vec<AtomicU64>,
-    /// Each partition's count of restarts: a vCPU 0 that saw fewer (a secondary vCPU asked
-    /// for the restart) reloads the guest before its next entry.
-    restart_generations: Vec<AtomicU64>,
-    /// Set once each partition's stop has been counted.
-    stop_counted: Vec<AtomicBool>,
+    /// What this file keeps per partition, in configuration order.
+    loaded: Vec<Loaded>,
     /// For each physical CPU: the (partition, vCPU) it runs.
     assignment: Vec<Option<(usize, usize)>>,
     /// For each physical CPU: its local APIC ID (where kicks go).
     apic_ids: Vec<u32>,
-    /// For each partition: VM exits by basic exit reason, for the closing report.
-    exits: Vec<[AtomicU64; EXIT_REASONS]>,
+}
+
+/// A partition's VMX-side state.
+struct Loaded {
+    /// Its EPT pointer.
+    ept_pointer: u64,
+    /// Its EPT (changed at run time by shared-memory devices).
+    table: spin::Mutex<PageTable<HeapTables, Ept>>,
+    /// Count of EPT entries removed: a vCPU whose CPU saw fewer invalidates its cached
+    /// translations before its next entry.
+    ept_generation: AtomicU64,
+    /// Count of restarts: a vCPU 0 that saw fewer (a secondary vCPU asked for the restart)
+    /// reloads the guest before its next entry.
+    restart_generation: AtomicU64,
+    /// Set once its stop has been counted.
+    stop_counted: AtomicBool,
+    /// VM exits by basic exit reason, for the closing report.
+    exits: [AtomicU64; EXIT_REASONS],
 }
 
 /// Basic exit reasons counted (the SDM defines fewer than this).
@@ -92,8 +98,7 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
     let config = configuration();
     let shared = shared_memory.map(|memory| shared_memory::create(config, memory, boot_failure));
     let mut assignment = alloc::vec![None; apic_ids.len()];
-    let mut ept_pointers = Vec::new();
-    let mut tables = Vec::new();
+    let mut loaded = Vec::new();
     for (index, partition) in config.partitions.iter().enumerate() {
         for range in partition.ram {
             check_ram(partition, range.host_base, range.size, memory_map);
@@ -108,8 +113,14 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
             }
         }
         let table = build_ept(partition);
-        ept_pointers.push(Ept::pointer(table.root()));
-        tables.push(spin::Mutex::new(table));
+        loaded.push(Loaded {
+            ept_pointer: Ept::pointer(table.root()),
+            table: spin::Mutex::new(table),
+            ept_generation: AtomicU64::new(0),
+            restart_generation: AtomicU64::new(0),
+            stop_counted: AtomicBool::new(false),
+            exits: [const { AtomicU64::new(0) }; EXIT_REASONS],
+        });
         let start = guest::load(partition, 0)
             .unwrap_or_else(|e| boot_failure(format_args!("partition {}: {e}", partition.name)));
         let total: u64 = partition.ram.iter().map(|r| r.size).sum();
@@ -127,22 +138,9 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
     }
     RUNTIME.call_once(|| Runtime {
         system: System::new(config.partitions, InterruptModel::Apic, shared),
-        ept_generations: tables.iter().map(|_| AtomicU64::new(0)).collect(),
-        restart_generations: tables.iter().map(|_| AtomicU64::new(0)).collect(),
-        tables,
-        ept_pointers,
-        stop_counted: config
-            .partitions
-            .iter()
-            .map(|_| AtomicBool::new(false))
-            .collect(),
+        loaded,
         assignment,
         apic_ids,
-        exits: config
-            .partitions
-            .iter()
-            .map(|_| [const { AtomicU64::new(0) }; EXIT_REASONS])
-            .collect(),
     });
     READY.store(true, Ordering::Release);
 }
@@ -203,11 +201,11 @@ impl Platform for Host {
         host: HostPhysAddr,
         size: u64,
     ) -> Result<(), &'static str> {
-        let table = RUNTIME
+        let loaded = RUNTIME
             .get()
-            .and_then(|r| r.tables.get(partition))
+            .and_then(|r| r.loaded.get(partition))
             .ok_or("no such partition")?;
-        map_shared_memory(table, guest.as_u64(), host.as_u64(), size)
+        map_shared_memory(&loaded.table, guest.as_u64(), host.as_u64(), size)
     }
 
     /// Removes the entries, then makes every CPU of the partition drop cached translations:
@@ -216,18 +214,14 @@ impl Platform for Host {
         let Some(runtime) = RUNTIME.get() else {
             return;
         };
-        let Some(table) = runtime.tables.get(partition) else {
+        let Some(loaded) = runtime.loaded.get(partition) else {
             return;
         };
-        if table.lock().unmap(guest.as_u64(), size).is_err() {
+        if loaded.table.lock().unmap(guest.as_u64(), size).is_err() {
             return;
         }
-        if let Some(generation) = runtime.ept_generations.get(partition) {
-            generation.fetch_add(1, Ordering::AcqRel);
-        }
-        if let Some(&pointer) = runtime.ept_pointers.get(partition) {
-            vmx::invalidate_ept(pointer);
-        }
+        loaded.ept_generation.fetch_add(1, Ordering::AcqRel);
+        vmx::invalidate_ept(loaded.ept_pointer);
         if let Some(running) = runtime.system.partitions.get(partition) {
             for vcpu in 0..running.vcpu_count() {
                 if let Some(cpu) = running.physical_cpu(vcpu) {
@@ -270,7 +264,10 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     let Some(&Some((index, vcpu))) = runtime.assignment.get(cpu::index()) else {
         cpu::halt()
     };
-    let Some(partition) = runtime.system.partitions.get(index) else {
+    let (Some(partition), Some(loaded)) = (
+        runtime.system.partitions.get(index),
+        runtime.loaded.get(index),
+    ) else {
         cpu::halt()
     };
     let fault = |syndrome: u64, what: &'static str| Exit::GuestFault {
@@ -283,11 +280,12 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
         finish(runtime, partition, action);
     }
     let mut vmcs = Vmcs::new().unwrap_or_else(|e| boot_failure(format_args!("{e}")));
-    let ept = runtime.ept_pointers.get(index).copied().unwrap_or(0);
+    let ept = loaded.ept_pointer;
     let vpid = u16::try_from(index + 1).unwrap_or(u16::MAX);
     let cpu = Vcpu {
         runtime,
         partition,
+        loaded,
         vcpu,
         exits: core::cell::Cell::new(0),
         armed: core::cell::Cell::new(None),
@@ -311,9 +309,9 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     }
     // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
     // partition's latest restart.
-    restart_seen = restart_generation(runtime, index);
+    restart_seen = loaded.restart_generation.load(Ordering::Acquire);
     loop {
-        let restarted = restart_generation(runtime, index);
+        let restarted = loaded.restart_generation.load(Ordering::Acquire);
         if restarted != restart_seen {
             // Another vCPU restarted the partition: vCPU 0 reloads it, the others wait for
             // CPU_ON.
@@ -324,15 +322,13 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
             }
             // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
             // partition's latest restart.
-            restart_seen = restart_generation(runtime, index);
+            restart_seen = loaded.restart_generation.load(Ordering::Acquire);
         }
         cpu.prepare_entry(&vmcs, &mut apic);
-        if let Some(generation) = runtime.ept_generations.get(index) {
-            let now = generation.load(Ordering::Acquire);
-            if now != ept_seen {
-                ept_seen = now;
-                vmx::invalidate_ept(ept);
-            }
+        let now = loaded.ept_generation.load(Ordering::Acquire);
+        if now != ept_seen {
+            ept_seen = now;
+            vmx::invalidate_ept(ept);
         }
         pending = None;
         let exit = match vmcs.run(&mut registers) {
@@ -374,9 +370,7 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 partition.release_shared_memory(&Host);
                 partition.reset_pci(&Host);
                 partition.reset_vcpus();
-                if let Some(generation) = runtime.restart_generations.get(index) {
-                    generation.fetch_add(1, Ordering::AcqRel);
-                }
+                loaded.restart_generation.fetch_add(1, Ordering::AcqRel);
                 // The other vCPUs leave the guest and start over (vCPU 0 reloads it).
                 for other in (0..partition.vcpu_count()).filter(|&other| other != vcpu) {
                     if let Some(cpu) = partition.physical_cpu(other) {
@@ -391,7 +385,7 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 }
                 // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
                 // partition's latest restart.
-                restart_seen = restart_generation(runtime, index);
+                restart_seen = loaded.restart_generation.load(Ordering::Acquire);
             }
             (Action::VcpuOff, _) => {}
             (other, _) => finish(runtime, partition, other),
@@ -408,25 +402,19 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 }
                 // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
                 // partition's latest restart.
-                restart_seen = restart_generation(runtime, index);
+                restart_seen = loaded.restart_generation.load(Ordering::Acquire);
             }
             Runnable::Stop => finish(runtime, partition, Action::StopPartition),
         }
     }
 }
 
-/// How many times partition `index` was restarted.
-fn restart_generation(runtime: &Runtime, index: usize) -> u64 {
-    runtime
-        .restart_generations
-        .get(index)
-        .map_or(0, |generation| generation.load(Ordering::Acquire))
-}
-
 /// The vCPU a CPU runs, with what its exits need.
 struct Vcpu<'a> {
     runtime: &'a Runtime,
     partition: &'a Partition,
+    /// The partition's VMX-side state.
+    loaded: &'a Loaded,
     vcpu: usize,
     /// VM exits of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
     exits: core::cell::Cell<u64>,
@@ -649,12 +637,7 @@ impl Vcpu<'_> {
         let exit_reason = vmcs::read(field::EXIT_REASON);
         let basic = exit_reason as u16;
         self.exits.set(self.exits.get().wrapping_add(1));
-        if let Some(count) = self
-            .runtime
-            .exits
-            .get(self.partition.index)
-            .and_then(|counts| counts.get(usize::from(basic)))
-        {
+        if let Some(count) = self.loaded.exits.get(usize::from(basic)) {
             count.fetch_add(1, Ordering::Relaxed);
         }
         let qualification = vmcs::read(field::EXIT_QUALIFICATION);
@@ -851,8 +834,9 @@ fn finish(runtime: &Runtime, partition: &Partition, _action: Action) -> ! {
         }
     }
     let first = runtime
-        .stop_counted
+        .loaded
         .get(partition.index)
+        .map(|loaded| &loaded.stop_counted)
         .is_some_and(|counted| !counted.swap(true, Ordering::AcqRel));
     if first {
         // Peers see it leave; run-time regions it alone held are freed.
@@ -870,10 +854,10 @@ fn finish(runtime: &Runtime, partition: &Partition, _action: Action) -> ! {
 /// One line per partition: its VM exits, in total and by reason (the figure doorbell costs
 /// are measured with).
 fn print_exit_counts(runtime: &Runtime) {
-    for (partition, counts) in runtime.system.partitions.iter().zip(&runtime.exits) {
+    for (partition, loaded) in runtime.system.partitions.iter().zip(&runtime.loaded) {
         let mut total = 0;
         let mut by_reason = alloc::string::String::new();
-        for (reason, count) in (0u16..).zip(counts) {
+        for (reason, count) in (0u16..).zip(&loaded.exits) {
             let count = count.load(Ordering::Relaxed);
             if count != 0 {
                 total += count;
