@@ -112,7 +112,8 @@ impl ApicBus {
         } else if destination == BROADCAST {
             all
         } else {
-            (1u64 << destination.min(63)) & all
+            // An APIC ID beyond 63 names no vCPU (not the last one).
+            1u64.checked_shl(u32::from(destination)).unwrap_or(0)
         };
         mask & all
     }
