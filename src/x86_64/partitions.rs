@@ -445,9 +445,11 @@ impl Vcpu<'_> {
     /// expire.
     fn collect(&self, apic: &mut VirtualX2apic) {
         if let Some(bus) = self.partition.apic_bus() {
-            for (base, mut bits) in (0u8..).step_by(64).zip(bus.take_posted(self.vcpu)) {
+            // Word n holds vectors 64n..64n + 63. A bounded range: `(0u8..).step_by(64)` would
+            // step past 255 after the fourth word and overflow (a panic in a debug build).
+            for (word, mut bits) in (0u8..4).zip(bus.take_posted(self.vcpu)) {
                 while bits != 0 {
-                    apic.accept(base + bits.trailing_zeros() as u8);
+                    apic.accept(word * 64 + bits.trailing_zeros() as u8);
                     bits &= bits - 1;
                 }
             }
