@@ -101,9 +101,13 @@ pub enum BootMethod {
 }
 
 /// Cargo profile of the image and loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CargoProfile {
+    /// `--release`: optimised, as the images ship.
+    #[default]
     Release,
+    /// cargo's dev profile: unoptimised, with overflow checks and debug assertions.
     Debug,
 }
 

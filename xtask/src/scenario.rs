@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::build::BootMethod;
+use crate::build::{BootMethod, CargoProfile};
 use crate::error::{Context, Error, Result};
 use crate::markers::{ExitExpectation, Expectation, Marker};
 use crate::profile::{EmulatorKind, Profile};
@@ -41,6 +41,10 @@ struct ScenarioFile {
     /// The image build must fail with these texts in its output (a bad configuration's
     /// `file:line: message`); nothing is booted.
     build_error: Option<Vec<String>>,
+    /// The cargo profile the image (and loader) is built with: `release` (the default) or
+    /// `debug` (cargo's dev profile, with overflow checks and debug assertions).
+    #[serde(default)]
+    cargo_profile: CargoProfile,
 }
 
 /// A checked scenario with its machine profile resolved.
@@ -59,6 +63,8 @@ pub struct Scenario {
     pub config: Option<PathBuf>,
     /// Texts the failing image build must print (then nothing boots).
     pub build_error: Option<Vec<String>>,
+    /// The cargo profile the image (and loader) is built with.
+    pub cargo_profile: CargoProfile,
 }
 
 /// `xtask/scenarios/` in the repository.
@@ -183,6 +189,7 @@ pub fn parse(text: &str, stem: &str) -> Result<Scenario> {
         },
         config,
         build_error: file.build_error,
+        cargo_profile: file.cargo_profile,
     })
 }
 
@@ -226,6 +233,9 @@ mod tests {
             "fault-containment-x86-bochs",
             "restart-policy-x86-bochs",
             "bad-config-x86-pl011",
+            "debug-boot-gicv3",
+            "debug-shmem-demo-gicv3",
+            "debug-shmem-demo-x86-bochs",
         ] {
             assert!(
                 names.contains(&expected),
@@ -240,6 +250,9 @@ mod tests {
         assert_eq!(scenario.smp, 4);
         assert_eq!(scenario.memory, "512M");
         assert_eq!(scenario.boot, BootMethod::Image);
+        assert_eq!(scenario.cargo_profile, CargoProfile::Release);
+        let debug = parse(&format!("{MINIMAL}\ncargo-profile = \"debug\"\n"), "x").unwrap();
+        assert_eq!(debug.cargo_profile, CargoProfile::Debug);
         assert_eq!(scenario.expectation.forbidden, DEFAULT_FORBIDDEN);
         assert_eq!(
             scenario.expectation.markers[1],
@@ -269,6 +282,7 @@ mod tests {
             error(&MINIMAL.replace("timeout-seconds = 5", "timeout-seconds = 0"))
                 .contains("timeout")
         );
+        assert!(error(&format!("{MINIMAL}\ncargo-profile = \"fast\"\n")).contains("fast"));
         let bochs = MINIMAL.replace("virt-gicv3", "bochs-vmx");
         assert!(error(&bochs).contains("exit = \"markers\""));
         parse(&bochs.replace("\"poweroff\"", "\"markers\""), "x").unwrap();

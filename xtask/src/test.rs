@@ -172,8 +172,10 @@ pub fn parse_test_result(line: &str) -> Option<Tally> {
 }
 
 /// What the scenarios boot, built once per architecture (image) and boot method (loader).
-/// What an image is built from: architecture and configuration.
-type ImageKey = (Arch, Option<PathBuf>);
+/// What an image is built from: architecture, cargo profile and configuration.
+type ImageKey = (Arch, CargoProfile, Option<PathBuf>);
+/// What a scenario needs built: an image, and for UEFI boot a loader around it.
+type Needed = (Arch, BootMethod, CargoProfile, Option<PathBuf>);
 
 #[derive(Default)]
 struct Artifacts {
@@ -182,25 +184,23 @@ struct Artifacts {
 }
 
 impl Artifacts {
-    fn build(needed: &BTreeSet<(Arch, BootMethod, Option<PathBuf>)>) -> Self {
+    fn build(needed: &BTreeSet<Needed>) -> Self {
         let mut artifacts = Self::default();
-        for (arch, boot, config) in needed {
-            let (arch, boot) = (*arch, *boot);
-            let key = (arch, config.clone());
+        for (arch, boot, profile, config) in needed {
+            let (arch, boot, profile) = (*arch, *boot, *profile);
+            let key = (arch, profile, config.clone());
             let image = artifacts.images.entry(key.clone()).or_insert_with(|| {
-                build::image(arch, CargoProfile::Release, config.as_deref()).map_err(|error| {
+                build::image(arch, profile, config.as_deref()).map_err(|error| {
                     println!("==> image build failed: {error}");
                     "not run: the image build failed (see above)".to_string()
                 })
             });
             if boot == BootMethod::Uefi {
                 let loader = match image {
-                    Ok(image) => {
-                        build::loader(arch, CargoProfile::Release, image).map_err(|error| {
-                            println!("==> UEFI loader build failed: {error}");
-                            "not run: the UEFI loader build failed (see above)".to_string()
-                        })
-                    }
+                    Ok(image) => build::loader(arch, profile, image).map_err(|error| {
+                        println!("==> UEFI loader build failed: {error}");
+                        "not run: the UEFI loader build failed (see above)".to_string()
+                    }),
                     Err(reason) => Err(reason.clone()),
                 };
                 artifacts.loaders.insert(key, loader);
@@ -214,7 +214,7 @@ impl Artifacts {
     /// `EFI/BOOT/bulkhead.cmdline`) in `directory`.
     fn boot(&self, scenario: &Scenario, directory: &std::path::Path) -> Result<Boot, String> {
         let arch = scenario.profile.arch;
-        let key = (arch, scenario.config.clone());
+        let key = (arch, scenario.cargo_profile, scenario.config.clone());
         let missing = || Err("not built".to_string());
         let mut append = arch.failure_exit_option().to_string();
         if !scenario.append.is_empty() {
@@ -274,13 +274,14 @@ fn system_tests(scenarios: &[Scenario], tally: &mut Tally) -> Result<()> {
     }
     setup::emulators(&requirements)?;
 
-    let needed: BTreeSet<(Arch, BootMethod, Option<PathBuf>)> = scenarios
+    let needed: BTreeSet<Needed> = scenarios
         .iter()
         .filter(|scenario| scenario.build_error.is_none())
         .map(|scenario| {
             (
                 scenario.profile.arch,
                 scenario.boot,
+                scenario.cargo_profile,
                 scenario.config.clone(),
             )
         })
@@ -365,7 +366,7 @@ fn expect_build_failure(
     let started = std::time::Instant::now();
     let mut command = build::image_command(
         scenario.profile.arch,
-        CargoProfile::Release,
+        scenario.cargo_profile,
         scenario.config.as_deref(),
     )
     .map_err(|error| error.to_string())?;
