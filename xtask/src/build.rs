@@ -281,9 +281,20 @@ pub fn image_command(
     profile: CargoProfile,
     config: Option<&Path>,
 ) -> Result<std::process::Command> {
+    image_cargo("build", arch, profile, config)
+}
+
+/// `cargo SUBCOMMAND` (`build`, `clippy`) over the image for `config`, with the target,
+/// profile and environment of [`image_command`].
+pub fn image_cargo(
+    subcommand: &str,
+    arch: Arch,
+    profile: CargoProfile,
+    config: Option<&Path>,
+) -> Result<std::process::Command> {
     let mut cargo = workspace::cargo();
     cargo.args([
-        "build",
+        subcommand,
         "--package",
         "bulkhead",
         "--target",
@@ -332,14 +343,7 @@ pub fn loader(arch: Arch, profile: CargoProfile, image: &Image) -> Result<Loader
         profile.directory()
     );
     let binary = workspace::absolute_existing(&image.uefi_payload, "image for the UEFI loader")?;
-    let mut cargo = workspace::cargo();
-    cargo
-        .args(["build", "--package", "bulkhead-uefi", "--target", target])
-        .env("BULKHEAD_IMAGE", binary);
-    if profile == CargoProfile::Release {
-        cargo.arg("--release");
-    }
-    workspace::run(&mut cargo)?;
+    workspace::run(&mut loader_cargo("build", arch, profile, &binary))?;
 
     let efi = workspace::target_dir()
         .join(target)
@@ -354,6 +358,30 @@ pub fn loader(arch: Arch, profile: CargoProfile, image: &Image) -> Result<Loader
         .context(|| format!("cannot copy {} to {}", efi.display(), boot_file.display()))?;
     println!("==> {}", boot_file.display());
     Ok(Loader { efi, esp })
+}
+
+/// `cargo SUBCOMMAND` (`build`, `clippy`) over the UEFI loader of `arch` embedding `payload`
+/// (an absolute path: the loader's build script refuses anything else).
+pub fn loader_cargo(
+    subcommand: &str,
+    arch: Arch,
+    profile: CargoProfile,
+    payload: &Path,
+) -> std::process::Command {
+    let mut cargo = workspace::cargo();
+    cargo
+        .args([
+            subcommand,
+            "--package",
+            "bulkhead-uefi",
+            "--target",
+            arch.uefi_target(),
+        ])
+        .env("BULKHEAD_IMAGE", payload);
+    if profile == CargoProfile::Release {
+        cargo.arg("--release");
+    }
+    cargo
 }
 
 /// The file the x86_64 UEFI loader reads its command line from, in `EFI/BOOT/` of its volume.

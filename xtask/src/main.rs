@@ -16,6 +16,7 @@
 
 mod bench;
 mod build;
+mod clippy;
 mod error;
 mod guests;
 mod harness;
@@ -47,7 +48,8 @@ enum Task {
     Build(build::BuildArgs),
     /// Build, then boot the image in QEMU with the serial console here (Ctrl-A X quits QEMU).
     Run(run::RunArgs),
-    /// Run the host unit tests and the system-test scenarios; end with `N passed, N failed`.
+    /// Run the host unit tests, clippy and the system-test scenarios; end with
+    /// `N passed, N failed`.
     Test(test::TestArgs),
     /// Measure doorbell round trips and shared-memory copies in the bench guests, under
     /// -icount (instruction counts) and in wall-clock time; print a table, write

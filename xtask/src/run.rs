@@ -84,7 +84,8 @@ pub const DEFAULT_CONFIG: &str = "qemu/systems/demo/board.board";
 /// The same on x86_64.
 pub const DEFAULT_CONFIG_X86: &str = "qemu/systems/x86-shmem-demo/board.board";
 
-fn default_config(arch: Arch) -> &'static str {
+/// The configuration `cargo xtask run` boots on `arch` (relative to the repository).
+pub fn default_config(arch: Arch) -> &'static str {
     match arch {
         Arch::Aarch64 => DEFAULT_CONFIG,
         Arch::X86_64 => DEFAULT_CONFIG_X86,

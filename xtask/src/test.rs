@@ -1,4 +1,5 @@
-//! `cargo xtask test`: host unit tests, then every system-test scenario; one `N passed, N failed`.
+//! `cargo xtask test`: host unit tests, clippy, then every system-test scenario; one
+//! `N passed, N failed`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -9,15 +10,16 @@ use clap::Args;
 
 use crate::build::{self, Arch, BootMethod, CargoProfile, Image, Loader};
 use crate::error::{Context, Error, Result};
-use crate::harness;
 use crate::profile::{Boot, Console, Launch};
 use crate::scenario::{self, Scenario};
+use crate::{clippy, harness};
 use crate::{setup, workspace};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
-    /// Run only scenarios whose names contain SUBSTR, and only host tests whose paths contain it.
+    /// Run only scenarios and clippy checks whose names contain SUBSTR, and only host tests
+    /// whose paths contain it.
     #[arg(long, value_name = "SUBSTR")]
     filter: Option<String>,
     /// Skip the host unit tests (`cargo test`).
@@ -26,6 +28,10 @@ pub struct TestArgs {
     /// Skip the system-test scenarios.
     #[arg(long)]
     no_system: bool,
+    /// Skip clippy (host crates, both images, both UEFI loaders; otherwise each is one test,
+    /// named `clippy-...` and selected by --filter like a scenario).
+    #[arg(long)]
+    no_clippy: bool,
 }
 
 /// Passed and failed tests, host and system together.
@@ -54,6 +60,9 @@ pub fn command(args: &TestArgs) -> Result<ExitCode> {
     let mut tally = Tally::default();
     if !args.no_host {
         host_tests(args.filter.as_deref(), &mut tally)?;
+    }
+    if !args.no_clippy {
+        clippy::run(args.filter.as_deref(), &mut tally)?;
     }
     if !args.no_system {
         system_tests(&scenarios, &mut tally)?;
