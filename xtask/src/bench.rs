@@ -10,13 +10,18 @@
 //! guest could not measure. Speed is only reported here, never judged: a run fails only if the
 //! guests do (`FAIL`, a stopped partition, no `PASS`, the timeout).
 //!
-//! Then, unless `--no-x86`, the x86_64 figure: VM exits per doorbell round trip on Bochs
+//! The guests also print the hypervisor's own cost (`bench: hyp ...`: EL2 instructions per
+//! doorbell and per trap, exits per round trip; see [`hypervisor`]); the icount run is made on
+//! every profile of [`ICOUNT_MACHINES`] (and `--machine`), and those figures are stored by
+//! machine under keys such as `el2.one_way_doorbell.qnx`.
+//!
+//! Then, unless `--no-x86`, the x86_64 figure: VM exits per one-way doorbell on Bochs
 //! ([`x86`]).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -27,12 +32,20 @@ use crate::markers::{ExitExpectation, Expectation, Marker};
 use crate::profile::{Boot, Console, Launch, Profile};
 use crate::{setup, workspace};
 
+mod hypervisor;
+mod json;
+mod results;
 mod x86;
+
+use json::Json;
+use results::{figures_json, results_json, results_path};
 
 /// The system configuration the benchmarks boot.
 pub const CONFIG: &str = "qemu/systems/bench/board.board";
 /// The machine profile unless `--machine` says otherwise.
 const DEFAULT_MACHINE: &str = "virt-gicv3";
+/// Profiles the icount run is also made on (for the hypervisor figures), after `--machine`.
+const ICOUNT_MACHINES: [&str; 2] = ["virt-gicv3", "virt-gicv2"];
 /// CPUs the configuration's board has (benchping on 1, benchpong on 2, 0 and 3 idle).
 const SMP: u32 = 4;
 /// QEMU's deterministic mode: one instruction per virtual nanosecond, no idle sleeping.
@@ -40,20 +53,24 @@ const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 /// The kernel command-line word the test harness also passes: a panic or fatal exception exits
 /// QEMU (started with `-semihosting`) with status 1, so a broken run fails at once.
 const SEMIHOSTING_EXIT: &str = "bulkhead.exit=semihosting";
+/// What the guests' lines about the hypervisor counters contain (`benchping: hypervisor: ...`).
+const HYPERVISOR_NOTE: &str = ": hypervisor: ";
 /// Limit of one emulator run.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Machine profile (an aarch64 one: virt-gicv3, virt-gicv2) or the path of a profile file.
+    /// Machine profile (an aarch64 one: virt-gicv3, virt-gicv2) or the path of a profile file:
+    /// the wall-clock runs and the first icount run; the icount run is also made on
+    /// virt-gicv3 and virt-gicv2.
     #[arg(long, value_name = "PROFILE", default_value = DEFAULT_MACHINE)]
     machine: String,
     /// Wall-clock runs (plain TCG); each run's medians are combined as a median across runs.
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
-    /// Skip the x86_64 figure (VM exits per doorbell round trip, counted on Bochs).
+    /// Skip the x86_64 figure (VM exits per one-way doorbell, counted on Bochs).
     #[arg(long)]
     no_x86: bool,
 }
@@ -195,36 +212,71 @@ struct Run {
 pub fn command(args: &BenchArgs) -> Result<ExitCode> {
     setup::toolchain()?;
     let profile = Profile::load(&args.machine)?;
-    if profile.arch != Arch::Aarch64 {
-        return Err(Error::new(format!(
-            "machine profile `{}` is for {}: the bench guests are aarch64",
-            profile.name,
-            profile.arch.name()
-        )));
+    let mut icount_profiles = vec![profile.clone()];
+    for name in ICOUNT_MACHINES {
+        if name != profile.name {
+            icount_profiles.push(Profile::load(name)?);
+        }
     }
-    profile.check_smp(SMP)?;
-    setup::emulators(&profile.requirements(BootMethod::Image)?)?;
+    for profile in &icount_profiles {
+        if profile.arch != Arch::Aarch64 {
+            return Err(Error::new(format!(
+                "machine profile `{}` is for {}: the bench guests are aarch64",
+                profile.name,
+                profile.arch.name()
+            )));
+        }
+        profile.check_smp(SMP)?;
+        setup::emulators(&profile.requirements(BootMethod::Image)?)?;
+    }
     let config = workspace::absolute_existing(&workspace::root().join(CONFIG), "configuration")?;
     let image = build::image(profile.arch, CargoProfile::Release, Some(&config))?;
     let directory = workspace::target_dir().join("bench");
 
-    println!("==> icount run (-icount shift=0,sleep=off: instruction counts, deterministic)");
-    let icount = run(&profile, &image.binary, true, &directory.join("icount.log"))?;
+    // The first icount run is on `--machine` (icount.log), the others on the other profiles.
+    let mut icount_runs = Vec::new();
+    for (index, machine) in icount_profiles.iter().enumerate() {
+        println!(
+            "==> icount run on {} (-icount shift=0,sleep=off: instruction counts, deterministic)",
+            machine.name
+        );
+        let log = if index == 0 {
+            directory.join("icount.log")
+        } else {
+            directory.join(format!("icount-{}.log", machine.name))
+        };
+        icount_runs.push((
+            machine.name.clone(),
+            run(machine, &image.binary, true, &log)?,
+        ));
+    }
     let mut wallclock = Vec::new();
     for index in 1..=args.runs {
-        println!("==> wall-clock run {index} of {} (plain TCG)", args.runs);
+        println!(
+            "==> wall-clock run {index} of {} on {} (plain TCG)",
+            args.runs, profile.name
+        );
         let log = directory.join(format!("wallclock-{index}.log"));
         wallclock.push(run(&profile, &image.binary, false, &log)?);
     }
+    let Some((_, icount)) = icount_runs.first() else {
+        return Err(Error::new("no icount run was made"));
+    };
 
     println!();
-    for note in &icount.notes {
+    for note in icount
+        .notes
+        .iter()
+        .filter(|note| !note.contains(HYPERVISOR_NOTE))
+    {
         println!("note: {note}");
     }
-    print!("{}", table(&icount, &wallclock));
+    print!("{}", table(icount, &wallclock));
     println!();
     println!("QEMU command lines:");
-    println!("  icount:     $ {}", icount.command);
+    for (machine, run) in &icount_runs {
+        println!("  icount ({machine}): $ {}", run.command);
+    }
     if let Some(first) = wallclock.first() {
         println!("  wall-clock: $ {}", first.command);
     }
@@ -233,65 +285,113 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
     if !args.no_x86 {
         println!();
         println!(
-            "==> x86_64: VM exits per doorbell round trip ({}, Bochs VMX)",
+            "==> x86_64: VM exits per one-way doorbell ({}, Bochs VMX)",
             x86::CONFIG
         );
         let (figures, command) = x86::measure(&directory)?;
-        println!("exchange | quiet round trips | VM exits (both ends) | per round trip");
+        println!(
+            "exchange | quiet round trips | VM exits (both ends) | per round trip | per one-way doorbell"
+        );
         for figure in &figures {
             println!(
-                "{} | {} | {} + {} | {}",
+                "{} | {} | {} + {} | {} | {}",
                 figure.exchange,
                 figure.rounds,
                 figure.exits[0],
                 figure.exits[1],
-                number(figure.per_round_trip())
+                number(figure.per_round_trip()),
+                number(figure.per_one_way())
             );
         }
         println!("  bochs: $ {command}");
         x86_exits = Some((figures, command));
     }
 
+    let machines: Vec<(String, hypervisor::Figures)> = icount_runs
+        .iter()
+        .map(|(machine, run)| (machine.clone(), hypervisor::Figures::of(&run.figures)))
+        .collect();
+    println!();
+    println!("The hypervisor itself (icount; per operation, averaged over the timed ones):");
+    for (machine, run) in &icount_runs {
+        for note in run
+            .notes
+            .iter()
+            .filter(|note| note.contains(HYPERVISOR_NOTE) && note.contains("n/a"))
+        {
+            println!("note ({machine}): {note}");
+        }
+        for check in hypervisor::checks(&run.figures) {
+            println!("warning ({machine}): {check}");
+        }
+    }
+    print!(
+        "{}",
+        hypervisor_table(
+            &machines,
+            x86_exits.as_ref().map(|(figures, _)| &figures[..])
+        )
+    );
+
     let results = results_path();
-    let mut json = results_json(&profile.name, &icount, &wallclock);
-    if let (Json::Object(fields), Some((figures, command))) = (&mut json, &x86_exits) {
+    let mut json = results_json(&profile.name, icount, &wallclock);
+    if let Json::Object(fields) = &mut json {
+        fields.extend(hypervisor::json_fields(&machines));
+        if let Some((figures, command)) = &x86_exits {
+            fields.extend(x86::json_fields(figures, command));
+        }
         fields.push((
-            "x86_vm_exits".to_string(),
-            Json::object(vec![
-                ("configuration", Json::text(x86::CONFIG)),
-                ("bochs", Json::text(command)),
-                (
-                    "exchanges",
-                    Json::Array(
-                        figures
-                            .iter()
-                            .map(|figure| {
-                                Json::object(vec![
-                                    ("exchange", Json::text(figure.exchange)),
-                                    ("quiet_round_trips", Json::Integer(figure.rounds)),
-                                    (
-                                        "exits",
-                                        Json::Array(
-                                            figure
-                                                .exits
-                                                .iter()
-                                                .map(|&e| Json::Integer(e))
-                                                .collect(),
-                                        ),
-                                    ),
-                                    ("per_round_trip", Json::Number(figure.per_round_trip())),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                ),
-            ]),
+            "icount_other_machines".to_string(),
+            Json::Object(
+                icount_runs
+                    .iter()
+                    .skip(1)
+                    .map(|(machine, run)| {
+                        (
+                            machine.clone(),
+                            Json::object(vec![
+                                ("qemu", Json::text(&run.command)),
+                                ("figures", figures_json(&run.figures)),
+                            ]),
+                        )
+                    })
+                    .collect(),
+            ),
         ));
     }
     std::fs::write(&results, json.render())
         .context(|| format!("cannot write {}", results.display()))?;
     println!("results: {}", results.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hypervisor figures: one row per results key, one column per icount machine, and the
+/// x86_64 VM exits in a `bochs-vmx` column if they were counted.
+fn hypervisor_table(
+    machines: &[(String, hypervisor::Figures)],
+    x86: Option<&[x86::ExitFigure]>,
+) -> String {
+    let mut header = vec!["figure".to_string(), "unit".to_string()];
+    header.extend(machines.iter().map(|(machine, _)| machine.clone()));
+    let mut rows = vec![header];
+    for mut row in hypervisor::rows(machines) {
+        if x86.is_some() {
+            row.push("-".to_string());
+        }
+        rows.push(row);
+    }
+    if let Some(figures) = x86 {
+        if let Some(first) = rows.first_mut() {
+            first.push(x86::MACHINE.to_string());
+        }
+        for figure in figures {
+            let mut row = vec![x86::key(figure), "VM exits, both vCPUs".to_string()];
+            row.extend(machines.iter().map(|_| "-".to_string()));
+            row.push(hypervisor::exits_text(figure.per_one_way()));
+            rows.push(row);
+        }
+    }
+    render(&rows, 2)
 }
 
 /// Boots the bench image once (with `-icount` if asked), waits for both guests' `PASS` and the
@@ -339,7 +439,9 @@ fn run(profile: &Profile, binary: &Path, icount: bool, log: &Path) -> Result<Run
     let notes = serial
         .lines()
         .filter(|line| {
-            line.contains("benchping: counter") || line.contains("benchping: copy buffers")
+            line.contains("benchping: counter")
+                || line.contains("benchping: copy buffers")
+                || line.contains(HYPERVISOR_NOTE)
         })
         .map(|line| line.trim().to_string())
         .collect();
@@ -382,7 +484,7 @@ fn number(value: f64) -> String {
 /// One table row per figure (copies also in MiB/s), then the ratios.
 fn table(icount: &Run, wallclock: &[Run]) -> String {
     let runs = wallclock.len();
-    let mut rows: Vec<[String; 5]> = vec![[
+    let mut rows: Vec<Vec<String>> = vec![vec![
         "metric".into(),
         "unit".into(),
         "icount".into(),
@@ -396,7 +498,7 @@ fn table(icount: &Run, wallclock: &[Run]) -> String {
         ),
         None => ("n/a".to_string(), String::new()),
     };
-    for figure in &icount.figures {
+    for figure in icount.figures.iter().filter(|figure| is_timing(figure)) {
         let mut keys = vec![("median", figure.unit.clone())];
         if figure.unit == "ns" && figure.get("mib_per_s").is_some() {
             keys.push(("mib_per_s", "MiB/s".to_string()));
@@ -409,7 +511,7 @@ fn table(icount: &Run, wallclock: &[Run]) -> String {
                 .collect();
             let (wall, spread) = spread_text(Spread::of(&per_run));
             let exact = figure.get(key).map_or("n/a".to_string(), |v| v.to_string());
-            rows.push([figure.metric.clone(), unit, exact, wall, spread]);
+            rows.push(vec![figure.metric.clone(), unit, exact, wall, spread]);
         }
     }
     for (name, unit, value) in ratios(&icount.figures) {
@@ -423,7 +525,7 @@ fn table(icount: &Run, wallclock: &[Run]) -> String {
             })
             .collect();
         let (wall, spread) = spread_text(Spread::of(&per_run));
-        rows.push([
+        rows.push(vec![
             name,
             format!("ratio ({unit})"),
             format!("{value:.3}"),
@@ -431,8 +533,21 @@ fn table(icount: &Run, wallclock: &[Run]) -> String {
             spread,
         ]);
     }
-    let mut widths = [0_usize; 5];
-    for row in &rows {
+    render(&rows, 2)
+}
+
+/// Whether `figure` is a timing (kept in the timing table) rather than a raw hypervisor
+/// counter line (`bench: hyp ...`, see [`hypervisor`]).
+fn is_timing(figure: &Figure) -> bool {
+    !figure.metric.starts_with(hypervisor::PREFIX)
+}
+
+/// `rows` as aligned text: the first `text_columns` columns left-aligned, the others
+/// right-aligned, a rule under the first row.
+fn render(rows: &[Vec<String>], text_columns: usize) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0_usize; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -440,9 +555,8 @@ fn table(icount: &Run, wallclock: &[Run]) -> String {
     let mut text = String::new();
     for (index, row) in rows.iter().enumerate() {
         let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
-            // Text columns left-aligned, numbers right-aligned.
-            let _ = if column < 2 {
+        for (column, (cell, &width)) in row.iter().zip(&widths).enumerate() {
+            let _ = if column < text_columns {
                 write!(line, "{cell:<width$}  ")
             } else {
                 write!(line, "{cell:>width$}  ")
@@ -450,289 +564,11 @@ fn table(icount: &Run, wallclock: &[Run]) -> String {
         }
         let _ = writeln!(text, "{}", line.trim_end());
         if index == 0 {
-            let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+            let total: usize = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1);
             let _ = writeln!(text, "{}", "-".repeat(total));
         }
     }
     text
-}
-
-/// A JSON value, rendered with two-space indentation (xtask has no JSON library).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Integer(u64),
-    Number(f64),
-    Text(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn text(value: impl Into<String>) -> Self {
-        Self::Text(value.into())
-    }
-
-    fn object(fields: Vec<(&str, Json)>) -> Self {
-        Self::Object(
-            fields
-                .into_iter()
-                .map(|(key, value)| (key.to_string(), value))
-                .collect(),
-        )
-    }
-
-    /// The value as JSON text, ending with a newline.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out, 0);
-        out.push('\n');
-        out
-    }
-
-    fn write(&self, out: &mut String, depth: usize) {
-        let indent = |out: &mut String, depth: usize| out.push_str(&"  ".repeat(depth));
-        match self {
-            Self::Null => out.push_str("null"),
-            Self::Bool(value) => out.push_str(if *value { "true" } else { "false" }),
-            Self::Integer(value) => out.push_str(&value.to_string()),
-            Self::Number(value) if value.is_finite() => out.push_str(&value.to_string()),
-            Self::Number(_) => out.push_str("null"),
-            Self::Text(value) => write_string(out, value),
-            Self::Array(items) if items.is_empty() => out.push_str("[]"),
-            Self::Array(items) => {
-                out.push_str("[\n");
-                for (index, item) in items.iter().enumerate() {
-                    indent(out, depth + 1);
-                    item.write(out, depth + 1);
-                    out.push_str(if index + 1 < items.len() { ",\n" } else { "\n" });
-                }
-                indent(out, depth);
-                out.push(']');
-            }
-            Self::Object(fields) if fields.is_empty() => out.push_str("{}"),
-            Self::Object(fields) => {
-                out.push_str("{\n");
-                for (index, (key, value)) in fields.iter().enumerate() {
-                    indent(out, depth + 1);
-                    write_string(out, key);
-                    out.push_str(": ");
-                    value.write(out, depth + 1);
-                    out.push_str(if index + 1 < fields.len() {
-                        ",\n"
-                    } else {
-                        "\n"
-                    });
-                }
-                indent(out, depth);
-                out.push('}');
-            }
-        }
-    }
-}
-
-fn write_string(out: &mut String, text: &str) {
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn figures_json(figures: &[Figure]) -> Json {
-    Json::Array(
-        figures
-            .iter()
-            .map(|figure| {
-                let mut fields = vec![
-                    ("metric".to_string(), Json::text(&figure.metric)),
-                    ("unit".to_string(), Json::text(&figure.unit)),
-                ];
-                match &figure.values {
-                    Some(values) => fields.extend(
-                        values
-                            .iter()
-                            .map(|(key, value)| (key.clone(), Json::Integer(*value))),
-                    ),
-                    None => fields.push(("available".to_string(), Json::Bool(false))),
-                }
-                Json::Object(fields)
-            })
-            .collect(),
-    )
-}
-
-fn ratios_json(ratios: &[(String, String, f64)]) -> Json {
-    Json::Array(
-        ratios
-            .iter()
-            .map(|(name, unit, value)| {
-                Json::object(vec![
-                    ("ratio", Json::text(name)),
-                    ("unit", Json::text(unit)),
-                    ("value", Json::Number(*value)),
-                ])
-            })
-            .collect(),
-    )
-}
-
-fn spread_json(spread: Option<Spread>) -> Vec<(&'static str, Json)> {
-    match spread {
-        Some(spread) => vec![
-            ("median_of_runs", Json::Number(spread.median)),
-            ("min_run", Json::Number(spread.min)),
-            ("max_run", Json::Number(spread.max)),
-        ],
-        None => vec![("available", Json::Bool(false))],
-    }
-}
-
-/// The results file: `{ machine, date, git, icount: {...}, wallclock: { runs: [...], ... } }`.
-fn results_json(machine: &str, icount: &Run, wallclock: &[Run]) -> Json {
-    let (commit, dirty) = git_state();
-    let summary = icount
-        .figures
-        .iter()
-        .map(|figure| {
-            let per_run: Vec<f64> = wallclock
-                .iter()
-                .filter_map(|run| find(&run.figures, &figure.metric, &figure.unit)?.get("median"))
-                .map(|value| value as f64)
-                .collect();
-            let mut fields = vec![
-                ("metric", Json::text(&figure.metric)),
-                ("unit", Json::text(&figure.unit)),
-            ];
-            fields.extend(spread_json(Spread::of(&per_run)));
-            Json::object(fields)
-        })
-        .collect();
-    let ratio_summary = ratios(&icount.figures)
-        .into_iter()
-        .map(|(name, unit, _)| {
-            let per_run: Vec<f64> = wallclock
-                .iter()
-                .filter_map(|run| {
-                    ratios(&run.figures)
-                        .into_iter()
-                        .find(|(other, other_unit, _)| *other == name && *other_unit == unit)
-                        .map(|(_, _, ratio)| ratio)
-                })
-                .collect();
-            let mut fields = vec![("ratio", Json::text(name)), ("unit", Json::text(unit))];
-            fields.extend(spread_json(Spread::of(&per_run)));
-            Json::object(fields)
-        })
-        .collect();
-    Json::object(vec![
-        ("machine", Json::text(machine)),
-        ("date", Json::text(utc_timestamp(SystemTime::now()))),
-        ("git", commit.map_or(Json::Null, Json::Text)),
-        ("git_dirty", dirty.map_or(Json::Null, Json::Bool)),
-        ("configuration", Json::text(CONFIG)),
-        (
-            "icount",
-            Json::object(vec![
-                ("qemu", Json::text(&icount.command)),
-                ("figures", figures_json(&icount.figures)),
-                ("ratios", ratios_json(&ratios(&icount.figures))),
-            ]),
-        ),
-        (
-            "wallclock",
-            Json::object(vec![
-                (
-                    "qemu",
-                    Json::text(wallclock.first().map_or("", |run| &run.command)),
-                ),
-                (
-                    "runs",
-                    Json::Array(
-                        wallclock
-                            .iter()
-                            .map(|run| {
-                                Json::object(vec![
-                                    ("figures", figures_json(&run.figures)),
-                                    ("ratios", ratios_json(&ratios(&run.figures))),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                ),
-                ("medians", Json::Array(summary)),
-                ("ratios", Json::Array(ratio_summary)),
-            ]),
-        ),
-    ])
-}
-
-/// `git rev-parse HEAD` and whether the work tree has changes; `None` where git cannot say.
-fn git_state() -> (Option<String>, Option<bool>) {
-    let git = |arguments: &[&str]| -> Option<String> {
-        let output = Command::new("git")
-            .args(arguments)
-            .current_dir(workspace::root())
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "HEAD"]);
-    let dirty = git(&["status", "--porcelain"]).map(|changes| !changes.is_empty());
-    (commit, dirty)
-}
-
-/// `time` as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn utc_timestamp(time: SystemTime) -> String {
-    let seconds = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Gregorian (year, month, day) of `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Where the results go.
-pub fn results_path() -> PathBuf {
-    workspace::target_dir().join("bench").join("results.json")
 }
 
 #[cfg(test)]
@@ -816,34 +652,6 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        let at = |seconds| utc_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
-        assert_eq!(at(1_735_689_600), "2025-01-01T00:00:00Z");
-    }
-
-    #[test]
-    fn json_is_rendered_and_escaped() {
-        let json = Json::object(vec![
-            ("name", Json::text("a \"quoted\"\\path\n")),
-            (
-                "list",
-                Json::Array(vec![Json::Integer(1), Json::Number(0.5)]),
-            ),
-            ("empty", Json::Array(Vec::new())),
-            ("none", Json::Null),
-            ("nan", Json::Number(f64::NAN)),
-        ]);
-        assert_eq!(
-            json.render(),
-            "{\n  \"name\": \"a \\\"quoted\\\"\\\\path\\n\",\n  \"list\": [\n    1,\n    0.5\n  ],\n  \
-             \"empty\": [],\n  \"none\": null,\n  \"nan\": null\n}\n"
-        );
-    }
-
-    #[test]
     fn the_table_shows_icount_wallclock_and_ratios() {
         let run = |text: &str| Run {
             command: String::new(),
@@ -852,7 +660,8 @@ mod tests {
         };
         let icount = run(
             "bench: copy private->private ns median=100 n=20 mib_per_s=10000\n\
-                          bench: copy private->shared ns median=100 n=20 mib_per_s=10000\n",
+             bench: hyp trap hvc instructions machine=1 el1=0 el2=1 n=1\n\
+             bench: copy private->shared ns median=100 n=20 mib_per_s=10000\n",
         );
         let wallclock = [
             run(
@@ -910,5 +719,70 @@ mod tests {
             ],
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_hypervisor_table_has_a_column_per_machine_and_one_for_bochs() {
+        let figures = |text: &str| hypervisor::Figures::of(&parse_figures(text));
+        let machines = vec![
+            (
+                "virt-gicv3".to_string(),
+                figures("bench: hyp trap hvc instructions machine=1 el1=0 el2=1374 n=2"),
+            ),
+            ("virt-gicv2".to_string(), figures("")),
+        ];
+        let x86 = x86::figures(
+            "[ping] ping: 5 quiet round trips: 45 VM exits on this vCPU\n\
+             [pong] pong: 5 quiet round trips: 39 VM exits on this vCPU\n\
+             [ivping] ivping: 5 quiet round trips: 40 VM exits on this vCPU\n\
+             [ivpong] ivpong: 5 quiet round trips: 39 VM exits on this vCPU\n",
+        )
+        .unwrap();
+        let table = hypervisor_table(&machines, Some(&x86));
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            ["figure", "unit", "virt-gicv3", "virt-gicv2", "bochs-vmx"],
+            "{table}"
+        );
+        assert_eq!(
+            rows[6],
+            ["el2.trap.hvc", "EL2", "instructions", "687", "n/a", "-"],
+            "{table}"
+        );
+        let last = rows.len() - 1;
+        assert_eq!(
+            rows[last - 1],
+            [
+                "x86.exits.one_way_doorbell.qnx",
+                "VM",
+                "exits,",
+                "both",
+                "vCPUs",
+                "-",
+                "-",
+                "8.4"
+            ],
+            "{table}"
+        );
+        assert_eq!(
+            rows[last],
+            [
+                "x86.exits.one_way_doorbell.ivshmem",
+                "VM",
+                "exits,",
+                "both",
+                "vCPUs",
+                "-",
+                "-",
+                "7.9"
+            ],
+            "{table}"
+        );
+        let without_x86 = hypervisor_table(&machines, None);
+        assert!(!without_x86.contains("bochs"), "{without_x86}");
     }
 }

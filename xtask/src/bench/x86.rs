@@ -1,13 +1,17 @@
-//! The x86_64 doorbell figure: VM exits per round trip. Bochs emulates VMX but has no
+//! The x86_64 doorbell figure: VM exits per one-way doorbell. Bochs emulates VMX but has no
 //! instruction counter worth quoting, so the figure is counted exits instead: the exchange
 //! guests (`guests/pingpong`, `guests/ivpingpong` built for x86_64) play quiet round trips
 //! after their printed ones and read Bulkhead's exit-count MSR (0x4000_0100) around them,
 //! printing `NAME: R quiet round trips: E VM exits on this vCPU`. A round trip costs both ends'
-//! exits divided by R. The counts are deterministic: the same on every run.
+//! exits divided by R, a one-way doorbell half of that (results keys
+//! `x86.exits.one_way_doorbell.qnx` / `.ivshmem`; until commit 39ce36e the results file had
+//! the per-round-trip figure, twice as large, as `x86_vm_exits.exchanges[].per_round_trip`,
+//! which `x86.exits.counts` still holds). The counts are deterministic: the same on every run.
 
 use std::path::Path;
 use std::time::Duration;
 
+use super::json::Json;
 use crate::build::{self, Arch, BootMethod, CargoProfile};
 use crate::error::{Error, Result};
 use crate::harness;
@@ -18,19 +22,21 @@ use crate::{setup, workspace};
 /// The configuration measured: both personalities side by side.
 pub const CONFIG: &str = "qemu/systems/x86-shmem-demo/board.board";
 /// The VMX machine.
-const MACHINE: &str = "bochs-vmx";
+pub const MACHINE: &str = "bochs-vmx";
 /// CPUs the configuration uses.
 const SMP: u32 = 4;
 const TIMEOUT: Duration = Duration::from_secs(300);
-/// The exchanges measured: what, and the two partitions that play it.
-const PAIRS: [(&str, &str, &str); 2] = [
+/// The exchanges measured: what, its results-key suffix, and the two partitions that play it.
+const PAIRS: [(&str, &str, &str, &str); 2] = [
     (
         "QNX vdev shmem, PCI, INTx on an I/O APIC pin",
+        "qnx",
         "ping",
         "pong",
     ),
     (
         "ivshmem-doorbell, MSI-X one way, INTx the other",
+        "ivshmem",
         "ivping",
         "ivpong",
     ),
@@ -41,6 +47,8 @@ const PAIRS: [(&str, &str, &str); 2] = [
 pub struct ExitFigure {
     /// What was exchanged.
     pub exchange: &'static str,
+    /// The results-key suffix (`qnx`, `ivshmem`).
+    pub path: &'static str,
     /// Quiet round trips.
     pub rounds: u64,
     /// The exits each end's vCPU took during them.
@@ -52,6 +60,50 @@ impl ExitFigure {
     pub fn per_round_trip(&self) -> f64 {
         (self.exits[0] + self.exits[1]) as f64 / self.rounds.max(1) as f64
     }
+
+    /// VM exits of both vCPUs per one-way doorbell (half a round trip).
+    pub fn per_one_way(&self) -> f64 {
+        self.per_round_trip() / 2.0
+    }
+}
+
+/// The results key of `figure`: `x86.exits.one_way_doorbell.PATH`.
+pub fn key(figure: &ExitFigure) -> String {
+    format!("x86.exits.one_way_doorbell.{}", figure.path)
+}
+
+/// Results-file fields: one key per exchange (VM exits per one-way doorbell), and
+/// `x86.exits.counts` with the raw counts and the Bochs command line.
+pub fn json_fields(figures: &[ExitFigure], command: &str) -> Vec<(String, Json)> {
+    let mut fields: Vec<(String, Json)> = figures
+        .iter()
+        .map(|figure| (key(figure), Json::Number(figure.per_one_way())))
+        .collect();
+    let exchanges = figures
+        .iter()
+        .map(|figure| {
+            Json::object(vec![
+                ("exchange", Json::text(figure.exchange)),
+                ("key", Json::text(key(figure))),
+                ("quiet_round_trips", Json::Integer(figure.rounds)),
+                (
+                    "exits",
+                    Json::Array(figure.exits.iter().map(|&e| Json::Integer(e)).collect()),
+                ),
+                ("per_round_trip", Json::Number(figure.per_round_trip())),
+            ])
+        })
+        .collect();
+    fields.push((
+        "x86.exits.counts".to_string(),
+        Json::object(vec![
+            ("configuration", Json::text(CONFIG)),
+            ("machine", Json::text(MACHINE)),
+            ("bochs", Json::text(command)),
+            ("exchanges", Json::Array(exchanges)),
+        ]),
+    ));
+    fields
 }
 
 /// `(rounds, exits)` from partition `name`'s line
@@ -70,13 +122,14 @@ pub fn parse_quiet(serial: &str, name: &str) -> Option<(u64, u64)> {
 pub fn figures(serial: &str) -> Result<Vec<ExitFigure>> {
     PAIRS
         .iter()
-        .map(|&(exchange, one, other)| {
+        .map(|&(exchange, path, one, other)| {
             let (rounds, first) = parse_quiet(serial, one)
                 .ok_or_else(|| Error::new(format!("{one} printed no quiet round-trip count")))?;
             let (_, second) = parse_quiet(serial, other)
                 .ok_or_else(|| Error::new(format!("{other} printed no quiet round-trip count")))?;
             Ok(ExitFigure {
                 exchange,
+                path,
                 rounds,
                 exits: [first, second],
             })
@@ -112,7 +165,7 @@ pub fn measure(directory: &Path) -> Result<(Vec<ExitFigure>, String)> {
             Marker::AnyOrder(
                 PAIRS
                     .iter()
-                    .flat_map(|&(_, one, other)| [one, other])
+                    .flat_map(|&(_, _, one, other)| [one, other])
                     .map(|name| format!("[{name}] PASS"))
                     .collect(),
             ),
@@ -166,6 +219,17 @@ mod tests {
         assert_eq!(found[0].exits, [45, 39]);
         assert!((found[0].per_round_trip() - 16.8).abs() < 1e-9);
         assert!((found[1].per_round_trip() - 15.8).abs() < 1e-9);
+        assert!((found[0].per_one_way() - 8.4).abs() < 1e-9);
+        assert!((found[1].per_one_way() - 7.9).abs() < 1e-9);
+        assert_eq!(key(&found[0]), "x86.exits.one_way_doorbell.qnx");
+        assert_eq!(key(&found[1]), "x86.exits.one_way_doorbell.ivshmem");
+        let json = Json::Object(json_fields(&found, "bochs -q")).render();
+        assert!(
+            json.starts_with(
+                "{\n  \"x86.exits.one_way_doorbell.qnx\": 8.4,\n  \"x86.exits.one_way_doorbell.ivshmem\": 7.9,\n  \"x86.exits.counts\": {"
+            ),
+            "{json}"
+        );
         assert!(figures("[ping] ping: 5 quiet round trips: x VM exits on this vCPU").is_err());
     }
 }
