@@ -300,7 +300,7 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
                 figure.exits[0],
                 figure.exits[1],
                 number(figure.per_round_trip()),
-                number(figure.per_one_way())
+                hypervisor::exits_text(figure.per_one_way())
             );
         }
         println!("  bochs: $ {command}");
