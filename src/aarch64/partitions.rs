@@ -18,7 +18,7 @@ use hypervisor::exit::{Action, Exit};
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
-use hypervisor::partition::{InterruptModel, Partition, Platform, Runnable, System};
+use hypervisor::partition::{ExitClass, InterruptModel, Partition, Platform, Runnable, System};
 use hypervisor::pci::GuestPci;
 use hypervisor::{println, psci};
 use spin::Once;
@@ -370,13 +370,20 @@ pub fn run_this_cpu() -> ! {
             cpu::wait_for_event();
         }
     };
-    vcpu::run(&setup, start, &HOST)
+    let host: &'static CpuHost = alloc::boxed::Box::leak(alloc::boxed::Box::new(CpuHost {
+        runtime,
+        partition,
+        vcpu: vcpu_index,
+    }));
+    vcpu::run(&setup, start, host)
 }
 
-/// The vCPU loop's view of the partitions.
-struct Host;
-
-static HOST: Host = Host;
+/// The vCPU loop's view of the partitions: one per physical CPU, for the vCPU it runs.
+struct CpuHost {
+    runtime: &'static Runtime,
+    partition: &'static Partition,
+    vcpu: usize,
+}
 
 /// Wakes a physical CPU: an event for one waiting to start its vCPU, the kick SGI for one
 /// running a guest (it exits, and flushes what became pending).
@@ -427,37 +434,29 @@ impl Platform for Wake {
     }
 }
 
-impl Host {
-    fn current(&self) -> Option<(&'static Runtime, &'static Partition, usize)> {
-        let runtime = RUNTIME.get()?;
-        let (partition, vcpu) = (*runtime.assignment.get(cpu::index())?)?;
-        Some((runtime, runtime.system.partitions.get(partition)?, vcpu))
+impl VcpuHost for CpuHost {
+    fn count_exit(&self, class: ExitClass) {
+        self.partition.count_exit(self.vcpu, class);
     }
-}
 
-impl VcpuHost for Host {
     fn handle_exit(&self, exit: Exit) -> Action {
-        match self.current() {
-            Some((_, partition, vcpu)) => partition.handle_exit(vcpu, exit, &Wake),
-            None => Action::StopPartition,
-        }
+        self.partition.handle_exit(self.vcpu, exit, &Wake)
     }
 
     fn poll_start(&self) -> Option<GuestEntry> {
-        let (_, partition, vcpu) = self.current()?;
-        if partition.is_stopped() {
+        if self.partition.is_stopped() {
             cpu::halt();
         }
-        partition.take_start(vcpu).map(|start| GuestEntry {
-            entry: start.entry,
-            x0: start.context,
-        })
+        self.partition
+            .take_start(self.vcpu)
+            .map(|start| GuestEntry {
+                entry: start.entry,
+                x0: start.context,
+            })
     }
 
     fn partition_stopped(&self) {
-        let Some((runtime, partition, _)) = self.current() else {
-            return;
-        };
+        let (runtime, partition) = (self.runtime, self.partition);
         let Some(loaded) = runtime.loaded.get(partition.index) else {
             return;
         };
@@ -479,8 +478,8 @@ impl VcpuHost for Host {
     }
 
     fn restart(&self) -> Option<GuestEntry> {
-        let (_, partition, vcpu) = self.current()?;
-        if vcpu != 0 {
+        let partition = self.partition;
+        if self.vcpu != 0 {
             return None;
         }
         partition.release_shared_memory(&Wake);
@@ -502,29 +501,20 @@ impl VcpuHost for Host {
     }
 
     fn fold(&self, entries: &[ListEntry]) {
-        if let Some((_, partition, vcpu)) = self.current() {
-            partition.fold_interrupts(vcpu, entries, &Wake);
-        }
+        self.partition.fold_interrupts(self.vcpu, entries, &Wake);
     }
 
     fn flush(&self, slots: usize, entries: &mut ListEntries) {
-        match self.current() {
-            Some((_, partition, vcpu)) => partition.flush_interrupts(vcpu, slots, entries, &Wake),
-            None => entries.clear(),
-        }
+        self.partition
+            .flush_interrupts(self.vcpu, slots, entries, &Wake);
     }
 
     fn runnable(&self) -> Runnable {
-        match self.current() {
-            Some((_, partition, vcpu)) => partition.runnable(vcpu),
-            None => Runnable::Stop,
-        }
+        self.partition.runnable(self.vcpu)
     }
 
     fn virtual_timer_fired(&self) {
-        if let Some((_, partition, vcpu)) = self.current() {
-            partition.virtual_timer_fired(vcpu);
-        }
+        self.partition.virtual_timer_fired(self.vcpu);
     }
 }
 

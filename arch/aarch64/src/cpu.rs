@@ -7,7 +7,6 @@ use aarch64_cpu::registers::{
 };
 
 /// State each CPU keeps for itself; `TPIDR_EL2` points at it.
-#[derive(Debug)]
 pub struct PerCpu {
     /// Bulkhead's CPU index (device-tree order).
     pub index: usize,
@@ -17,6 +16,18 @@ pub struct PerCpu {
     pub list_registers: AtomicUsize,
     /// How many of them the last flush filled.
     pub list_registers_used: AtomicUsize,
+    /// The vCPU this CPU runs and what it answers to traps (set once, when it first enters
+    /// its guest): reached in O(1) from TPIDR_EL2 on every trap.
+    pub host: spin::Once<&'static dyn crate::vcpu::VcpuHost>,
+}
+
+impl core::fmt::Debug for PerCpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PerCpu")
+            .field("index", &self.index)
+            .field("mpidr", &self.mpidr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PerCpu {
@@ -27,6 +38,7 @@ impl PerCpu {
             mpidr,
             list_registers: AtomicUsize::new(0),
             list_registers_used: AtomicUsize::new(0),
+            host: spin::Once::new(),
         }
     }
 }

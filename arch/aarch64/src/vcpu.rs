@@ -8,8 +8,7 @@ use core::sync::atomic::Ordering;
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::device::gic::{ListEntries, ListEntry};
 use hypervisor::exit::{AccessWidth, Action, Exit};
-use hypervisor::partition::Runnable;
-use spin::Once;
+use hypervisor::partition::{ExitClass, Runnable};
 
 use crate::decode::{self, DataAccess, WriteBack, ZERO_REGISTER};
 use crate::esr;
@@ -25,8 +24,11 @@ pub struct GuestEntry {
 }
 
 /// What the vCPU loop asks of the hypervisor (implemented by the image's glue, which knows
-/// the partitions). Called on the CPU whose vCPU trapped.
+/// the partitions): one object per physical CPU, for the one vCPU that CPU runs. Called on
+/// that CPU only.
 pub trait VcpuHost: Sync {
+    /// Counts one exit of this CPU's vCPU.
+    fn count_exit(&self, class: ExitClass);
     /// The core's answer to an exit of this CPU's vCPU.
     fn handle_exit(&self, exit: Exit) -> Action;
     /// This CPU's vCPU is off: returns where it starts once a CPU_ON names it, or `None`
@@ -48,8 +50,6 @@ pub trait VcpuHost: Sync {
     /// Whether this CPU's vCPU may go back into the guest.
     fn runnable(&self) -> Runnable;
 }
-
-static HOST: Once<&'static dyn VcpuHost> = Once::new();
 
 /// Stage-2 and identity settings of one vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +157,10 @@ pub fn stage2_control() -> Option<u64> {
 /// Enters the guest on this CPU for good. Traps come back through the EL2 vectors into
 /// [`trap`], which returns to the guest or parks the CPU.
 pub fn run(setup: &VcpuSetup, start: GuestEntry, host: &'static dyn VcpuHost) -> ! {
-    HOST.call_once(|| host);
+    let Some(per_cpu) = crate::cpu::per_cpu() else {
+        crate::cpu::halt()
+    };
+    per_cpu.host.call_once(|| host);
     give_cpu_features_to_guest();
     let midr: u64;
     // SAFETY: configures this CPU's EL2 controls for its one guest: reads MIDR, writes
@@ -222,13 +225,19 @@ fn reset_frame(frame: &mut TrapFrame, start: GuestEntry) {
 /// list registers are folded back into the partition's virtual GIC first and flushed again
 /// last, so the model is current while the exit is handled.
 pub fn trap(frame: &mut TrapFrame, kind: u64) {
-    let Some(host) = HOST.get().copied() else {
+    let Some(per_cpu) = crate::cpu::per_cpu() else {
         return;
     };
-    fold_list_registers(host);
+    let Some(host) = per_cpu.host.get().copied() else {
+        return;
+    };
+    fold_list_registers(per_cpu, host);
     match kind % 4 {
         0 => synchronous(frame, host),
-        1 => physical_interrupts(host),
+        1 => {
+            host.count_exit(ExitClass::Interrupt);
+            physical_interrupts(host);
+        }
         // An SError from a guest is its fault; nothing routes FIQs.
         3 => {
             let action = host.handle_exit(Exit::GuestFault {
@@ -249,13 +258,10 @@ pub fn trap(frame: &mut TrapFrame, kind: u64) {
             crate::cpu::halt();
         }
     }
-    flush_list_registers(host);
+    flush_list_registers(per_cpu, host);
 }
 
-fn fold_list_registers(host: &'static dyn VcpuHost) {
-    let Some(per_cpu) = crate::cpu::per_cpu() else {
-        return;
-    };
+fn fold_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost) {
     let used = per_cpu.list_registers_used.load(Ordering::Relaxed);
     if used == 0 {
         return;
@@ -267,10 +273,7 @@ fn fold_list_registers(host: &'static dyn VcpuHost) {
     host.fold(entries.get(..used).unwrap_or(&[]));
 }
 
-fn flush_list_registers(host: &'static dyn VcpuHost) {
-    let Some(per_cpu) = crate::cpu::per_cpu() else {
-        return;
-    };
+fn flush_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost) {
     let slots = per_cpu.list_registers.load(Ordering::Relaxed);
     let previously_used = per_cpu.list_registers_used.load(Ordering::Relaxed);
     let mut entries = ListEntries::new();
@@ -307,7 +310,13 @@ fn physical_interrupts(host: &'static dyn VcpuHost) {
 
 fn synchronous(frame: &mut TrapFrame, host: &'static dyn VcpuHost) {
     let syndrome = frame.esr;
-    let action = match esr::exception_class(syndrome) {
+    let class = esr::exception_class(syndrome);
+    host.count_exit(match class {
+        0x01 => ExitClass::WaitForInterrupt,
+        0x24 => ExitClass::Mmio,
+        _ => ExitClass::Other,
+    });
+    let action = match class {
         // WFI (ISS bit 0 = 0) idles; WFE just continues.
         0x01 => {
             frame.elr = frame.elr.wrapping_add(4);
@@ -388,7 +397,12 @@ fn apply(
                 *register = value;
             }
         }
-        Action::Idle => crate::cpu::wait_for_interrupt(),
+        Action::Idle => {
+            crate::cpu::wait_for_interrupt();
+            // Whatever woke the CPU (usually the kick of a doorbell) is taken here, in this
+            // exit, rather than in a second exit right after entering the guest.
+            physical_interrupts(host);
+        }
         Action::VcpuOff => park_until_started(frame, host),
         Action::StopPartition => {
             host.partition_stopped();

@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -101,7 +101,29 @@ struct VcpuSlot {
     physical_cpu: usize,
     state: AtomicU8,
     start: Mutex<Option<StartRequest>>,
+    /// Exits of this vCPU by [`ExitClass`] (index) and in all (last), for benchmarks.
+    exits: [AtomicU64; EXIT_CLASSES + 1],
 }
+
+/// Why a vCPU left its guest, as counted for [`EXIT_COUNTS_CALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitClass {
+    /// A trapped load or store (MMIO, a data abort).
+    Mmio = 0,
+    /// WFI / HLT.
+    WaitForInterrupt = 1,
+    /// A physical interrupt (a kick, the maintenance interrupt, the timer).
+    Interrupt = 2,
+    /// Anything else (hypercalls, system registers, port I/O, faults).
+    Other = 3,
+}
+
+const EXIT_CLASSES: usize = 4;
+
+/// Bulkhead's own hypercall (SMCCC vendor-specific hypervisor service, fast call): returns
+/// the calling vCPU's exit counts since it started: x0 = all exits, x1 = MMIO, x2 = WFI,
+/// x3 = physical interrupts (the rest are other classes). `cargo xtask bench` reads them.
+pub const EXIT_COUNTS_CALL: u64 = 0xc600_0001;
 
 /// Why a partition stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +274,7 @@ impl Partition {
                     VcpuState::Off
                 } as u8),
                 start: Mutex::new(None),
+                exits: Default::default(),
             })
             .collect();
         let mut devices = DeviceTable::new();
@@ -402,6 +425,38 @@ impl Partition {
         self.inner.lock().restarts += 1;
     }
 
+    /// Counts one exit of vCPU `vcpu` (arch code calls this once per guest exit).
+    #[inline]
+    pub fn count_exit(&self, vcpu: usize, class: ExitClass) {
+        if let Some(slot) = self.vcpus.get(vcpu) {
+            for index in [class as usize, EXIT_CLASSES] {
+                if let Some(counter) = slot.exits.get(index) {
+                    // Only this vCPU's own CPU writes its counters.
+                    counter.store(
+                        counter.load(Ordering::Relaxed).wrapping_add(1),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The exit counts [`EXIT_COUNTS_CALL`] returns: all, MMIO, WFI, interrupts.
+    pub fn exit_counts(&self, vcpu: usize) -> [u64; 4] {
+        let count = |index: usize| {
+            self.vcpus
+                .get(vcpu)
+                .and_then(|slot| slot.exits.get(index))
+                .map_or(0, |counter| counter.load(Ordering::Relaxed))
+        };
+        [
+            count(EXIT_CLASSES),
+            count(ExitClass::Mmio as usize),
+            count(ExitClass::WaitForInterrupt as usize),
+            count(ExitClass::Interrupt as usize),
+        ]
+    }
+
     /// Handles one exit of vCPU `vcpu`.
     pub fn handle_exit(&self, vcpu: usize, exit: Exit, platform: &dyn Platform) -> Action {
         if self.is_stopped() {
@@ -455,6 +510,10 @@ impl Partition {
             Exit::PortWrite { port, width, value } => {
                 self.port_write(vcpu, port, width, value, platform)
             }
+            Exit::Hypercall {
+                function: EXIT_COUNTS_CALL,
+                ..
+            } => Action::ReturnValues(self.exit_counts(vcpu)),
             Exit::Hypercall {
                 function,
                 arguments,
