@@ -19,6 +19,9 @@ pub struct PerCpu {
     /// The vCPU this CPU runs and what it answers to traps (set once, when it first enters
     /// its guest): reached in O(1) from TPIDR_EL2 on every trap.
     pub host: spin::Once<&'static dyn crate::vcpu::VcpuHost>,
+    /// The list-register images exchanged with the core on fold and flush, kept here so
+    /// that no trap builds (and zeroes) one. Only this CPU locks it.
+    pub list_entries: spin::Mutex<hypervisor::device::gic::ListEntries>,
 }
 
 impl core::fmt::Debug for PerCpu {
@@ -39,6 +42,7 @@ impl PerCpu {
             list_registers: AtomicUsize::new(0),
             list_registers_used: AtomicUsize::new(0),
             host: spin::Once::new(),
+            list_entries: spin::Mutex::new(hypervisor::device::gic::ListEntries::new()),
         }
     }
 }

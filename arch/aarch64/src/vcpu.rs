@@ -266,17 +266,20 @@ fn fold_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost
     if used == 0 {
         return;
     }
-    let mut entries = [ListEntry::EMPTY; hypervisor::device::gic::MAX_LIST_ENTRIES];
-    for (index, slot) in entries.iter_mut().enumerate().take(used) {
-        *slot = crate::gic::read_list_register(index);
+    let mut entries = per_cpu.list_entries.lock();
+    entries.clear();
+    for index in 0..used {
+        if entries.push(crate::gic::read_list_register(index)).is_err() {
+            break;
+        }
     }
-    host.fold(entries.get(..used).unwrap_or(&[]));
+    host.fold(entries.as_slice());
 }
 
 fn flush_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost) {
     let slots = per_cpu.list_registers.load(Ordering::Relaxed);
     let previously_used = per_cpu.list_registers_used.load(Ordering::Relaxed);
-    let mut entries = ListEntries::new();
+    let mut entries = per_cpu.list_entries.lock();
     host.flush(slots, &mut entries);
     if entries.is_unchanged() {
         // The list registers already hold what they should.

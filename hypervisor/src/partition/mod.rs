@@ -727,11 +727,13 @@ impl Partition {
         let values = |x0: i64| Action::ReturnValues([x0 as u64, 0, 0, 0]);
         match request {
             Request::Version => Action::ReturnValues([psci::REPORTED_VERSION, 0, 0, 0]),
-            Request::Features(function) => values(if psci::implemented(function) {
-                status::SUCCESS
-            } else {
-                status::NOT_SUPPORTED
-            }),
+            Request::Features(function) => values(
+                if psci::implemented(function) || u64::from(function) == EXIT_COUNTS_CALL {
+                    status::SUCCESS
+                } else {
+                    status::NOT_SUPPORTED
+                },
+            ),
             Request::MigrateInfoType => values(2),
             Request::Suspend => Action::Idle,
             Request::CpuOff => {

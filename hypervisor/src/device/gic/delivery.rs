@@ -188,21 +188,23 @@ pub(super) fn flush(
             selection.offer(offered);
         }
     }
-    let mut loaded_now = [Loaded::default(); MAX_LIST_ENTRIES];
     let mut count = 0;
     for chosen in selection.kept() {
         let Some((entry, loaded)) = load(state, vcpu, chosen) else {
             continue;
         };
-        if entries.push(entry).is_ok()
-            && let Some(slot) = loaded_now.get_mut(count)
+        // Written in place (fold_with above emptied the record).
+        if let Some(slot) = state
+            .vcpus
+            .get_mut(vcpu)
+            .and_then(|cpu| cpu.loaded.get_mut(count))
+            && entries.push(entry).is_ok()
         {
             *slot = loaded;
             count += 1;
         }
     }
     if let Some(cpu) = state.vcpus.get_mut(vcpu) {
-        cpu.loaded = loaded_now;
         cpu.loaded_len = count;
         // Quiet: nothing loaded, nothing left over, nobody to wake. (Loading changed the
         // state otherwise; the generation only moves through the VirtualGic entry points.)
@@ -253,11 +255,19 @@ fn fold_with(state: &mut State, vcpu: usize, now: impl Fn(&Loaded) -> LrState) -
     let Some(cpu) = state.vcpus.get_mut(vcpu) else {
         return Wakeups::NONE;
     };
-    let loaded = cpu.loaded;
     let count = core::mem::take(&mut cpu.loaded_len);
     let mut wake = Wakeups::NONE;
-    for entry in loaded.get(..count).unwrap_or(&[]) {
-        settle(state, vcpu, entry, now(entry));
+    // One entry copied at a time (the record is not copied whole on this hot path).
+    for index in 0..count {
+        let Some(entry) = state
+            .vcpus
+            .get(vcpu)
+            .and_then(|cpu| cpu.loaded.get(index))
+            .copied()
+        else {
+            break;
+        };
+        settle(state, vcpu, &entry, now(&entry));
         wake |= state.touch(vcpu, entry.intid).without(vcpu);
     }
     wake
