@@ -83,6 +83,17 @@ struct Slot {
     config: ConfigSpace,
     /// The BARs as firmware placed them, for a reset.
     firmware: [Option<Bar>; BAR_COUNT],
+    /// Whether it drove its INTx pin when the lines were last recomputed.
+    intx_asserted: bool,
+}
+
+/// A BAR that decodes: guest-physical `[start, end)` of BAR `bar` of slot `slot`.
+#[derive(Clone, Copy, Debug)]
+struct Decoder {
+    start: u64,
+    end: u64,
+    slot: usize,
+    bar: usize,
 }
 
 /// The bridge's state; shared by its frames behind one lock.
@@ -91,6 +102,9 @@ pub(crate) struct Bridge {
     ram: Vec<(u64, u64)>,
     slots: Vec<Option<Slot>>,
     intx_levels: [bool; 4],
+    /// The BARs that decode now, as (start, end, slot, BAR): recomputed whenever
+    /// configuration space changes, so that a BAR access does not search every slot.
+    decoders: Vec<Decoder>,
     /// Where INTx levels are set directly (see [`crate::device::InterruptLines`]).
     pub(crate) lines: Option<alloc::sync::Arc<dyn crate::device::InterruptLines>>,
 }
@@ -102,7 +116,28 @@ impl Bridge {
             ram: ram.to_vec(),
             slots: (0..SLOTS).map(|_| None).collect(),
             intx_levels: [false; 4],
+            decoders: Vec::new(),
             lines: None,
+        }
+    }
+
+    /// Recomputes [`Bridge::decoders`] (after any change to BARs or command registers).
+    fn refresh_decoders(&mut self) {
+        self.decoders.clear();
+        for (number, slot) in self.slots.iter().enumerate() {
+            let Some(slot) = slot.as_ref().filter(|s| s.config.memory_enabled()) else {
+                continue;
+            };
+            for (index, bar) in slot.config.bars.iter().enumerate() {
+                let Some(bar) = bar else { continue };
+                let Some(base) = bar.decoded() else { continue };
+                self.decoders.push(Decoder {
+                    start: base,
+                    end: base.saturating_add(bar.spec.size),
+                    slot: number,
+                    bar: index,
+                });
+            }
         }
     }
 
@@ -151,6 +186,7 @@ impl Bridge {
                 function,
                 config,
                 firmware: [None; BAR_COUNT],
+                intx_asserted: false,
             });
         }
         for (bar, spec) in specs.iter().enumerate() {
@@ -172,6 +208,7 @@ impl Bridge {
         if let Some(Some(slot)) = self.slots.get_mut(index) {
             slot.firmware = slot.config.bars;
         }
+        self.refresh_decoders();
         Ok(())
     }
 
@@ -198,6 +235,7 @@ impl Bridge {
                 slot.function.reset();
             }
         }
+        self.refresh_decoders();
         self.update_intx(effects);
     }
 
@@ -369,25 +407,17 @@ impl Bridge {
                 size: new.size,
             });
         }
+        self.refresh_decoders();
         self.update_intx(effects);
     }
 
     /// The decoding BAR holding `[address, address + width)`: (slot, BAR, offset).
     fn find_bar(&self, address: u64, width: AccessWidth) -> Option<(usize, usize, u64)> {
         let end = address.checked_add(width.bytes())?;
-        self.slots.iter().enumerate().find_map(|(number, slot)| {
-            let slot = slot.as_ref().filter(|s| s.config.memory_enabled())?;
-            slot.config
-                .bars
-                .iter()
-                .enumerate()
-                .find_map(|(index, bar)| {
-                    let bar = bar.as_ref()?;
-                    let base = bar.decoded()?;
-                    let inside = base <= address && end <= base.saturating_add(bar.spec.size);
-                    inside.then(|| (number, index, address - base))
-                })
-        })
+        self.decoders
+            .iter()
+            .find(|d| d.start <= address && end <= d.end)
+            .map(|d| (d.slot, d.bar, address - d.start))
     }
 
     fn window_access(
@@ -437,8 +467,10 @@ impl Bridge {
             None => slot.function.bar_read(bar, offset, width, &mut context),
         };
         let vectors = context.take_vectors();
-        self.deliver(number, &vectors, effects);
-        self.update_intx(effects);
+        self.deliver(number, vectors, effects);
+        if self.intx_input_changed(number) {
+            self.update_intx(effects);
+        }
         value & width.mask()
     }
 
@@ -449,31 +481,47 @@ impl Bridge {
         let mut context = Context::new(effects, slot.config.msix_enabled());
         slot.function.signalled(&mut context);
         let vectors = context.take_vectors();
-        self.deliver(number, &vectors, effects);
-        self.update_intx(effects);
+        self.deliver(number, vectors, effects);
+        if self.intx_input_changed(number) {
+            self.update_intx(effects);
+        }
     }
 
-    fn deliver(&mut self, number: usize, vectors: &[u16], effects: &mut Effects) {
+    fn deliver(&mut self, number: usize, vectors: u64, effects: &mut Effects) {
+        if vectors == 0 {
+            return;
+        }
         let layout = self.layout;
         if let Some(Some(slot)) = self.slots.get_mut(number)
             && let Some(msix) = &mut slot.config.msix
         {
-            for &vector in vectors {
+            let mut rest = vectors;
+            while rest != 0 {
+                let vector = rest.trailing_zeros() as u16;
+                rest &= rest - 1;
                 msix.signal(vector, &layout, effects);
             }
         }
+    }
+
+    /// Whether slot `number`'s contribution to its INTx line changed since the bridge last
+    /// recomputed the lines; only then does [`Bridge::update_intx`] need to run.
+    fn intx_input_changed(&self, number: usize) -> bool {
+        let Some(Some(slot)) = self.slots.get(number) else {
+            return false;
+        };
+        slot_asserts_intx(slot) != slot.intx_asserted
     }
 
     /// Recomputes the four INTx lines (wired-OR of the functions routed to each) and reports
     /// the ones that changed.
     fn update_intx(&mut self, effects: &mut Effects) {
         let mut levels = [false; 4];
-        for (number, slot) in self.slots.iter().enumerate() {
+        for (number, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
             let pin = usize::from(slot.config.interrupt_pin());
-            let asserted = slot.function.intx_level()
-                && !slot.config.intx_disabled()
-                && !slot.config.msix_enabled();
+            let asserted = slot_asserts_intx(slot);
+            slot.intx_asserted = asserted;
             if pin != 0
                 && asserted
                 && let Some(level) = levels.get_mut((number + pin - 1) % 4)
@@ -545,6 +593,12 @@ impl Bridge {
             }
         }
     }
+}
+
+/// Whether the function in `slot` drives its INTx pin now (its level, unless INTx Disable or
+/// MSI-X turns INTx off).
+fn slot_asserts_intx(slot: &Slot) -> bool {
+    slot.function.intx_level() && !slot.config.intx_disabled() && !slot.config.msix_enabled()
 }
 
 /// Whether an access at `register` (inside one function's 4 KiB) stays inside it.

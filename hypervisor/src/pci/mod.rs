@@ -187,7 +187,8 @@ pub struct MsixSpec {
 pub struct Context<'a> {
     effects: &'a mut Effects,
     msix_enabled: bool,
-    vectors: Vec<u16>,
+    /// Vectors asked for, bit n = vector n (functions have at most [`msix::MAX_VECTORS`]).
+    vectors: u64,
 }
 
 impl<'a> Context<'a> {
@@ -195,7 +196,7 @@ impl<'a> Context<'a> {
         Self {
             effects,
             msix_enabled,
-            vectors: Vec::new(),
+            vectors: 0,
         }
     }
 
@@ -218,10 +219,13 @@ impl<'a> Context<'a> {
     /// Asks for MSI-X vector `vector`: sent now, or left pending in the PBA while masked,
     /// dropped while MSI-X is disabled or for a vector the function does not have.
     pub fn signal_vector(&mut self, vector: u16) {
-        self.vectors.push(vector);
+        // A vector past 63 is one the function does not have (the bridge refuses MSI-X
+        // tables of more than 64 entries): dropped, as for any absent vector.
+        self.vectors |= 1u64.checked_shl(u32::from(vector)).unwrap_or(0);
     }
 
-    pub(crate) fn take_vectors(&mut self) -> Vec<u16> {
+    /// The vectors asked for, as a bitmask (bit n = vector n).
+    pub(crate) fn take_vectors(&mut self) -> u64 {
         core::mem::take(&mut self.vectors)
     }
 }

@@ -23,8 +23,10 @@ const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
 pub(crate) const ENTRY_SIZE: u64 = 16;
 /// Vector Control: Mask Bit.
 const VECTOR_MASKED: u32 = 1;
-/// Most vectors the capability can describe.
-pub(crate) const MAX_VECTORS: u16 = 2048;
+/// Most vectors a function of this bridge may have: the capability could describe 2048, but
+/// Bulkhead's functions have at most 64 (ivshmem-doorbell's limit), so the vectors one access
+/// asks for fit one `u64` (no allocation on the doorbell path).
+pub(crate) const MAX_VECTORS: u16 = 64;
 
 /// Table entry words: message address low (0), high (1), message data (2), vector control.
 const ADDRESS_LOW: usize = 0;
