@@ -443,9 +443,18 @@ impl VcpuHost for CpuHost {
         self.partition.handle_exit(self.vcpu, exit, &Wake)
     }
 
+    fn park(&self) {
+        self.partition.park(self.vcpu);
+        // vCPU 0 may be waiting for this one to park before it restarts the partition.
+        cpu::send_event();
+    }
+
     fn poll_start(&self) -> Option<GuestEntry> {
         if self.partition.is_stopped() {
             cpu::halt();
+        }
+        if self.partition.runnable(self.vcpu) == Runnable::Restart {
+            return self.restart();
         }
         self.partition
             .take_start(self.vcpu)
@@ -479,18 +488,17 @@ impl VcpuHost for CpuHost {
 
     fn restart(&self) -> Option<GuestEntry> {
         let partition = self.partition;
-        if self.vcpu != 0 {
+        if !partition.request_restart(self.vcpu, &Wake) {
+            // vCPU 0 carries it out; this vCPU parks until the restarted guest starts it.
             return None;
         }
-        partition.release_shared_memory(&Wake);
-        partition.reset_pci(&Wake);
-        partition.reset_vcpus();
-        // The other vCPUs are off now: make them exit and park before memory is reloaded.
-        for other in 1..partition.vcpu_count() {
-            if let Some(cpu) = partition.physical_cpu(other) {
-                Wake.kick(cpu);
-            }
+        // Every other vCPU leaves its guest before memory is reloaded under it: kicked, each
+        // parks at its next exit (a guest cannot keep its CPU from taking the kick).
+        partition.stop_other_vcpus(&Wake);
+        while !partition.others_parked() {
+            cpu::wait_for_event();
         }
+        partition.restart_from(&Wake);
         let entry = load_image(
             partition.config,
             partition.gic_version().unwrap_or(GicVersion::V3),

@@ -405,6 +405,9 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
                 restart_seen = loaded.restart_generation.load(Ordering::Acquire);
             }
             Runnable::Stop => finish(runtime, partition, Action::StopPartition),
+            // Only the aarch64 glue asks vCPU 0 to restart for another vCPU; x86 restarts
+            // through its restart generation above.
+            Runnable::Restart => {}
         }
     }
 }

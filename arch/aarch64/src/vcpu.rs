@@ -31,13 +31,17 @@ pub trait VcpuHost: Sync {
     fn count_exit(&self, class: ExitClass);
     /// The core's answer to an exit of this CPU's vCPU.
     fn handle_exit(&self, exit: Exit) -> Action;
-    /// This CPU's vCPU is off: returns where it starts once a CPU_ON names it, or `None`
-    /// while it should keep waiting.
+    /// This CPU's vCPU left its guest to wait for a start (CPU_OFF, or a restart).
+    fn park(&self);
+    /// This CPU's vCPU is off: returns where it starts once a CPU_ON names it (or, for
+    /// vCPU 0, once it has carried out a restart another vCPU asked for), or `None` while it
+    /// should keep waiting.
     fn poll_start(&self) -> Option<GuestEntry>;
     /// This CPU's partition stopped: account for it (and power off when it was the last).
     fn partition_stopped(&self);
-    /// Reloads this CPU's partition (only vCPU 0's CPU reloads memory) and returns where
-    /// this vCPU starts again, or `None` if it waits for a CPU_ON.
+    /// Restarts this CPU's partition as a whole: on vCPU 0's CPU, once every other vCPU has
+    /// parked, reloads it and returns where vCPU 0 starts again; on another vCPU's CPU, asks
+    /// vCPU 0 to do so and returns `None` (this vCPU then waits for a CPU_ON).
     fn restart(&self) -> Option<GuestEntry>;
     /// What this CPU's list registers held after the guest ran.
     fn fold(&self, entries: &[ListEntry]);
@@ -253,6 +257,7 @@ pub fn trap(frame: &mut TrapFrame, kind: u64) {
     match host.runnable() {
         Runnable::Run => {}
         Runnable::Park => park_until_started(frame, host),
+        Runnable::Restart => apply(frame, Action::RestartPartition, host, None),
         Runnable::Stop => {
             host.partition_stopped();
             crate::cpu::halt();
@@ -420,6 +425,7 @@ fn apply(
 }
 
 fn park_until_started(frame: &mut TrapFrame, host: &'static dyn VcpuHost) {
+    host.park();
     loop {
         if let Some(start) = host.poll_start() {
             reset_frame(frame, start);

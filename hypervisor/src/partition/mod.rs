@@ -103,6 +103,9 @@ struct VcpuSlot {
     start: Mutex<Option<StartRequest>>,
     /// Exits of this vCPU by [`ExitClass`] (index) and in all (last), for benchmarks.
     exits: [AtomicU64; EXIT_CLASSES + 1],
+    /// Out of the guest, waiting for a start (never started, CPU_OFF, or a restart): its
+    /// CPU runs no guest code, so the partition's memory may be reloaded.
+    parked: AtomicBool,
 }
 
 /// Why a vCPU left its guest, as counted for [`EXIT_COUNTS_CALL`].
@@ -172,6 +175,8 @@ pub struct Partition {
     inner: Mutex<Inner>,
     controller: Controller,
     stopped: AtomicBool,
+    /// A vCPU other than 0 asked for a restart, which vCPU 0 carries out.
+    restart_requested: AtomicBool,
     /// Shared-memory devices, by their index in [`ClientId::device`].
     signal_targets: Vec<Arc<dyn SignalTarget>>,
     /// Shared-memory devices holding attachments.
@@ -244,6 +249,9 @@ pub enum Runnable {
     Park,
     /// No: the partition stopped.
     Stop,
+    /// No: (vCPU 0 only) another vCPU asked for a restart of the whole partition, which
+    /// this vCPU carries out now ([`Partition::restart_from`]).
+    Restart,
 }
 
 impl fmt::Debug for Partition {
@@ -275,6 +283,7 @@ impl Partition {
                 } as u8),
                 start: Mutex::new(None),
                 exits: Default::default(),
+                parked: AtomicBool::new(i != 0),
             })
             .collect();
         let mut devices = DeviceTable::new();
@@ -341,6 +350,7 @@ impl Partition {
             vcpus,
             controller,
             stopped: AtomicBool::new(false),
+            restart_requested: AtomicBool::new(false),
             signal_targets: shared_devices.targets,
             releasers: shared_devices.releasers,
             pci,
@@ -385,6 +395,8 @@ impl Partition {
     pub fn runnable(&self, vcpu: usize) -> Runnable {
         if self.is_stopped() {
             Runnable::Stop
+        } else if vcpu == 0 && self.restart_requested.load(Ordering::Acquire) {
+            Runnable::Restart
         } else if self.vcpu_state(vcpu) == Some(VcpuState::Off) {
             Runnable::Park
         } else {
@@ -402,12 +414,71 @@ impl Partition {
         self.inner.lock().restarts
     }
 
-    /// For a vCPU that waits to be started: takes its start request (CPU_ON), marking it on.
+    /// For a vCPU that waits to be started: takes its start request (CPU_ON), marking it on
+    /// (and no longer parked).
     pub fn take_start(&self, vcpu: usize) -> Option<StartRequest> {
         let slot = self.vcpus.get(vcpu)?;
         let request = slot.start.lock().take()?;
         slot.state.store(VcpuState::On as u8, Ordering::Release);
+        slot.parked.store(false, Ordering::Release);
         Some(request)
+    }
+
+    /// vCPU `vcpu` left its guest to wait for a start ([`Partition::take_start`] ends that).
+    pub fn park(&self, vcpu: usize) {
+        if let Some(slot) = self.vcpus.get(vcpu) {
+            slot.parked.store(true, Ordering::Release);
+        }
+    }
+
+    /// A restart of the whole partition, asked for by vCPU `vcpu` (its fault policy, or
+    /// SYSTEM_RESET). vCPU 0 carries restarts out: from vCPU 0 this returns true and the
+    /// caller goes on with [`Partition::restart_from`]; from another vCPU it turns that vCPU
+    /// off (it parks), records the request, kicks vCPU 0 (whose next exit sees
+    /// [`Runnable::Restart`]) and returns false.
+    pub fn request_restart(&self, vcpu: usize, platform: &dyn Platform) -> bool {
+        if vcpu == 0 {
+            return true;
+        }
+        if let Some(slot) = self.vcpus.get(vcpu) {
+            slot.state.store(VcpuState::Off as u8, Ordering::Release);
+        }
+        self.restart_requested.store(true, Ordering::Release);
+        if let Some(cpu) = self.physical_cpu(0) {
+            platform.kick(cpu);
+        }
+        false
+    }
+
+    /// Called on vCPU 0's CPU: turns every other vCPU off and kicks it, so that it parks at
+    /// its next exit. The caller waits for [`Partition::others_parked`] before it touches
+    /// the partition's memory, then calls [`Partition::restart_from`].
+    pub fn stop_other_vcpus(&self, platform: &dyn Platform) {
+        for (index, slot) in self.vcpus.iter().enumerate().skip(1) {
+            *slot.start.lock() = None;
+            slot.state.store(VcpuState::Off as u8, Ordering::Release);
+            if index != 0 {
+                platform.kick(slot.physical_cpu);
+            }
+        }
+    }
+
+    /// Whether every vCPU but 0 waits outside its guest.
+    pub fn others_parked(&self) -> bool {
+        self.vcpus
+            .iter()
+            .skip(1)
+            .all(|slot| slot.parked.load(Ordering::Acquire))
+    }
+
+    /// The restart itself, on vCPU 0's CPU once the others parked: shared memory released,
+    /// PCI bus and interrupt controller reset, vCPU states as at boot, the request cleared.
+    /// The caller then reloads the partition's memory and enters vCPU 0 at its entry.
+    pub fn restart_from(&self, platform: &dyn Platform) {
+        self.release_shared_memory(platform);
+        self.reset_pci(platform);
+        self.reset_vcpus();
+        self.restart_requested.store(false, Ordering::Release);
     }
 
     /// Resets vCPU states for a restart: vCPU 0 on, the others off, no pending starts.

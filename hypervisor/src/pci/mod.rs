@@ -29,7 +29,6 @@ mod ivshmem_tests;
 #[cfg(test)]
 mod tests;
 
-use alloc::vec::Vec;
 
 use crate::addr::HostPhysAddr;
 use crate::device::{Effect, Effects};
