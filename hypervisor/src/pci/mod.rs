@@ -29,7 +29,6 @@ mod ivshmem_tests;
 #[cfg(test)]
 mod tests;
 
-
 use crate::addr::HostPhysAddr;
 use crate::device::{Effect, Effects};
 use crate::exit::AccessWidth;
