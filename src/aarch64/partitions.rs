@@ -521,6 +521,10 @@ impl VcpuHost for CpuHost {
         self.partition.runnable(self.vcpu)
     }
 
+    fn interrupts_quiet(&self) -> bool {
+        self.partition.interrupts_quiet(self.vcpu)
+    }
+
     fn virtual_timer_fired(&self) {
         self.partition.virtual_timer_fired(self.vcpu);
     }

@@ -200,6 +200,16 @@ pub(crate) fn report_vmx(index: usize) -> bool {
                 },
                 features.revision
             );
+            if index == 0 {
+                let probe = vmx::probe();
+                println!(
+                    "cpu 0: VMX interrupt virtualization {} (allowed-1 pin-based {:#x}, primary {:#x}, secondary {:#x}); interrupts reach guests by event injection",
+                    features.interrupts,
+                    probe.pin_controls >> 32,
+                    probe.primary_controls >> 32,
+                    probe.secondary_controls >> 32,
+                );
+            }
             true
         }
         Err(error) => {

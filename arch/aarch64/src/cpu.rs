@@ -16,6 +16,8 @@ pub struct PerCpu {
     pub list_registers: AtomicUsize,
     /// How many of them the last flush filled.
     pub list_registers_used: AtomicUsize,
+    /// Whether the underflow maintenance interrupt is on (ICH_HCR_EL2.UIE / GICH_HCR.UIE).
+    pub underflow_interrupt: core::sync::atomic::AtomicBool,
     /// The vCPU this CPU runs and what it answers to traps (set once, when it first enters
     /// its guest): reached in O(1) from TPIDR_EL2 on every trap.
     pub host: spin::Once<&'static dyn crate::vcpu::VcpuHost>,
@@ -41,6 +43,7 @@ impl PerCpu {
             mpidr,
             list_registers: AtomicUsize::new(0),
             list_registers_used: AtomicUsize::new(0),
+            underflow_interrupt: core::sync::atomic::AtomicBool::new(false),
             host: spin::Once::new(),
             list_entries: spin::Mutex::new(hypervisor::device::gic::ListEntries::new()),
         }

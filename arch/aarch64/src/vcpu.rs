@@ -53,6 +53,8 @@ pub trait VcpuHost: Sync {
     fn virtual_timer_fired(&self);
     /// Whether this CPU's vCPU may go back into the guest.
     fn runnable(&self) -> Runnable;
+    /// Whether a flush would load nothing into the (empty) list registers now.
+    fn interrupts_quiet(&self) -> bool;
 }
 
 /// Stage-2 and identity settings of one vCPU.
@@ -284,6 +286,10 @@ fn fold_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost
 fn flush_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost) {
     let slots = per_cpu.list_registers.load(Ordering::Relaxed);
     let previously_used = per_cpu.list_registers_used.load(Ordering::Relaxed);
+    if previously_used == 0 && host.interrupts_quiet() {
+        // Nothing to load and nothing loaded (the underflow interrupt is off then too).
+        return;
+    }
     let mut entries = per_cpu.list_entries.lock();
     host.flush(slots, &mut entries);
     if entries.is_unchanged() {
@@ -300,7 +306,14 @@ fn flush_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHos
     per_cpu
         .list_registers_used
         .store(entries.len(), Ordering::Relaxed);
-    crate::gic::set_underflow_interrupt(entries.more_pending());
+    let underflow = entries.more_pending();
+    if underflow
+        != per_cpu
+            .underflow_interrupt
+            .swap(underflow, Ordering::Relaxed)
+    {
+        crate::gic::set_underflow_interrupt(underflow);
+    }
 }
 
 /// Takes every pending physical interrupt: the kick SGI and the maintenance interrupt only

@@ -12,7 +12,8 @@ use x86_64::instructions::tables::{sgdt, sidt};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
 use x86_64::registers::model_specific::{FsBase, GsBase};
 
-use crate::cpu::read_msr;
+use crate::cpu::{read_msr, write_msr};
+use crate::msr_bitmap;
 use crate::vmx_exit::{ControlMismatch, adjust_controls};
 use crate::vmx_features::apply_fixed_bits;
 
@@ -29,6 +30,7 @@ pub mod field {
     pub const HOST_FS_SELECTOR: u32 = 0x0c08;
     pub const HOST_GS_SELECTOR: u32 = 0x0c0a;
     pub const HOST_TR_SELECTOR: u32 = 0x0c0c;
+    pub const MSR_BITMAP: u32 = 0x2004;
     pub const EPT_POINTER: u32 = 0x201a;
     pub const GUEST_PHYSICAL_ADDRESS: u32 = 0x2400;
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
@@ -102,8 +104,10 @@ const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 const IA32_EFER: u32 = 0xc000_0080;
 
 /// Primary controls: HLT exiting, unconditional I/O exiting (every port traps), secondary
-/// controls. No MSR bitmap: every RDMSR/WRMSR exits.
+/// controls. [`USE_MSR_BITMAPS`] joins them where the CPU offers it.
 const PRIMARY: u32 = (1 << 7) | (1 << 24) | (1 << 31);
+/// Primary control: use MSR bitmaps (without it every RDMSR/WRMSR exits).
+const USE_MSR_BITMAPS: u32 = 1 << 28;
 /// Pin-based controls: external-interrupt exiting (a host interrupt never reaches the guest's
 /// IDT; the guest gets only what its virtual x2APIC injects).
 const PIN_BASED: u32 = 1 << 0;
@@ -398,8 +402,19 @@ impl Vmcs {
         }
     }
 
-    /// Writes the execution, exit and entry controls: EPT at `ept_pointer`, VPID `vpid`.
+    /// Writes the execution, exit and entry controls: EPT at `ept_pointer`, VPID `vpid`, and
+    /// the MSR bitmap ([`msr_bitmap`]) where the CPU offers MSR bitmaps; then zeroes the MSRs
+    /// the bitmap passes through that the VMCS does not switch, so that the guest about to
+    /// (re)start finds them as after a reset.
     pub fn set_controls(&self, ept_pointer: u64, vpid: u16) -> Result<(), VmcsError> {
+        // SAFETY: the TRUE_PROCBASED MSR exists (VMX on was checked for it).
+        let allowed_primary = unsafe { read_msr(IA32_VMX_TRUE_PROCBASED_CTLS) } >> 32;
+        let bitmap = if allowed_primary & u64::from(USE_MSR_BITMAPS) != 0 {
+            msr_bitmap_page()
+        } else {
+            None
+        };
+        let primary = PRIMARY | if bitmap.is_some() { USE_MSR_BITMAPS } else { 0 };
         let control = |which, wanted, msr| {
             // SAFETY: the TRUE_* and PROCBASED_CTLS2 MSRs exist (VMX on was checked for them).
             let allowed = unsafe { read_msr(msr) };
@@ -413,7 +428,7 @@ impl Vmcs {
         )?;
         put(
             field::PRIMARY_CONTROLS,
-            control("primary", PRIMARY, IA32_VMX_TRUE_PROCBASED_CTLS)?,
+            control("primary", primary, IA32_VMX_TRUE_PROCBASED_CTLS)?,
         )?;
         put(
             field::SECONDARY_CONTROLS,
@@ -439,6 +454,14 @@ impl Vmcs {
         // The guest owns CR0; CR4.VMXE (required by VMX) is hidden behind the read shadow.
         put(field::CR0_GUEST_HOST_MASK, 0)?;
         put(field::CR4_GUEST_HOST_MASK, CR4_VMXE)?;
+        if let Some(page) = bitmap {
+            put(field::MSR_BITMAP, page)?;
+            for msr in msr_bitmap::PASSED_THROUGH_RESET {
+                // SAFETY: STAR, LSTAR, CSTAR, FMASK and KERNEL_GS_BASE exist on every 64-bit
+                // CPU and accept 0; the hypervisor uses none of them (no SYSCALL, no SWAPGS).
+                unsafe { write_msr(msr, 0) };
+            }
+        }
         Ok(())
     }
 
@@ -619,6 +642,26 @@ impl Vmcs {
             let _ = write(field::PRIMARY_CONTROLS, wanted);
         }
     }
+}
+
+/// The physical address of the MSR bitmap every vCPU shares ([`msr_bitmap::build`]; it never
+/// changes), allocated on first use; `None` without memory for it.
+fn msr_bitmap_page() -> Option<u64> {
+    static PAGE: spin::Once<Option<u64>> = spin::Once::new();
+    *PAGE.call_once(|| {
+        let layout = Layout::from_size_align(4096, 4096).ok()?;
+        // SAFETY: non-zero size; the page is read by every CPU's VMX for the rest of the run,
+        // so it is never freed.
+        let page = unsafe { alloc_zeroed(layout) };
+        if page.is_null() {
+            return None;
+        }
+        let bits = msr_bitmap::build();
+        // SAFETY: the page is ours, 4 KiB like `bits`; nothing reads it before this returns.
+        unsafe { core::ptr::copy_nonoverlapping(bits.as_ptr(), page, bits.len()) };
+        // Identity-mapped heap: its address is its physical address.
+        Some(page as u64)
+    })
 }
 
 /// Segment registers of the running CPU.

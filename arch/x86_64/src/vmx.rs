@@ -12,6 +12,7 @@ use crate::vmx_features::{VmxFeatures, VmxProbe, VmxRefusal, apply_fixed_bits};
 
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
 const IA32_VMX_BASIC: u32 = 0x480;
+const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
 const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
 const IA32_VMX_CR0_FIXED0: u32 = 0x486;
 const IA32_VMX_CR0_FIXED1: u32 = 0x487;
@@ -19,6 +20,7 @@ const IA32_VMX_CR4_FIXED0: u32 = 0x488;
 const IA32_VMX_CR4_FIXED1: u32 = 0x489;
 const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
 const IA32_VMX_EPT_VPID_CAP: u32 = 0x48c;
+const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
 const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
 const CR4_VMXE: u64 = 1 << 13;
 
@@ -43,10 +45,16 @@ pub fn probe() -> VmxProbe {
         probe.feature_control = read_msr(IA32_FEATURE_CONTROL);
         probe.basic = read_msr(IA32_VMX_BASIC);
         const TRUE_CONTROLS: u64 = 1 << 55;
-        probe.primary_controls = if probe.basic & TRUE_CONTROLS != 0 {
+        let true_controls = probe.basic & TRUE_CONTROLS != 0;
+        probe.primary_controls = if true_controls {
             read_msr(IA32_VMX_TRUE_PROCBASED_CTLS)
         } else {
             read_msr(IA32_VMX_PROCBASED_CTLS)
+        };
+        probe.pin_controls = if true_controls {
+            read_msr(IA32_VMX_TRUE_PINBASED_CTLS)
+        } else {
+            read_msr(IA32_VMX_PINBASED_CTLS)
         };
         const SECONDARY_CONTROLS: u64 = 1 << 63;
         if probe.primary_controls & SECONDARY_CONTROLS != 0 {

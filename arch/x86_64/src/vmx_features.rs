@@ -18,6 +18,15 @@ const PRIMARY_SECONDARY_CONTROLS: u64 = 1 << 31;
 const SECONDARY_EPT: u64 = 1 << 1;
 const SECONDARY_VPID: u64 = 1 << 5;
 const SECONDARY_UNRESTRICTED_GUEST: u64 = 1 << 7;
+/// Primary processor-based controls of interrupt virtualization.
+const PRIMARY_TPR_SHADOW: u64 = 1 << 21;
+const PRIMARY_MSR_BITMAPS: u64 = 1 << 28;
+/// Secondary processor-based controls of interrupt virtualization.
+const SECONDARY_VIRTUALIZE_X2APIC: u64 = 1 << 4;
+const SECONDARY_APIC_REGISTER_VIRTUALIZATION: u64 = 1 << 8;
+const SECONDARY_VIRTUAL_INTERRUPT_DELIVERY: u64 = 1 << 9;
+/// Pin-based control: process posted interrupts.
+const PIN_POSTED_INTERRUPTS: u64 = 1 << 7;
 /// IA32_VMX_BASIC: the TRUE_* control MSRs exist.
 const BASIC_TRUE_CONTROLS: u64 = 1 << 55;
 /// IA32_VMX_EPT_VPID_CAP bits.
@@ -44,6 +53,8 @@ pub struct VmxProbe {
     pub primary_controls: u64,
     /// IA32_VMX_PROCBASED_CTLS2 (0 when the secondary controls cannot be activated).
     pub secondary_controls: u64,
+    /// IA32_VMX_TRUE_PINBASED_CTLS (or IA32_VMX_PINBASED_CTLS without true controls).
+    pub pin_controls: u64,
     /// IA32_VMX_EPT_VPID_CAP (0 without EPT and VPID).
     pub ept_vpid_capabilities: u64,
 }
@@ -57,6 +68,90 @@ pub struct VmxFeatures {
     pub ept_1gib_pages: bool,
     /// IA32_FEATURE_CONTROL must be written (it was unlocked) with this value before VMXON.
     pub feature_control_to_write: Option<u64>,
+    /// The interrupt-virtualization controls the CPU offers.
+    pub interrupts: InterruptVirtualization,
+}
+
+/// The VMX controls that let a guest's x2APIC accesses and interrupts bypass VM exits, as the
+/// capability MSRs allow them (bits 63:32: may be 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterruptVirtualization {
+    /// Primary control 28: "use MSR bitmaps" (RDMSR/WRMSR exit only where the bitmap says).
+    pub msr_bitmaps: bool,
+    /// Primary control 21: "use TPR shadow" (a virtual-APIC page).
+    pub tpr_shadow: bool,
+    /// Secondary control 4: "virtualize x2APIC mode" (x2APIC MSR accesses the bitmap lets
+    /// through go to the virtual-APIC page, not the physical APIC; without APIC-register
+    /// virtualization only TPR does).
+    pub virtualize_x2apic: bool,
+    /// Secondary control 8: "APIC-register virtualization" (x2APIC reads served from the
+    /// virtual-APIC page).
+    pub apic_register_virtualization: bool,
+    /// Secondary control 9: "virtual-interrupt delivery" (the CPU delivers a pending virtual
+    /// interrupt and virtualizes EOI without an exit).
+    pub virtual_interrupt_delivery: bool,
+    /// Pin-based control 7: "process posted interrupts" (another CPU posts a vector with a
+    /// notification IPI; the running guest gets it without an exit).
+    pub posted_interrupts: bool,
+}
+
+impl InterruptVirtualization {
+    /// Reads the controls' allowed-1 halves of the pin-based, primary and secondary capability
+    /// MSRs.
+    pub fn from_capabilities(pin: u64, primary: u64, secondary: u64) -> InterruptVirtualization {
+        let (pin, primary, secondary) = (pin >> 32, primary >> 32, secondary >> 32);
+        let secondary = if primary & PRIMARY_SECONDARY_CONTROLS != 0 {
+            secondary
+        } else {
+            0
+        };
+        InterruptVirtualization {
+            msr_bitmaps: primary & PRIMARY_MSR_BITMAPS != 0,
+            tpr_shadow: primary & PRIMARY_TPR_SHADOW != 0,
+            virtualize_x2apic: secondary & SECONDARY_VIRTUALIZE_X2APIC != 0,
+            apic_register_virtualization: secondary & SECONDARY_APIC_REGISTER_VIRTUALIZATION != 0,
+            virtual_interrupt_delivery: secondary & SECONDARY_VIRTUAL_INTERRUPT_DELIVERY != 0,
+            posted_interrupts: pin & PIN_POSTED_INTERRUPTS != 0,
+        }
+    }
+
+    fn named(&self) -> [(bool, &'static str); 6] {
+        [
+            (self.msr_bitmaps, "MSR bitmaps"),
+            (self.tpr_shadow, "TPR shadow"),
+            (self.virtualize_x2apic, "virtualize x2APIC mode"),
+            (
+                self.apic_register_virtualization,
+                "APIC-register virtualization",
+            ),
+            (
+                self.virtual_interrupt_delivery,
+                "virtual-interrupt delivery",
+            ),
+            (self.posted_interrupts, "posted interrupts"),
+        ]
+    }
+}
+
+/// `offered: A, B; absent: C, D` (either part left out when empty).
+impl fmt::Display for InterruptVirtualization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let named = self.named();
+        let list = |wanted: bool| {
+            named
+                .iter()
+                .filter(|(has, _)| *has == wanted)
+                .map(|(_, name)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (offered, absent) = (list(true), list(false));
+        match (offered.is_empty(), absent.is_empty()) {
+            (false, false) => write!(f, "offered: {offered}; absent: {absent}"),
+            (false, true) => write!(f, "offered: {offered}"),
+            _ => write!(f, "absent: {absent}"),
+        }
+    }
 }
 
 /// Why Bulkhead will not use VMX on a CPU: everything missing, in words.
@@ -140,6 +235,11 @@ impl VmxProbe {
             feature_control_to_write: (!locked).then_some(
                 self.feature_control | FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMX_OUTSIDE_SMX,
             ),
+            interrupts: InterruptVirtualization::from_capabilities(
+                self.pin_controls,
+                self.primary_controls,
+                self.secondary_controls,
+            ),
         })
     }
 }
@@ -155,15 +255,18 @@ mod tests {
     use super::*;
     use alloc::string::ToString;
 
-    /// Bochs 2.7, `cpu: model=corei7_skylake_x` (shared/EMULATORS.md and measured).
+    /// Bochs 2.7 (Debian 2.7+dfsg-4+deb12u1), `cpu: model=corei7_skylake_x`: the allowed-1
+    /// halves as Bulkhead prints them at boot (pin-based 0x7f, primary 0xf7f9fffe, secondary
+    /// 0x2177fff).
     fn skylake_x() -> VmxProbe {
         VmxProbe {
             cpuid_vmx: true,
             cpuid_svm: false,
             feature_control: 0x5,
             basic: 0x00d8_1000_0000_002b,
-            primary_controls: 0xfff9_fffe_0401_e172,
-            secondary_controls: 0x0053_7cff_0000_0000,
+            primary_controls: 0xf7f9_fffe_0401_e172,
+            secondary_controls: 0x0217_7fff_0000_0000,
+            pin_controls: 0x0000_007f_0000_0016,
             ept_vpid_capabilities: 0x0000_0f01_0633_4141,
         }
     }
@@ -174,6 +277,35 @@ mod tests {
         assert_eq!(features.revision, 0x2b);
         assert!(features.ept_1gib_pages);
         assert_eq!(features.feature_control_to_write, None, "already locked on");
+        let interrupts = features.interrupts;
+        assert!(interrupts.msr_bitmaps && interrupts.tpr_shadow && interrupts.virtualize_x2apic);
+        assert!(interrupts.apic_register_virtualization);
+        assert!(interrupts.virtual_interrupt_delivery);
+        assert!(!interrupts.posted_interrupts);
+        assert_eq!(
+            interrupts.to_string(),
+            "offered: MSR bitmaps, TPR shadow, virtualize x2APIC mode, APIC-register \
+             virtualization, virtual-interrupt delivery; absent: posted interrupts"
+        );
+    }
+
+    #[test]
+    fn interrupt_virtualization_reads_each_control() {
+        let all = InterruptVirtualization::from_capabilities(
+            PIN_POSTED_INTERRUPTS << 32,
+            (PRIMARY_SECONDARY_CONTROLS | PRIMARY_TPR_SHADOW | PRIMARY_MSR_BITMAPS) << 32,
+            (SECONDARY_VIRTUALIZE_X2APIC
+                | SECONDARY_APIC_REGISTER_VIRTUALIZATION
+                | SECONDARY_VIRTUAL_INTERRUPT_DELIVERY)
+                << 32,
+        );
+        assert!(all.posted_interrupts && all.virtual_interrupt_delivery);
+        assert!(all.to_string().starts_with("offered: MSR bitmaps"));
+        assert!(!all.to_string().contains("absent"));
+        // The secondary controls count only when they can be activated.
+        let none = InterruptVirtualization::from_capabilities(0, 0, u64::MAX);
+        assert_eq!(none, InterruptVirtualization::default());
+        assert!(none.to_string().starts_with("absent: MSR bitmaps"));
     }
 
     #[test]

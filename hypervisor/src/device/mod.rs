@@ -122,6 +122,11 @@ impl Effects {
         }
     }
 
+    /// Whether no effect was pushed (since the last drain).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.spilled.is_empty()
+    }
+
     /// Takes the recorded effects, in the order they were pushed.
     pub fn drain(&mut self) -> impl Iterator<Item = Effect> + '_ {
         let len = core::mem::take(&mut self.len);
@@ -169,7 +174,8 @@ pub enum DispatchError {
 /// The devices of one partition, sorted by base address, non-overlapping.
 #[derive(Default)]
 pub struct DeviceTable {
-    entries: Vec<(GuestPhysAddr, Box<dyn MmioDevice>)>,
+    /// (base, end, device), sorted by base; the end is kept so that a lookup makes no call.
+    entries: Vec<(GuestPhysAddr, u64, Box<dyn MmioDevice>)>,
 }
 
 impl DeviceTable {
@@ -189,15 +195,14 @@ impl DeviceTable {
         let Some(end) = base.checked_add(device.size()) else {
             return Err(device);
         };
-        let overlaps = self.entries.iter().any(|(other_base, other)| {
-            let other_end = other_base.as_u64().saturating_add(other.size());
-            base.as_u64() < other_end && other_base.as_u64() < end.as_u64()
+        let overlaps = self.entries.iter().any(|(other_base, other_end, _)| {
+            base.as_u64() < *other_end && other_base.as_u64() < end.as_u64()
         });
         if overlaps || device.size() == 0 {
             return Err(device);
         }
-        let at = self.entries.partition_point(|(b, _)| *b < base);
-        self.entries.insert(at, (base, device));
+        let at = self.entries.partition_point(|(b, ..)| *b < base);
+        self.entries.insert(at, (base, end.as_u64(), device));
         Ok(())
     }
 
@@ -206,16 +211,16 @@ impl DeviceTable {
         address: GuestPhysAddr,
         width: AccessWidth,
     ) -> Result<(&mut dyn MmioDevice, u64), DispatchError> {
-        let at = self.entries.partition_point(|(b, _)| *b <= address);
-        let (base, device) = at
+        let at = self.entries.partition_point(|(b, ..)| *b <= address);
+        let (base, end, device) = at
             .checked_sub(1)
             .and_then(|i| self.entries.get_mut(i))
             .ok_or(DispatchError::NoDevice)?;
         let offset = address.offset_from(*base).ok_or(DispatchError::NoDevice)?;
-        if offset >= device.size() || !device.claims(offset) {
+        if address.as_u64() >= *end || !device.claims(offset) {
             return Err(DispatchError::NoDevice);
         }
-        if offset.saturating_add(width.bytes()) > device.size() {
+        if address.as_u64().saturating_add(width.bytes()) > *end {
             return Err(DispatchError::Straddles);
         }
         Ok((device.as_mut(), offset))
@@ -251,7 +256,7 @@ impl DeviceTable {
     pub fn describe(&self) -> impl Iterator<Item = (GuestPhysAddr, &'static str, u64)> + '_ {
         self.entries
             .iter()
-            .map(|(base, device)| (*base, device.name(), device.size()))
+            .map(|(base, _, device)| (*base, device.name(), device.size()))
     }
 }
 

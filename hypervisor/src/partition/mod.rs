@@ -499,16 +499,33 @@ impl Partition {
     /// Counts one exit of vCPU `vcpu` (arch code calls this once per guest exit).
     #[inline]
     pub fn count_exit(&self, vcpu: usize, class: ExitClass) {
+        // Only this vCPU's own CPU writes its counters: plain load and store.
+        let bump = |counter: &AtomicU64| {
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        };
         if let Some(slot) = self.vcpus.get(vcpu) {
-            for index in [class as usize, EXIT_CLASSES] {
-                if let Some(counter) = slot.exits.get(index) {
-                    // Only this vCPU's own CPU writes its counters.
-                    counter.store(
-                        counter.load(Ordering::Relaxed).wrapping_add(1),
-                        Ordering::Relaxed,
-                    );
-                }
-            }
+            let [mmio, wait, interrupt, other, total] = &slot.exits;
+            bump(total);
+            bump(match class {
+                ExitClass::Mmio => mmio,
+                ExitClass::WaitForInterrupt => wait,
+                ExitClass::Interrupt => interrupt,
+                ExitClass::Other => other,
+            });
+        }
+    }
+
+    /// Whether vCPU `vcpu` has nothing new to load into its (empty) list registers: its
+    /// last flush loaded nothing and its interrupt controller has not changed since. Arch
+    /// code then skips the flush on guest entry.
+    #[inline]
+    pub fn interrupts_quiet(&self, vcpu: usize) -> bool {
+        match &self.controller {
+            Controller::Gic(gic) => gic.is_quiet(vcpu),
+            Controller::Apic(_) => false,
         }
     }
 
@@ -631,6 +648,9 @@ impl Partition {
     /// Applies device effects; `vcpu` is the vCPU whose access caused them (`usize::MAX`
     /// when none of this partition's did), which needs no kick.
     fn apply(&self, vcpu: usize, effects: &mut Effects, platform: &dyn Platform) {
+        if effects.is_empty() {
+            return;
+        }
         for effect in effects.drain() {
             match effect {
                 Effect::ConsoleByte(byte) => {

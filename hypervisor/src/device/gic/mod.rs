@@ -129,6 +129,10 @@ pub struct VirtualGic {
     vcpus: usize,
     state: Mutex<State>,
     wakeups: AtomicU64,
+    /// vCPUs (bit n = vCPU n) whose last flush found nothing to load and for which nothing
+    /// changed since: their next flush can be skipped without taking the lock. Set by a
+    /// flush, cleared by every change, both under the lock.
+    quiet: AtomicU64,
 }
 
 impl VirtualGic {
@@ -147,7 +151,23 @@ impl VirtualGic {
             vcpus,
             state: Mutex::new(State::new(version, vcpus, spi_lines, spis)),
             wakeups: AtomicU64::new(0),
+            quiet: AtomicU64::new(0),
         }
+    }
+
+    /// The state, locked for a change: no vCPU is quiet any more.
+    fn lock_changing(&self) -> spin::MutexGuard<'_, State> {
+        let mut state = self.state.lock();
+        state.changed();
+        self.quiet.store(0, Ordering::Release);
+        state
+    }
+
+    /// Whether vCPU `vcpu`'s last flush loaded nothing and nothing changed since: a flush now
+    /// would load nothing either (checked without the lock, on every guest entry).
+    #[inline]
+    pub fn is_quiet(&self, vcpu: usize) -> bool {
+        self.quiet.load(Ordering::Acquire) & Wakeups::of(vcpu).0 != 0
     }
 
     /// Its architecture version.
@@ -192,8 +212,7 @@ impl VirtualGic {
     /// pending again after the guest handles it if still high; edge-triggered: a rising
     /// edge pends it). Anything but an existing SPI is ignored.
     pub fn set_spi_level(&self, intid: u32, level: bool) -> Wakeups {
-        let mut state = self.state.lock();
-        state.changed();
+        let mut state = self.lock_changing();
         state.set_line(intid, level)
     }
 
@@ -202,8 +221,7 @@ impl VirtualGic {
     /// interrupt ([`VirtualGic::link_hardware`]) the physical one stays active until the
     /// guest deactivates the virtual one.
     pub fn raise(&self, intid: u32, vcpu: usize) -> Wakeups {
-        let mut state = self.state.lock();
-        state.changed();
+        let mut state = self.lock_changing();
         state.set_pending(vcpu, intid, vcpu)
     }
 
@@ -217,8 +235,7 @@ impl VirtualGic {
         }
         let intid = ((value >> 24) & 0xf) as u32;
         let field = |shift: u32| (value >> shift) & 0xff;
-        let mut state = self.state.lock();
-        state.changed();
+        let mut state = self.lock_changing();
         let mut wake = Wakeups::NONE;
         if value & (1 << 40) != 0 {
             for vcpu in (0..self.vcpus).filter(|&vcpu| vcpu != from_vcpu) {
@@ -254,7 +271,12 @@ impl VirtualGic {
 
     /// [`VirtualGic::flush`] into a caller's list (no copy on the trap path).
     pub fn flush_into(&self, vcpu: usize, slots: usize, entries: &mut ListEntries) {
-        let wake = delivery::flush(&mut self.state.lock(), vcpu, slots, entries);
+        let mut state = self.state.lock();
+        let wake = delivery::flush(&mut state, vcpu, slots, entries);
+        if state.is_quiet(vcpu) {
+            self.quiet.fetch_or(Wakeups::of(vcpu).0, Ordering::AcqRel);
+        }
+        drop(state);
         self.defer(wake);
     }
 
@@ -279,6 +301,7 @@ impl VirtualGic {
             return;
         }
         state.changed();
+        self.quiet.store(0, Ordering::Release);
         let wake = delivery::fold(&mut state, vcpu, lrs);
         drop(state);
         self.defer(wake);
@@ -288,8 +311,7 @@ impl VirtualGic {
     /// `physical`: its list register entries carry HW=1 (e.g. the virtual timer, PPI 27).
     /// Kept across [`VirtualGic::reset`].
     pub fn link_hardware(&self, intid: u32, vcpu: usize, physical: u32) {
-        let mut state = self.state.lock();
-        state.changed();
+        let mut state = self.lock_changing();
         if let Some(irq) = state.irq_mut(vcpu, intid) {
             irq.hardware = Some(physical);
         }
@@ -310,7 +332,10 @@ impl VirtualGic {
 
     /// Back to reset state (partition restart); hardware links stay.
     pub fn reset(&self) {
-        self.state.lock().reset();
+        let mut state = self.state.lock();
+        state.reset();
+        self.quiet.store(0, Ordering::Release);
+        drop(state);
         self.wakeups.store(0, Ordering::Release);
     }
 
@@ -329,8 +354,7 @@ impl VirtualGic {
     }
 
     fn write(&self, kind: FrameKind, vcpu: usize, offset: u64, width: AccessWidth, value: u64) {
-        let mut state = self.state.lock();
-        state.changed();
+        let mut state = self.lock_changing();
         let mut wake = Wakeups::NONE;
         write_access(offset, width, value, |word, value, mask| {
             wake |= match kind {

@@ -260,6 +260,13 @@ impl State {
         }
     }
 
+    /// Whether vCPU `vcpu`'s last flush found nothing and nothing changed since.
+    pub(super) fn is_quiet(&self, vcpu: usize) -> bool {
+        self.vcpus
+            .get(vcpu)
+            .is_some_and(|cpu| cpu.quiet_at == Some(self.generation))
+    }
+
     /// Records that the state changed (every mutating entry point calls it).
     pub(super) fn changed(&mut self) {
         self.generation = self.generation.wrapping_add(1);
