@@ -101,6 +101,12 @@ pub enum Exit {
     },
     /// The guest waits for an interrupt (WFI/HLT).
     WaitForInterrupt,
+    /// A physical interrupt took the CPU out of the guest (a kick, a maintenance interrupt):
+    /// nothing to emulate, the guest resumes with what became pending.
+    Interrupt,
+    /// The guest's virtual timer fired (its physical interrupt stays active until the guest
+    /// deactivates the virtual one).
+    VirtualTimer,
     /// The guest asked its interrupt controller's CPU interface to send a software-generated
     /// interrupt to other vCPUs (GICv3 ICC_SGI1R_EL1 write).
     SendSoftwareInterrupt {

@@ -39,6 +39,7 @@ pub mod partition;
 pub mod pci;
 pub mod psci;
 pub mod shmem;
+pub mod vcpu;
 
 /// The version printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,23 +3,22 @@
 //! (core).
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::heap_tables::{HeapTables, map_shared_memory};
 use arch_aarch64::paging::{Memory, PageTable, Stage2};
-use arch_aarch64::vcpu::{self, GuestEntry, VcpuHost, VcpuSetup};
+use arch_aarch64::vcpu::{self, Aarch64Vcpu, VcpuSetup};
 use arch_aarch64::{cpu, gic, power};
 use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, HumanSize, PhysRange};
 use hypervisor::board::{Board, Gic};
 use hypervisor::config::{PartitionConfig, SystemConfig};
 use hypervisor::device::ClientId;
-use hypervisor::device::gic::{GicVersion, ListEntries, ListEntry};
-use hypervisor::exit::{Action, Exit};
+use hypervisor::device::gic::GicVersion;
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
-use hypervisor::partition::{ExitClass, InterruptModel, Partition, Platform, Runnable, System};
+use hypervisor::partition::{InterruptModel, Partition, Platform, StartRequest, System};
 use hypervisor::pci::GuestPci;
+use hypervisor::vcpu::PartitionHost;
 use hypervisor::{println, psci};
 use spin::Once;
 
@@ -37,9 +36,7 @@ const IMAGE_MAGIC: u32 = 0x644d_5241;
 /// A loaded partition: stage-2 root and where vCPU 0 starts.
 struct Loaded {
     vttbr: u64,
-    entry: GuestEntry,
-    /// Set once the partition's stop has been counted.
-    stop_counted: AtomicBool,
+    entry: StartRequest,
 }
 
 struct Runtime {
@@ -117,7 +114,6 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
         loaded.push(Loaded {
             vttbr: (vmid << 48) | root,
             entry,
-            stop_counted: AtomicBool::new(false),
         });
         let first = partition.ram.first().map_or(0, |r| r.guest_base);
         let total: u64 = partition.ram.iter().map(|r| r.size).sum();
@@ -260,7 +256,11 @@ fn guest_device_tree(
 /// header's text_offset (0 for a raw binary), its initrd (if any) to the next page boundary
 /// after the image, and its device tree below the image (or after image and initrd when
 /// there is no room); returns vCPU 0's entry with x0 = the device tree's address.
-fn load_image(partition: &PartitionConfig, gic_version: GicVersion, restarts: usize) -> GuestEntry {
+fn load_image(
+    partition: &PartitionConfig,
+    gic_version: GicVersion,
+    restarts: usize,
+) -> StartRequest {
     for ram in partition.ram {
         ram_bytes(ram.host_base, ram.size).fill(0);
     }
@@ -329,9 +329,9 @@ fn load_image(partition: &PartitionConfig, gic_version: GicVersion, restarts: us
         )),
     }
     arch_aarch64::mmu::clean_to_point_of_coherency(first.host_base + tree_offset, tree_size);
-    GuestEntry {
+    StartRequest {
         entry: first.guest_base + offset,
-        x0: first.guest_base + tree_offset,
+        context: first.guest_base + tree_offset,
     }
 }
 
@@ -349,40 +349,44 @@ pub fn run_this_cpu() -> ! {
     ) else {
         cpu::halt()
     };
-    let setup = VcpuSetup {
+    vcpu::prepare(&VcpuSetup {
         vttbr: loaded.vttbr,
         vtcr: runtime.vtcr,
         mpidr: psci::virtual_mpidr(vcpu_index),
-    };
-    let start = if vcpu_index == 0 {
-        loaded.entry
-    } else {
-        loop {
-            if let Some(start) = partition.take_start(vcpu_index) {
-                break GuestEntry {
-                    entry: start.entry,
-                    x0: start.context,
-                };
-            }
-            if partition.is_stopped() {
-                cpu::halt();
-            }
-            cpu::wait_for_event();
-        }
-    };
-    let host: &'static CpuHost = alloc::boxed::Box::leak(alloc::boxed::Box::new(CpuHost {
-        runtime,
-        partition,
-        vcpu: vcpu_index,
-    }));
-    vcpu::run(&setup, start, host)
+    });
+    let mut backend = Aarch64Vcpu::new(partition, vcpu_index, &Wake);
+    let boot = (vcpu_index == 0).then_some(loaded.entry);
+    hypervisor::vcpu::run_vcpu(&mut backend, partition, vcpu_index, &Host, boot)
 }
 
-/// The vCPU loop's view of the partitions: one per physical CPU, for the vCPU it runs.
-struct CpuHost {
-    runtime: &'static Runtime,
-    partition: &'static Partition,
-    vcpu: usize,
+/// What the run loop needs of the image: reloading a partition, the end of the run.
+struct Host;
+
+impl PartitionHost for Host {
+    fn platform(&self) -> &dyn Platform {
+        &Wake
+    }
+
+    fn reload(&self, partition: &Partition) -> StartRequest {
+        let entry = load_image(
+            partition.config,
+            partition.gic_version().unwrap_or(GicVersion::V3),
+            partition.restarts(),
+        );
+        println!("bulkhead: partition {} restarted", partition.name());
+        entry
+    }
+
+    fn partition_stopped(&self, _partition: &Partition) {
+        let Some(runtime) = RUNTIME.get() else {
+            return;
+        };
+        if runtime.system.partition_stopped() {
+            runtime.system.print_summary();
+            println!("bulkhead: powering off (PSCI SYSTEM_OFF)");
+            power::power_off();
+        }
+    }
 }
 
 /// Wakes a physical CPU: an event for one waiting to start its vCPU, the kick SGI for one
@@ -431,102 +435,6 @@ impl Platform for Wake {
         {
             partition.signal_device(client.device, self);
         }
-    }
-}
-
-impl VcpuHost for CpuHost {
-    fn count_exit(&self, class: ExitClass) {
-        self.partition.count_exit(self.vcpu, class);
-    }
-
-    fn handle_exit(&self, exit: Exit) -> Action {
-        self.partition.handle_exit(self.vcpu, exit, &Wake)
-    }
-
-    fn park(&self) {
-        self.partition.park(self.vcpu);
-        // vCPU 0 may be waiting for this one to park before it restarts the partition.
-        cpu::send_event();
-    }
-
-    fn poll_start(&self) -> Option<GuestEntry> {
-        if self.partition.is_stopped() {
-            cpu::halt();
-        }
-        if self.partition.runnable(self.vcpu) == Runnable::Restart {
-            return self.restart();
-        }
-        self.partition
-            .take_start(self.vcpu)
-            .map(|start| GuestEntry {
-                entry: start.entry,
-                x0: start.context,
-            })
-    }
-
-    fn partition_stopped(&self) {
-        let (runtime, partition) = (self.runtime, self.partition);
-        let Some(loaded) = runtime.loaded.get(partition.index) else {
-            return;
-        };
-        if loaded.stop_counted.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        partition.release_shared_memory(&Wake);
-        // Other vCPUs of the partition stop at their next exit: make them exit now.
-        for vcpu in 0..partition.vcpu_count() {
-            if let Some(cpu) = partition.physical_cpu(vcpu).filter(|&c| c != cpu::index()) {
-                Wake.kick(cpu);
-            }
-        }
-        if runtime.system.partition_stopped() {
-            runtime.system.print_summary();
-            println!("bulkhead: powering off (PSCI SYSTEM_OFF)");
-            power::power_off();
-        }
-    }
-
-    fn restart(&self) -> Option<GuestEntry> {
-        let partition = self.partition;
-        if !partition.request_restart(self.vcpu, &Wake) {
-            // vCPU 0 carries it out; this vCPU parks until the restarted guest starts it.
-            return None;
-        }
-        // Every other vCPU leaves its guest before memory is reloaded under it: kicked, each
-        // parks at its next exit (a guest cannot keep its CPU from taking the kick).
-        partition.stop_other_vcpus(&Wake);
-        while !partition.others_parked() {
-            cpu::wait_for_event();
-        }
-        partition.restart_from(&Wake);
-        let entry = load_image(
-            partition.config,
-            partition.gic_version().unwrap_or(GicVersion::V3),
-            partition.restarts(),
-        );
-        println!("bulkhead: partition {} restarted", partition.name());
-        Some(entry)
-    }
-
-    fn fold(&self, entries: &[ListEntry]) {
-        self.partition.fold_interrupts(self.vcpu, entries, &Wake);
-    }
-
-    fn flush(&self, slots: usize, entries: &mut ListEntries) {
-        self.partition
-            .flush_interrupts(self.vcpu, slots, entries, &Wake);
-    }
-
-    fn runnable(&self) -> Runnable {
-        self.partition.runnable(self.vcpu)
-    }
-
-    fn interrupts_quiet(&self) -> bool {
-        self.partition.interrupts_quiet(self.vcpu)
-    }
-
-    fn virtual_timer_fired(&self) {
-        self.partition.virtual_timer_fired(self.vcpu);
     }
 }
 

@@ -7,23 +7,17 @@ use aarch64_cpu::registers::{
 };
 
 /// State each CPU keeps for itself; `TPIDR_EL2` points at it.
+#[repr(C)]
 pub struct PerCpu {
+    /// The frame the running vCPU's registers are saved into when it exits (first word: the
+    /// guest-exit vector code reads it at offset 0).
+    pub guest_frame: core::sync::atomic::AtomicU64,
     /// Bulkhead's CPU index (device-tree order).
     pub index: usize,
     /// The CPU's MPIDR affinity value.
     pub mpidr: u64,
     /// How many GIC list registers this CPU has.
     pub list_registers: AtomicUsize,
-    /// How many of them the last flush filled.
-    pub list_registers_used: AtomicUsize,
-    /// Whether the underflow maintenance interrupt is on (ICH_HCR_EL2.UIE / GICH_HCR.UIE).
-    pub underflow_interrupt: core::sync::atomic::AtomicBool,
-    /// The vCPU this CPU runs and what it answers to traps (set once, when it first enters
-    /// its guest): reached in O(1) from TPIDR_EL2 on every trap.
-    pub host: spin::Once<&'static dyn crate::vcpu::VcpuHost>,
-    /// The list-register images exchanged with the core on fold and flush, kept here so
-    /// that no trap builds (and zeroes) one. Only this CPU locks it.
-    pub list_entries: spin::Mutex<hypervisor::device::gic::ListEntries>,
 }
 
 impl core::fmt::Debug for PerCpu {
@@ -39,13 +33,10 @@ impl PerCpu {
     /// State for CPU `index` with affinity `mpidr`.
     pub const fn new(index: usize, mpidr: u64) -> Self {
         Self {
+            guest_frame: core::sync::atomic::AtomicU64::new(0),
             index,
             mpidr,
             list_registers: AtomicUsize::new(0),
-            list_registers_used: AtomicUsize::new(0),
-            underflow_interrupt: core::sync::atomic::AtomicBool::new(false),
-            host: spin::Once::new(),
-            list_entries: spin::Mutex::new(hypervisor::device::gic::ListEntries::new()),
         }
     }
 }

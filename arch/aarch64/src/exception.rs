@@ -1,5 +1,5 @@
-//! EL2 exception vectors. Every exception saves the interrupted context into a [`TrapFrame`]
-//! and calls Rust. Exceptions from a guest (lower EL, AArch64) go to the vCPU trap handler;
+//! EL2 exception vectors. An exception from the guest (lower EL, AArch64) saves the guest's
+//! context into its vCPU's [`TrapFrame`] and returns from [`run_guest`], which entered it;
 //! anything else is a hypervisor bug: it is reported (syndrome, fault address, return
 //! address, CPU) and the machine stops cleanly.
 
@@ -50,13 +50,97 @@ global_asm!(
 .balign 0x800
 .global bulkhead_el2_vectors
 bulkhead_el2_vectors:
-.irp kind, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+.irp kind, 0,1,2,3,4,5,6,7
 .balign 0x80
     sub sp, sp, #288
     stp x0, x1, [sp, #0]
     mov x1, #\kind
     b bulkhead_el2_vector_common
 .endr
+// From the guest (lower EL, AArch64): its registers go to the frame this CPU's vCPU runs
+// from (the first word of the per-CPU state), then `bulkhead_guest_enter` returns.
+.irp kind, 8,9,10,11
+.balign 0x80
+    stp x0, x1, [sp, #-16]!
+    mrs x0, tpidr_el2
+    ldr x0, [x0]
+    stp x2, x3, [x0, #16]
+    mov x2, #\kind
+    b bulkhead_guest_exit
+.endr
+.irp kind, 12,13,14,15
+.balign 0x80
+    sub sp, sp, #288
+    stp x0, x1, [sp, #0]
+    mov x1, #\kind
+    b bulkhead_el2_vector_common
+.endr
+
+bulkhead_guest_exit:
+    stp x4, x5, [x0, #32]
+    stp x6, x7, [x0, #48]
+    stp x8, x9, [x0, #64]
+    stp x10, x11, [x0, #80]
+    stp x12, x13, [x0, #96]
+    stp x14, x15, [x0, #112]
+    stp x16, x17, [x0, #128]
+    stp x18, x19, [x0, #144]
+    stp x20, x21, [x0, #160]
+    stp x22, x23, [x0, #176]
+    stp x24, x25, [x0, #192]
+    stp x26, x27, [x0, #208]
+    stp x28, x29, [x0, #224]
+    mrs x3, elr_el2
+    stp x30, x3, [x0, #240]
+    mrs x3, spsr_el2
+    mrs x4, esr_el2
+    stp x3, x4, [x0, #256]
+    mrs x3, far_el2
+    str x3, [x0, #272]
+    ldp x3, x4, [sp], #16
+    stp x3, x4, [x0, #0]
+    mov x0, x2
+    ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
+    ret
+
+// fn(frame: *mut TrapFrame) -> u64: saves the callee-saved registers, records the frame in
+// the per-CPU state, loads the guest context from it and erets; returns (through
+// `bulkhead_guest_exit`) with the vector slot of the exception that left the guest.
+.global bulkhead_guest_enter
+bulkhead_guest_enter:
+    stp x29, x30, [sp, #-96]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    mrs x1, tpidr_el2
+    str x0, [x1]
+    ldp x2, x3, [x0, #248]
+    msr elr_el2, x2
+    msr spsr_el2, x3
+    ldp x2, x3, [x0, #16]
+    ldp x4, x5, [x0, #32]
+    ldp x6, x7, [x0, #48]
+    ldp x8, x9, [x0, #64]
+    ldp x10, x11, [x0, #80]
+    ldp x12, x13, [x0, #96]
+    ldp x14, x15, [x0, #112]
+    ldp x16, x17, [x0, #128]
+    ldp x18, x19, [x0, #144]
+    ldp x20, x21, [x0, #160]
+    ldp x22, x23, [x0, #176]
+    ldp x24, x25, [x0, #192]
+    ldp x26, x27, [x0, #208]
+    ldp x28, x29, [x0, #224]
+    ldr x30, [x0, #240]
+    ldp x0, x1, [x0, #0]
+    eret
 
 bulkhead_el2_vector_common:
     stp x2, x3, [sp, #16]
@@ -110,24 +194,21 @@ bulkhead_el2_exception_return:
 
 unsafe extern "C" {
     static bulkhead_el2_vectors: u8;
+    fn bulkhead_guest_enter(frame: *mut TrapFrame) -> u64;
 }
 
-/// Loads `frame` and returns from the exception level into it (first entry into a guest).
+/// Runs the guest context in `frame` until an exception takes the CPU back to EL2; returns
+/// the vector slot (8..=11: synchronous, IRQ, FIQ, SError from the guest) with the guest's
+/// registers, ELR, SPSR, ESR and FAR saved in `frame`.
 ///
 /// # Safety
-/// `frame` must be a complete, valid context for the exception level its SPSR names, on the
-/// current stack; nothing above it on the stack may be needed again (this never returns).
-pub unsafe fn enter_guest(frame: &mut TrapFrame) -> ! {
-    // SAFETY: the caller guarantees the frame; the return path restores it and erets. SP
-    // then sits just above the frame, where later exceptions build their frames.
-    unsafe {
-        core::arch::asm!(
-            "mov sp, {frame}",
-            "b bulkhead_el2_exception_return",
-            frame = in(reg) core::ptr::from_mut(frame),
-            options(noreturn)
-        )
-    }
+/// `frame` must hold a valid EL1 context of this CPU's one guest (its SPSR an EL1 mode), the
+/// per-CPU state must be installed (TPIDR_EL2) with room for the frame pointer in its first
+/// word, and the guest's stage-2 and EL2 controls must be set up.
+pub unsafe fn run_guest(frame: &mut TrapFrame) -> u64 {
+    // SAFETY: the caller guarantees the frame and the per-CPU state; the assembly saves and
+    // restores every callee-saved register and returns on this same stack.
+    unsafe { bulkhead_guest_enter(core::ptr::from_mut(frame)) }
 }
 
 /// Points VBAR_EL2 at Bulkhead's vectors on this CPU.
@@ -157,10 +238,6 @@ static REPORTING: AtomicBool = AtomicBool::new(false);
 /// Called by the vector code with the saved context and the vector slot (0..16).
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_el2_exception(frame: &mut TrapFrame, kind: u64) {
-    if (8..12).contains(&kind) {
-        crate::vcpu::trap(frame, kind);
-        return;
-    }
     if REPORTING.swap(true, Ordering::AcqRel) {
         // A second fatal exception while reporting the first (or on another CPU): stop here.
         cpu::halt();

@@ -1,6 +1,8 @@
-//! Running a partition's vCPU on this CPU: entering EL1, decoding traps from it into the
-//! core's [`Exit`], and applying the core's [`Action`]. Arch code knows registers and
-//! syndromes; what sits at an address or what a partition is belongs to the core.
+//! The aarch64 EL2 backend of the core's vCPU contract ([`hypervisor::vcpu::VcpuBackend`]):
+//! entering EL1 until the guest traps, decoding the trap into the core's [`Exit`], finishing
+//! it with the core's [`Action`], and keeping the GIC list registers in step with the
+//! partition's virtual GIC around each guest run. Arch code knows registers and syndromes;
+//! what sits at an address or what a partition is belongs to the core.
 
 use core::arch::asm;
 use core::sync::atomic::Ordering;
@@ -8,54 +10,12 @@ use core::sync::atomic::Ordering;
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::device::gic::{ListEntries, ListEntry};
 use hypervisor::exit::{AccessWidth, Action, Exit};
-use hypervisor::partition::{ExitClass, Runnable};
+use hypervisor::partition::{Partition, Platform, StartRequest};
+use hypervisor::vcpu::VcpuBackend;
 
 use crate::decode::{self, DataAccess, WriteBack, ZERO_REGISTER};
 use crate::esr;
 use crate::exception::TrapFrame;
-
-/// Where a vCPU starts: entry address and x0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuestEntry {
-    /// Guest-physical entry point (the guest's MMU is off).
-    pub entry: u64,
-    /// Value of x0.
-    pub x0: u64,
-}
-
-/// What the vCPU loop asks of the hypervisor (implemented by the image's glue, which knows
-/// the partitions): one object per physical CPU, for the one vCPU that CPU runs. Called on
-/// that CPU only.
-pub trait VcpuHost: Sync {
-    /// Counts one exit of this CPU's vCPU.
-    fn count_exit(&self, class: ExitClass);
-    /// The core's answer to an exit of this CPU's vCPU.
-    fn handle_exit(&self, exit: Exit) -> Action;
-    /// This CPU's vCPU left its guest to wait for a start (CPU_OFF, or a restart).
-    fn park(&self);
-    /// This CPU's vCPU is off: returns where it starts once a CPU_ON names it (or, for
-    /// vCPU 0, once it has carried out a restart another vCPU asked for), or `None` while it
-    /// should keep waiting.
-    fn poll_start(&self) -> Option<GuestEntry>;
-    /// This CPU's partition stopped: account for it (and power off when it was the last).
-    fn partition_stopped(&self);
-    /// Restarts this CPU's partition as a whole: on vCPU 0's CPU, once every other vCPU has
-    /// parked, reloads it and returns where vCPU 0 starts again; on another vCPU's CPU, asks
-    /// vCPU 0 to do so and returns `None` (this vCPU then waits for a CPU_ON).
-    fn restart(&self) -> Option<GuestEntry>;
-    /// What this CPU's list registers held after the guest ran.
-    fn fold(&self, entries: &[ListEntry]);
-    /// Interrupts to load into (at most `slots`) list registers before the guest runs, into
-    /// `entries`.
-    fn flush(&self, slots: usize, entries: &mut ListEntries);
-    /// The guest's virtual timer fired (its physical PPI stays active until the guest
-    /// deactivates the virtual interrupt).
-    fn virtual_timer_fired(&self);
-    /// Whether this CPU's vCPU may go back into the guest.
-    fn runnable(&self) -> Runnable;
-    /// Whether a flush would load nothing into the (empty) list registers now.
-    fn interrupts_quiet(&self) -> bool;
-}
 
 /// Stage-2 and identity settings of one vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,15 +120,10 @@ pub fn stage2_control() -> Option<u64> {
     Some((64 - bits) | START_LEVEL_0 | WALK_CACHEABLE | (physical_range.min(5) << 16) | RES1)
 }
 
-/// Enters the guest on this CPU for good. Traps come back through the EL2 vectors into
-/// [`trap`], which returns to the guest or parks the CPU.
-pub fn run(setup: &VcpuSetup, start: GuestEntry, host: &'static dyn VcpuHost) -> ! {
-    let Some(per_cpu) = crate::cpu::per_cpu() else {
-        crate::cpu::halt()
-    };
-    per_cpu.host.call_once(|| host);
+/// Sets up this CPU's EL2 controls for its one guest (stage 2, traps, identity); the vCPU
+/// then runs through [`Aarch64Vcpu`].
+pub fn prepare(setup: &VcpuSetup) {
     give_cpu_features_to_guest();
-    let midr: u64;
     // SAFETY: configures this CPU's EL2 controls for its one guest: reads MIDR, writes
     // EL2/EL1 system registers only; no memory is touched. Stage-2 tables are complete.
     unsafe {
@@ -188,7 +143,7 @@ pub fn run(setup: &VcpuSetup, start: GuestEntry, host: &'static dyn VcpuHost) ->
             "tlbi vmalls12e1",
             "dsb nsh",
             "isb",
-            midr = out(reg) midr,
+            midr = out(reg) _,
             mpidr = in(reg) setup.mpidr,
             vtcr = in(reg) setup.vtcr,
             vttbr = in(reg) setup.vttbr,
@@ -200,18 +155,351 @@ pub fn run(setup: &VcpuSetup, start: GuestEntry, host: &'static dyn VcpuHost) ->
             options(nostack)
         );
     }
-    let _ = midr;
-    let mut frame = TrapFrame::zeroed();
-    reset_frame(&mut frame, start);
-    // SAFETY: the frame is a complete guest context on this stack; the return path loads it
-    // and erets to EL1. This stack frame is never returned to: later traps reuse the stack
-    // below the frame's position.
-    unsafe { crate::exception::enter_guest(&mut frame) }
 }
 
-fn reset_frame(frame: &mut TrapFrame, start: GuestEntry) {
+/// A load or store being emulated: decoded once, performed element by element (a pair is
+/// two exits), finished with the base register's write-back and the step past it.
+#[derive(Clone, Copy)]
+struct Access {
+    decoded: DataAccess,
+    width: AccessWidth,
+    /// Guest-physical address of the first element.
+    first: u64,
+    /// The element whose exit the core is answering.
+    element: usize,
+    /// The next element's exit is due (returned by `run` without entering the guest).
+    next_due: bool,
+}
+
+/// One vCPU of a partition, run by this CPU for good.
+pub struct Aarch64Vcpu {
+    frame: TrapFrame,
+    partition: &'static Partition,
+    vcpu: usize,
+    platform: &'static dyn Platform,
+    /// List registers this CPU implements.
+    slots: usize,
+    /// How many the last flush filled.
+    used: usize,
+    /// Whether the underflow maintenance interrupt is on.
+    underflow: bool,
+    /// The list-register images exchanged with the core (kept, so no exit zeroes one).
+    entries: ListEntries,
+    access: Option<Access>,
+}
+
+impl core::fmt::Debug for Aarch64Vcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Aarch64Vcpu")
+            .field("partition", &self.partition.name())
+            .field("vcpu", &self.vcpu)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Aarch64Vcpu {
+    /// vCPU `vcpu` of `partition` on this CPU ([`prepare`] ran); it starts at its first
+    /// [`VcpuBackend::start`].
+    pub fn new(
+        partition: &'static Partition,
+        vcpu: usize,
+        platform: &'static dyn Platform,
+    ) -> Self {
+        let slots = crate::cpu::per_cpu()
+            .map_or(0, |per_cpu| per_cpu.list_registers.load(Ordering::Relaxed));
+        Self {
+            frame: TrapFrame::zeroed(),
+            partition,
+            vcpu,
+            platform,
+            slots,
+            used: 0,
+            underflow: false,
+            entries: ListEntries::new(),
+            access: None,
+        }
+    }
+
+    /// What the list registers hold now goes back into the partition's virtual GIC.
+    fn fold(&mut self) {
+        if self.used == 0 {
+            return;
+        }
+        self.entries.clear();
+        for index in 0..self.used {
+            if self
+                .entries
+                .push(crate::gic::read_list_register(index))
+                .is_err()
+            {
+                break;
+            }
+        }
+        self.partition
+            .fold_interrupts(self.vcpu, self.entries.as_slice(), self.platform);
+    }
+
+    /// The list registers get what the partition's virtual GIC has for this vCPU now.
+    fn flush(&mut self) {
+        let previously_used = self.used;
+        if previously_used == 0 && self.partition.interrupts_quiet(self.vcpu) {
+            // Nothing to load and nothing loaded (the underflow interrupt is off then too).
+            return;
+        }
+        self.partition
+            .flush_interrupts(self.vcpu, self.slots, &mut self.entries, self.platform);
+        if self.entries.is_unchanged() {
+            // The list registers already hold what they should.
+            return;
+        }
+        for (index, entry) in self.entries.iter().enumerate() {
+            crate::gic::write_list_register(index, entry);
+        }
+        // Clear what the previous flush left in registers this one does not use.
+        for index in self.entries.len()..previously_used {
+            crate::gic::write_list_register(index, &ListEntry::EMPTY);
+        }
+        self.used = self.entries.len();
+        let underflow = self.entries.more_pending();
+        if underflow != self.underflow {
+            self.underflow = underflow;
+            crate::gic::set_underflow_interrupt(underflow);
+        }
+    }
+
+    /// The exit of an exception taken from the guest through vector slot `kind`, or `None`
+    /// when there is nothing for the core (the guest just continues).
+    fn decode(&mut self, kind: u64) -> Option<Exit> {
+        match kind % 4 {
+            0 => self.synchronous(),
+            1 => Some(if physical_interrupts() {
+                Exit::VirtualTimer
+            } else {
+                Exit::Interrupt
+            }),
+            // An SError from a guest is its fault; nothing routes FIQs.
+            3 => Some(Exit::GuestFault {
+                reason: None,
+                syndrome: self.frame.esr,
+                address: None,
+            }),
+            _ => None,
+        }
+    }
+
+    fn synchronous(&mut self) -> Option<Exit> {
+        let frame = &mut self.frame;
+        let syndrome = frame.esr;
+        let fault = Exit::GuestFault {
+            reason: None,
+            syndrome,
+            address: None,
+        };
+        match esr::exception_class(syndrome) {
+            // WFI (ISS bit 0 = 0) waits; WFE just continues.
+            0x01 => {
+                frame.elr = frame.elr.wrapping_add(4);
+                (syndrome & 1 == 0).then_some(Exit::WaitForInterrupt)
+            }
+            // HVC: ELR already points after the instruction.
+            0x16 => Some(hypercall(frame)),
+            // SMC: ELR points at the instruction.
+            0x17 => {
+                frame.elr = frame.elr.wrapping_add(4);
+                Some(hypercall(frame))
+            }
+            0x18 => Some(system_register(frame).unwrap_or(fault)),
+            0x24 => Some(self.data_abort()),
+            _ => Some(fault),
+        }
+    }
+
+    fn data_abort(&mut self) -> Exit {
+        let frame = &self.frame;
+        let syndrome = frame.esr;
+        let hpfar: u64;
+        // SAFETY: reads the faulting IPA's page; no side effects.
+        unsafe { asm!("mrs {}, hpfar_el2", out(reg) hpfar, options(nomem, nostack)) };
+        let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (frame.far & 0xfff);
+        const STAGE1_WALK: u64 = 1 << 7;
+        let fault = Exit::GuestFault {
+            reason: None,
+            syndrome,
+            address: Some(GuestPhysAddr::new(ipa)),
+        };
+        if syndrome & STAGE1_WALK != 0 {
+            return fault;
+        }
+        let decoded = match decode::from_syndrome(syndrome) {
+            Some(access) => access,
+            None => {
+                let Some(instruction) =
+                    translate_guest_virtual(frame.elr).and_then(read_instruction)
+                else {
+                    return fault;
+                };
+                match decode::from_instruction(instruction) {
+                    Ok(access) => access,
+                    Err(_) => return fault,
+                }
+            }
+        };
+        let Ok(width) = AccessWidth::try_from(decoded.width.bytes()) else {
+            return Exit::GuestFault {
+                reason: None,
+                syndrome,
+                address: None,
+            };
+        };
+        // For decoded instructions, the first element's IPA follows from the faulting one.
+        let mut first = ipa;
+        if let Some(base) = decoded.base {
+            let base_value = base_register(frame, base);
+            let index = decoded
+                .index
+                .map_or(0, |index| index.offset(register(frame, index.register)));
+            let offset = if decoded.write_back == WriteBack::PostIndex {
+                0
+            } else {
+                decoded.offset.wrapping_add(index)
+            };
+            let first_virtual = base_value.wrapping_add(offset as u64);
+            let element = frame.far.wrapping_sub(first_virtual);
+            if element != 0 && element != width.bytes() {
+                return fault;
+            }
+            first = ipa.wrapping_sub(element);
+        }
+        let access = Access {
+            decoded,
+            width,
+            first,
+            element: 0,
+            next_due: false,
+        };
+        self.access = Some(access);
+        self.element_exit(&access)
+    }
+
+    /// The exit of the access's current element.
+    fn element_exit(&self, access: &Access) -> Exit {
+        let width = access.width;
+        let address = GuestPhysAddr::new(
+            access
+                .first
+                .wrapping_add(access.element as u64 * width.bytes()),
+        );
+        let syndrome = self.frame.esr;
+        if access.decoded.write {
+            let register_index = access
+                .decoded
+                .registers
+                .get(access.element)
+                .copied()
+                .unwrap_or(ZERO_REGISTER);
+            Exit::MmioWrite {
+                address,
+                width,
+                value: register(&self.frame, register_index) & width.mask(),
+                syndrome,
+            }
+        } else {
+            Exit::MmioRead {
+                address,
+                width,
+                syndrome,
+            }
+        }
+    }
+
+    /// Finishes the current element of the access in progress; the last one also writes
+    /// the base register back and steps past the instruction.
+    fn complete_access(&mut self, mut access: Access, action: Action) {
+        if let Action::CompleteRead(value) = action
+            && !access.decoded.write
+            && let Some(&register_index) = access.decoded.registers.get(access.element)
+        {
+            let extended =
+                decode::extend_loaded(value, access.decoded.width, access.decoded.extend);
+            set_register(&mut self.frame, register_index, extended);
+        }
+        let count = if access.decoded.pair { 2 } else { 1 };
+        if access.element + 1 < count {
+            access.element += 1;
+            access.next_due = true;
+            self.access = Some(access);
+            return;
+        }
+        self.access = None;
+        let frame = &mut self.frame;
+        if let Some(base) = access.decoded.base
+            && access.decoded.write_back != WriteBack::None
+        {
+            let updated = base_register(frame, base).wrapping_add(access.decoded.offset as u64);
+            set_base_register(frame, base, updated);
+        }
+        frame.elr = frame.elr.wrapping_add(4);
+    }
+}
+
+impl VcpuBackend for Aarch64Vcpu {
+    fn run(&mut self) -> Exit {
+        if let Some(access) = self.access.as_mut().filter(|access| access.next_due) {
+            access.next_due = false;
+            let access = *access;
+            return self.element_exit(&access);
+        }
+        loop {
+            self.flush();
+            // SAFETY: the frame holds this vCPU's EL1 context (set by `start`, then saved by
+            // every exit), `prepare` set up the EL2 controls and stage 2, and the per-CPU
+            // state is installed.
+            let kind = unsafe { crate::exception::run_guest(&mut self.frame) };
+            self.fold();
+            if let Some(exit) = self.decode(kind) {
+                return exit;
+            }
+        }
+    }
+
+    fn complete(&mut self, action: Action) {
+        if let Some(access) = self.access {
+            self.complete_access(access, action);
+            return;
+        }
+        if let Action::ReturnValues(values) = action {
+            for (register, value) in self.frame.registers.iter_mut().zip(values) {
+                *register = value;
+            }
+        }
+    }
+
+    fn idle(&mut self) {
+        crate::cpu::wait_for_interrupt();
+        // Whatever woke the CPU (usually the kick of a doorbell) is taken here, in this
+        // exit, rather than in a second exit right after entering the guest.
+        if physical_interrupts() {
+            self.partition.virtual_timer_fired(self.vcpu);
+        }
+    }
+
+    fn start(&mut self, start: StartRequest) {
+        self.access = None;
+        reset_frame(&mut self.frame, start);
+    }
+
+    fn wait(&mut self) {
+        crate::cpu::wait_for_event();
+    }
+
+    fn halt(&mut self) -> ! {
+        crate::cpu::halt()
+    }
+}
+
+fn reset_frame(frame: &mut TrapFrame, start: StartRequest) {
     *frame = TrapFrame::zeroed();
-    frame.registers[0] = start.x0;
+    frame.registers[0] = start.context;
     frame.elr = start.entry;
     frame.spsr = SPSR_EL1H_MASKED;
     // SAFETY: resets the EL1 state a restarted vCPU must not inherit (MMU off, vectors
@@ -227,161 +515,46 @@ fn reset_frame(frame: &mut TrapFrame, start: GuestEntry) {
     }
 }
 
-/// Handles a synchronous exception or interrupt from the guest (vector slots 8..=11): the
-/// list registers are folded back into the partition's virtual GIC first and flushed again
-/// last, so the model is current while the exit is handled.
-pub fn trap(frame: &mut TrapFrame, kind: u64) {
-    let Some(per_cpu) = crate::cpu::per_cpu() else {
-        return;
-    };
-    let Some(host) = per_cpu.host.get().copied() else {
-        return;
-    };
-    fold_list_registers(per_cpu, host);
-    match kind % 4 {
-        0 => synchronous(frame, host),
-        1 => {
-            host.count_exit(ExitClass::Interrupt);
-            physical_interrupts(host);
-        }
-        // An SError from a guest is its fault; nothing routes FIQs.
-        3 => {
-            let action = host.handle_exit(Exit::GuestFault {
-                reason: None,
-                syndrome: frame.esr,
-                address: None,
-            });
-            apply(frame, action, host, None);
-        }
-        _ => {}
-    }
-    // Another vCPU may have stopped or restarted the partition meanwhile.
-    match host.runnable() {
-        Runnable::Run => {}
-        Runnable::Park => park_until_started(frame, host),
-        Runnable::Restart => apply(frame, Action::RestartPartition, host, None),
-        Runnable::Stop => {
-            host.partition_stopped();
-            crate::cpu::halt();
-        }
-    }
-    flush_list_registers(per_cpu, host);
-}
+/// Most physical interrupts taken in one exit. The maintenance interrupt stays asserted
+/// until the list registers are rewritten (on the way back into the guest), so it is
+/// acknowledged at most once per exit and a guest can never keep EL2 in this loop.
+const MAX_INTERRUPTS_PER_EXIT: usize = 4;
 
-fn fold_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost) {
-    let used = per_cpu.list_registers_used.load(Ordering::Relaxed);
-    if used == 0 {
-        return;
-    }
-    let mut entries = per_cpu.list_entries.lock();
-    entries.clear();
-    for index in 0..used {
-        if entries.push(crate::gic::read_list_register(index)).is_err() {
+/// Takes pending physical interrupts: the kick SGI and the maintenance interrupt only needed
+/// the exit; returns whether the virtual timer's PPI fired (the guest's virtual timer
+/// interrupt; the PPI stays active until the guest deactivates it).
+fn physical_interrupts() -> bool {
+    let mut timer = false;
+    for _ in 0..MAX_INTERRUPTS_PER_EXIT {
+        let Some(intid) = crate::gic::acknowledge() else {
             break;
-        }
-    }
-    host.fold(entries.as_slice());
-}
-
-fn flush_list_registers(per_cpu: &crate::cpu::PerCpu, host: &'static dyn VcpuHost) {
-    let slots = per_cpu.list_registers.load(Ordering::Relaxed);
-    let previously_used = per_cpu.list_registers_used.load(Ordering::Relaxed);
-    if previously_used == 0 && host.interrupts_quiet() {
-        // Nothing to load and nothing loaded (the underflow interrupt is off then too).
-        return;
-    }
-    let mut entries = per_cpu.list_entries.lock();
-    host.flush(slots, &mut entries);
-    if entries.is_unchanged() {
-        // The list registers already hold what they should.
-        return;
-    }
-    for (index, entry) in entries.iter().enumerate() {
-        crate::gic::write_list_register(index, entry);
-    }
-    // Clear what the previous flush left in registers this one does not use.
-    for index in entries.len()..previously_used {
-        crate::gic::write_list_register(index, &ListEntry::EMPTY);
-    }
-    per_cpu
-        .list_registers_used
-        .store(entries.len(), Ordering::Relaxed);
-    let underflow = entries.more_pending();
-    if underflow
-        != per_cpu
-            .underflow_interrupt
-            .swap(underflow, Ordering::Relaxed)
-    {
-        crate::gic::set_underflow_interrupt(underflow);
-    }
-}
-
-/// Takes every pending physical interrupt: the kick SGI and the maintenance interrupt only
-/// needed the exit; the virtual timer's PPI becomes the guest's virtual timer interrupt.
-fn physical_interrupts(host: &'static dyn VcpuHost) {
-    while let Some(intid) = crate::gic::acknowledge() {
+        };
         crate::gic::end_of_interrupt(intid);
         if intid == crate::gic::VIRTUAL_TIMER_PPI {
-            host.virtual_timer_fired();
+            timer = true;
         } else {
             crate::gic::deactivate(intid);
-        }
-    }
-}
-
-fn synchronous(frame: &mut TrapFrame, host: &'static dyn VcpuHost) {
-    let syndrome = frame.esr;
-    let class = esr::exception_class(syndrome);
-    host.count_exit(match class {
-        0x01 => ExitClass::WaitForInterrupt,
-        0x24 => ExitClass::Mmio,
-        _ => ExitClass::Other,
-    });
-    let action = match class {
-        // WFI (ISS bit 0 = 0) idles; WFE just continues.
-        0x01 => {
-            frame.elr = frame.elr.wrapping_add(4);
-            if syndrome & 1 == 0 {
-                host.handle_exit(Exit::WaitForInterrupt)
-            } else {
-                Action::Resume
+            if intid == crate::gic::MAINTENANCE_PPI {
+                break;
             }
         }
-        // HVC: ELR already points after the instruction.
-        0x16 => host.handle_exit(hypercall(frame)),
-        // SMC: ELR points at the instruction.
-        0x17 => {
-            frame.elr = frame.elr.wrapping_add(4);
-            host.handle_exit(hypercall(frame))
-        }
-        0x18 => system_register(frame, host),
-        0x24 => data_abort(frame, host),
-        _ => host.handle_exit(Exit::GuestFault {
-            reason: None,
-            syndrome,
-            address: None,
-        }),
-    };
-    apply(frame, action, host, None);
+    }
+    timer
 }
 
 /// A trapped system-register access: only ICC_SGI1R_EL1 writes are expected (HCR_EL2.IMO
-/// traps them so that SGIs stay inside the partition).
-fn system_register(frame: &mut TrapFrame, host: &'static dyn VcpuHost) -> Action {
+/// traps them so that SGIs stay inside the partition); `None` for anything else.
+fn system_register(frame: &mut TrapFrame) -> Option<Exit> {
     let iss = frame.esr & 0x1ff_ffff;
     // Op0, Op2, Op1, CRn, CRm of ICC_SGI1R_EL1 (3, 5, 0, 12, 11), direction = write.
     let sgi1r = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
     let identity_mask = (0b11 << 20) | (0b111 << 17) | (0b111 << 14) | (0xf << 10) | (0xf << 1) | 1;
     if iss & identity_mask != sgi1r {
-        return host.handle_exit(Exit::GuestFault {
-            reason: None,
-            syndrome: frame.esr,
-            address: None,
-        });
+        return None;
     }
     let value = register(frame, ((iss >> 5) & 0x1f) as u8);
     frame.elr = frame.elr.wrapping_add(4);
-    host.handle_exit(Exit::SendSoftwareInterrupt { value })
+    Some(Exit::SendSoftwareInterrupt { value })
 }
 
 fn hypercall(frame: &TrapFrame) -> Exit {
@@ -389,62 +562,6 @@ fn hypercall(frame: &TrapFrame) -> Exit {
     Exit::Hypercall {
         function: x0,
         arguments: [x1, x2, x3, x4],
-    }
-}
-
-/// A load waiting for its value: destination register and how to extend.
-#[derive(Clone, Copy)]
-struct PendingLoad {
-    register: u8,
-    access: DataAccess,
-}
-
-fn apply(
-    frame: &mut TrapFrame,
-    action: Action,
-    host: &'static dyn VcpuHost,
-    load: Option<PendingLoad>,
-) {
-    match action {
-        Action::Resume => {}
-        Action::CompleteRead(value) => {
-            if let Some(load) = load {
-                let extended = decode::extend_loaded(value, load.access.width, load.access.extend);
-                set_register(frame, load.register, extended);
-            }
-        }
-        Action::ReturnValues(values) => {
-            for (register, value) in frame.registers.iter_mut().zip(values) {
-                *register = value;
-            }
-        }
-        Action::Idle => {
-            crate::cpu::wait_for_interrupt();
-            // Whatever woke the CPU (usually the kick of a doorbell) is taken here, in this
-            // exit, rather than in a second exit right after entering the guest.
-            physical_interrupts(host);
-        }
-        Action::VcpuOff => park_until_started(frame, host),
-        Action::StopPartition => {
-            host.partition_stopped();
-            crate::cpu::halt();
-        }
-        Action::RestartPartition => match host.restart() {
-            Some(start) => reset_frame(frame, start),
-            None => park_until_started(frame, host),
-        },
-        _ => {}
-    }
-}
-
-fn park_until_started(frame: &mut TrapFrame, host: &'static dyn VcpuHost) {
-    host.park();
-    loop {
-        if let Some(start) = host.poll_start() {
-            reset_frame(frame, start);
-            return;
-        }
-        crate::cpu::wait_for_event();
     }
 }
 
@@ -504,39 +621,6 @@ fn translate_guest_virtual(address: u64) -> Option<u64> {
     (par & 1 == 0).then_some((par & 0x0000_ffff_ffff_f000) | (address & 0xfff))
 }
 
-fn data_abort(frame: &mut TrapFrame, host: &'static dyn VcpuHost) -> Action {
-    let syndrome = frame.esr;
-    let hpfar: u64;
-    // SAFETY: reads the faulting IPA's page; no side effects.
-    unsafe { asm!("mrs {}, hpfar_el2", out(reg) hpfar, options(nomem, nostack)) };
-    let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (frame.far & 0xfff);
-    const STAGE1_WALK: u64 = 1 << 7;
-    let fault = |host: &dyn VcpuHost| {
-        host.handle_exit(Exit::GuestFault {
-            reason: None,
-            syndrome,
-            address: Some(GuestPhysAddr::new(ipa)),
-        })
-    };
-    if syndrome & STAGE1_WALK != 0 {
-        return fault(host);
-    }
-    let access = match decode::from_syndrome(syndrome) {
-        Some(access) => access,
-        None => {
-            let Some(instruction) = translate_guest_virtual(frame.elr).and_then(read_instruction)
-            else {
-                return fault(host);
-            };
-            match decode::from_instruction(instruction) {
-                Ok(access) => access,
-                Err(_) => return fault(host),
-            }
-        }
-    };
-    emulate(frame, host, access, ipa)
-}
-
 fn read_instruction(host_physical: u64) -> Option<u32> {
     if !host_physical.is_multiple_of(4) {
         return None;
@@ -544,87 +628,4 @@ fn read_instruction(host_physical: u64) -> Option<u32> {
     // SAFETY: the address came from translating the guest's ELR through its stage-2 map, so
     // it lies in that partition's RAM, which the hypervisor identity-maps read-write.
     Some(unsafe { core::ptr::read_volatile(host_physical as *const u32) })
-}
-
-/// Performs a decoded access (one register, or a pair) at `ipa` through the core, then the
-/// write-back and the step past the instruction.
-fn emulate(
-    frame: &mut TrapFrame,
-    host: &'static dyn VcpuHost,
-    access: DataAccess,
-    ipa: u64,
-) -> Action {
-    let width = match AccessWidth::try_from(access.width.bytes()) {
-        Ok(width) => width,
-        Err(_) => {
-            return host.handle_exit(Exit::GuestFault {
-                reason: None,
-                syndrome: frame.esr,
-                address: None,
-            });
-        }
-    };
-    let count = if access.pair { 2 } else { 1 };
-    // For decoded instructions, the first element's IPA follows from the faulting one.
-    let mut first = ipa;
-    if let Some(base) = access.base {
-        let base_value = base_register(frame, base);
-        let index = access
-            .index
-            .map_or(0, |index| index.offset(register(frame, index.register)));
-        let offset = if access.write_back == WriteBack::PostIndex {
-            0
-        } else {
-            access.offset.wrapping_add(index)
-        };
-        let first_virtual = base_value.wrapping_add(offset as u64);
-        let element = frame.far.wrapping_sub(first_virtual);
-        if element != 0 && element != width.bytes() {
-            return host.handle_exit(Exit::GuestFault {
-                reason: None,
-                syndrome: frame.esr,
-                address: Some(GuestPhysAddr::new(ipa)),
-            });
-        }
-        first = ipa.wrapping_sub(element);
-    }
-    for (i, &register_index) in access.registers.iter().take(count).enumerate() {
-        let address = GuestPhysAddr::new(first.wrapping_add(i as u64 * width.bytes()));
-        let (exit, load) = if access.write {
-            let value = register(frame, register_index) & width.mask();
-            (
-                Exit::MmioWrite {
-                    address,
-                    width,
-                    value,
-                    syndrome: frame.esr,
-                },
-                None,
-            )
-        } else {
-            (
-                Exit::MmioRead {
-                    address,
-                    width,
-                    syndrome: frame.esr,
-                },
-                Some(PendingLoad {
-                    register: register_index,
-                    access,
-                }),
-            )
-        };
-        match host.handle_exit(exit) {
-            action @ (Action::Resume | Action::CompleteRead(_)) => apply(frame, action, host, load),
-            other => return other,
-        }
-    }
-    if let Some(base) = access.base
-        && access.write_back != WriteBack::None
-    {
-        let updated = base_register(frame, base).wrapping_add(access.offset as u64);
-        set_base_register(frame, base, updated);
-    }
-    frame.elr = frame.elr.wrapping_add(4);
-    Action::Resume
 }

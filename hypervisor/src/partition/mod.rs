@@ -177,6 +177,8 @@ pub struct Partition {
     stopped: AtomicBool,
     /// A vCPU other than 0 asked for a restart, which vCPU 0 carries out.
     restart_requested: AtomicBool,
+    /// Set by the first CPU that handles the partition's stop (releases, kicks, counts).
+    stop_handled: AtomicBool,
     /// Shared-memory devices, by their index in [`ClientId::device`].
     signal_targets: Vec<Arc<dyn SignalTarget>>,
     /// Shared-memory devices holding attachments.
@@ -351,6 +353,7 @@ impl Partition {
             controller,
             stopped: AtomicBool::new(false),
             restart_requested: AtomicBool::new(false),
+            stop_handled: AtomicBool::new(false),
             signal_targets: shared_devices.targets,
             releasers: shared_devices.releasers,
             pci,
@@ -412,6 +415,23 @@ impl Partition {
     /// How many times it was restarted.
     pub fn restarts(&self) -> usize {
         self.inner.lock().restarts
+    }
+
+    /// The partition stopped: the first CPU to call this gives up its shared memory (peers see
+    /// it leave, run-time regions can be freed) and kicks its other vCPUs out of their guests
+    /// (they halt at their next exit); returns whether this call was that first one, which
+    /// then accounts for the stop.
+    pub fn handle_stop(&self, from_vcpu: usize, platform: &dyn Platform) -> bool {
+        if self.stop_handled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.release_shared_memory(platform);
+        for (index, slot) in self.vcpus.iter().enumerate() {
+            if index != from_vcpu {
+                platform.kick(slot.physical_cpu);
+            }
+        }
+        true
     }
 
     /// For a vCPU that waits to be started: takes its start request (CPU_ON), marking it on
@@ -625,6 +645,11 @@ impl Partition {
                 } else {
                     Action::Idle
                 }
+            }
+            Exit::Interrupt => Action::Resume,
+            Exit::VirtualTimer => {
+                self.virtual_timer_fired(vcpu);
+                Action::Resume
             }
             Exit::SendSoftwareInterrupt { value } => {
                 if let Controller::Gic(gic) = &self.controller {
