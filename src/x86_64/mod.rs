@@ -203,11 +203,12 @@ pub(crate) fn report_vmx(index: usize) -> bool {
             if index == 0 {
                 let probe = vmx::probe();
                 println!(
-                    "cpu 0: VMX interrupt virtualization {} (allowed-1 pin-based {:#x}, primary {:#x}, secondary {:#x}); interrupts reach guests by event injection",
+                    "cpu 0: VMX interrupt virtualization {} (allowed-1 pin-based {:#x}, primary {:#x}, secondary {:#x}); {}",
                     features.interrupts,
                     probe.pin_controls >> 32,
                     probe.primary_controls >> 32,
                     probe.secondary_controls >> 32,
+                    features.interrupts.delivery(),
                 );
             }
             true

@@ -7,7 +7,17 @@
 //! until the virtual x2APIC has something deliverable) and the x2APIC MSRs (the vCPU's
 //! [`VirtualX2apic`]; IPIs are posted on the partition's APIC bus and the target's CPU kicked;
 //! EOIs reach the bus for the I/O APIC's level pins; any other MSR, or an ICR value the model
-//! refuses, gets #GP(0) injected, as hardware lacking the MSR would). Everything else becomes
+//! refuses, gets #GP(0) injected, as hardware lacking the MSR would).
+//!
+//! Where the CPU offers virtual-interrupt delivery (with virtualize x2APIC mode and
+//! APIC-register virtualization) each vCPU runs with a virtual-APIC page
+//! ([`VirtualApicPage`]): pending vectors are requested there (IRR bit, RVI) instead of
+//! injected, the CPU delivers them when the guest can take them and virtualizes reads of the
+//! x2APIC, TPR, EOI and self IPIs without exits; only the EOIs of vectors the I/O APIC's
+//! level-triggered entries use exit (the EOI-exit bitmap, kept to the bus's
+//! [`level_vectors`](hypervisor::device::apic::ApicBus::level_vectors)), as virtualized EOIs.
+//! The model keeps the timer and the registers the guest writes (mirrored into the page).
+//! Without those controls interrupts are injected at VM entry, with interrupt-window exiting. Everything else becomes
 //! an `Exit`: I/O instructions → `PortRead`/`PortWrite`, EPT violations → `MmioRead`/
 //! `MmioWrite` (the `mov` at the guest's RIP fetched through its page tables and decoded),
 //! VMCALL → `Hypercall` (RAX = a PSCI function ID, RDI/RSI/RDX/RCX the arguments), triple
@@ -20,6 +30,7 @@ use crate::heap_tables::{HeapTables, map_shared_memory};
 use arch_x86_64::apic::LocalApic;
 use arch_x86_64::decode::{self, MmioInstruction, Operation};
 use arch_x86_64::paging::{Ept, Memory, PageTable};
+use arch_x86_64::vapic::{self, VirtualApicPage};
 use arch_x86_64::vmcs::{self, GuestRegisters, Vmcs, field};
 use arch_x86_64::vmx_exit::{self, IoQualification, reason};
 use arch_x86_64::vx2apic::{self, Destination, VirtualX2apic, Written};
@@ -290,6 +301,9 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
         exits: core::cell::Cell::new(0),
         armed: core::cell::Cell::new(None),
         tsc_deadline: LocalApic::has_tsc_deadline(),
+        virtual_apic: VirtualApicPage::new(),
+        delivering: core::cell::Cell::new(false),
+        level_seen: core::cell::Cell::new(None),
     };
     let mut registers = GuestRegisters::default();
     let mut apic = VirtualX2apic::new(vcpu as u32);
@@ -426,6 +440,14 @@ struct Vcpu<'a> {
     armed: core::cell::Cell<Option<u64>>,
     /// Whether this CPU's local APIC has TSC-deadline mode.
     tsc_deadline: bool,
+    /// The vCPU's virtual-APIC page (`None` without memory for it).
+    virtual_apic: Option<VirtualApicPage>,
+    /// Whether the VMCS runs the guest with virtual-interrupt delivery through
+    /// `virtual_apic` (decided by the CPU's controls at each start).
+    delivering: core::cell::Cell<bool>,
+    /// The APIC bus's level generation the EOI-exit bitmap reflects (`None`: not written
+    /// since the VMCS was set up).
+    level_seen: core::cell::Cell<Option<u64>>,
 }
 
 /// The general-protection exception's vector.
@@ -437,6 +459,30 @@ const GENERAL_PROTECTION: u8 = 13;
 pub const EXIT_COUNT_MSR: u32 = 0x4000_0100;
 
 impl Vcpu<'_> {
+    /// The virtual-APIC page, while the guest runs with virtual-interrupt delivery.
+    fn delivering(&self) -> Option<&VirtualApicPage> {
+        self.virtual_apic.as_ref().filter(|_| self.delivering.get())
+    }
+
+    /// Under virtual-interrupt delivery: moves the model's requested vectors (posted, timer,
+    /// ICR to itself) into the virtual-APIC page and RVI, then brings the EOI-exit bitmap up
+    /// to the I/O APIC's level vectors (after taking posted vectors: see
+    /// [`level_generation`](hypervisor::device::apic::ApicBus::level_generation)).
+    fn request(&self, vmcs: &Vmcs, page: &VirtualApicPage, apic: &mut VirtualX2apic) {
+        let requests = apic.take_requests();
+        if requests != [0; 4] {
+            vmcs.set_interrupt_status(page.request_all(requests, vmcs.interrupt_status()));
+        }
+        let Some(bus) = self.partition.apic_bus() else {
+            return;
+        };
+        let generation = bus.level_generation();
+        if self.level_seen.get() != Some(generation) {
+            vmcs.set_eoi_exit_bitmap(bus.level_vectors());
+            self.level_seen.set(Some(generation));
+        }
+    }
+
     /// Drops interrupts posted to this vCPU (it restarts or parks).
     fn clear_posted(&self) {
         if let Some(bus) = self.partition.apic_bus() {
@@ -462,6 +508,7 @@ impl Vcpu<'_> {
 
     /// Before VM entry: injects the highest deliverable interrupt if the guest can take it,
     /// else asks for an exit when it can (interrupt-window exiting).
+    /// With virtual-interrupt delivery it only requests them: the CPU delivers.
     fn prepare_entry(&self, vmcs: &Vmcs, apic: &mut VirtualX2apic) {
         self.collect(apic);
         // The host timer (external-interrupt exiting is on) ends the guest's run at its
@@ -470,6 +517,10 @@ impl Vcpu<'_> {
         if deadline != self.armed.get() && self.tsc_deadline {
             LocalApic::current().set_deadline(deadline);
             self.armed.set(deadline);
+        }
+        if let Some(page) = self.delivering() {
+            self.request(vmcs, page, apic);
+            return;
         }
         match apic.deliverable() {
             // An exception injected by this exit goes first; the interrupt waits for a window.
@@ -493,11 +544,18 @@ impl Vcpu<'_> {
     /// partition stops, woken by a kick (an IPI posted, the partition stopped) or by the host
     /// APIC's TSC-deadline timer armed at the virtual timer's deadline (without TSC-deadline
     /// mode it spins with PAUSE instead); the next entry injects it.
-    fn halt(&self, apic: &mut VirtualX2apic) {
+    fn halt(&self, vmcs: &Vmcs, apic: &mut VirtualX2apic) {
         let deadline_timer = self.tsc_deadline;
         loop {
             self.collect(apic);
-            if apic.deliverable().is_some() || self.partition.is_stopped() {
+            let deliverable = match self.delivering() {
+                Some(page) => {
+                    self.request(vmcs, page, apic);
+                    vapic::deliverable(vmcs.interrupt_status(), page.tpr())
+                }
+                None => apic.deliverable().is_some(),
+            };
+            if deliverable || self.partition.is_stopped() {
                 break;
             }
             if deadline_timer {
@@ -561,6 +619,10 @@ impl Vcpu<'_> {
                 }
             };
         if handled {
+            if write && let Some(page) = self.delivering() {
+                // The guest reads the register back from the page.
+                page.mirror(apic);
+            }
             vmcs.skip_instruction();
             return;
         }
@@ -621,7 +683,15 @@ impl Vcpu<'_> {
             )
         };
         vmcs.clear_and_load()?;
-        vmcs.set_controls(ept, vpid)?;
+        let page = self.virtual_apic.as_ref();
+        let delivering = vmcs.set_controls(ept, vpid, page.map(VirtualApicPage::address))?;
+        self.delivering.set(delivering);
+        self.level_seen.set(None);
+        if let Some(page) = self.delivering() {
+            // As after a reset: nothing requested or in service, the model's registers.
+            page.clear();
+            page.mirror(&VirtualX2apic::new(self.vcpu as u32));
+        }
         vmcs.set_host_state()?;
         vmcs.set_long_mode_guest(&start)?;
         *registers = GuestRegisters {
@@ -708,13 +778,23 @@ impl Vcpu<'_> {
             }),
             reason::HLT => {
                 vmcs.skip_instruction();
-                self.halt(apic);
+                self.halt(vmcs, apic);
                 None
             }
             reason::EPT_VIOLATION => {
                 let address = vmcs::read(field::GUEST_PHYSICAL_ADDRESS);
                 Some(self.mmio(registers, qualification, address, pending))
             }
+            reason::VIRTUALIZED_EOI => {
+                // Trap-like: the CPU ended the vector and moved past the WRMSR; the I/O APIC's
+                // level pins waiting for it may deliver again.
+                self.partition
+                    .end_of_interrupt(self.vcpu, qualification as u8, &Host);
+                None
+            }
+            // Trap-like: a self IPI with an illegal vector (below 16), which the CPU did not
+            // virtualize; an APIC drops it.
+            reason::APIC_WRITE => None,
             reason::RDMSR | reason::WRMSR => {
                 self.msr(vmcs, registers, apic, basic == reason::WRMSR);
                 None

@@ -30,6 +30,7 @@ pub mod decode;
 pub mod msr_bitmap;
 pub mod paging;
 pub mod sleep_state;
+pub mod vapic;
 pub mod vector;
 pub mod vmx_exit;
 pub mod vmx_features;

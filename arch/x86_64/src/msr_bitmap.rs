@@ -69,8 +69,34 @@ fn position(msr: u32, write: bool) -> Option<(usize, u8)> {
     Some((base + (offset / 8) as usize, 1 << (offset % 8)))
 }
 
+/// x2APIC registers a guest reads from the virtual-APIC page without an exit when the vCPU
+/// runs with APIC-register virtualization and virtual-interrupt delivery: the CPU's own
+/// (TPR, PPR, ISR, TMR, IRR) and those the hypervisor mirrors into the page after each
+/// emulated write (ID, version, LDR, SVR, ESR, the six LVTs, TMICT, TDCR). The current count
+/// (0x839), ICR and every other register keep exiting: the CPU would read whatever the page
+/// holds at their offset.
+pub const APIC_READS: [u32; 39] = [
+    0x802, 0x803, 0x808, 0x80a, 0x80d, 0x80f, // ID, version, TPR, PPR, LDR, SVR
+    0x810, 0x811, 0x812, 0x813, 0x814, 0x815, 0x816, 0x817, // ISR
+    0x818, 0x819, 0x81a, 0x81b, 0x81c, 0x81d, 0x81e, 0x81f, // TMR
+    0x820, 0x821, 0x822, 0x823, 0x824, 0x825, 0x826, 0x827, // IRR
+    0x828, // ESR
+    0x832, 0x833, 0x834, 0x835, 0x836, 0x837, // LVT timer .. error
+    0x838, 0x83e, // TMICT, TDCR
+];
+/// x2APIC registers a guest writes without an exit under virtual-interrupt delivery: the CPU
+/// virtualizes TPR, EOI (an exit only for vectors in the EOI-exit bitmap) and self IPIs.
+/// Every other x2APIC write exits (the CPU would write the physical APIC).
+pub const APIC_WRITES: [u32; 3] = [0x808, 0x80b, 0x83f];
+
 /// A 4 KiB MSR bitmap: every bit set (every access exits) but those of the MSRs passed through.
 pub fn build() -> [u8; 4096] {
+    build_for(false)
+}
+
+/// [`build`], and with `virtual_apic` the x2APIC accesses a virtual-APIC page serves
+/// ([`APIC_READS`], [`APIC_WRITES`]) pass too.
+pub fn build_for(virtual_apic: bool) -> [u8; 4096] {
     let mut page = [0xff; 4096];
     let mut pass = |msr: u32, write: bool| {
         if let Some((byte, bit)) = position(msr, write)
@@ -88,6 +114,14 @@ pub fn build() -> [u8; 4096] {
     }
     for msr in READ_ONLY {
         pass(msr, false);
+    }
+    if virtual_apic {
+        for msr in APIC_READS {
+            pass(msr, false);
+        }
+        for msr in APIC_WRITES {
+            pass(msr, true);
+        }
     }
     page
 }
@@ -119,6 +153,25 @@ mod tests {
         }
         let cleared: u32 = page.iter().map(|b| b.count_zeros()).sum();
         assert_eq!(cleared, 2 * 10 + 1);
+    }
+
+    #[test]
+    fn virtual_apic_passes_served_registers_only() {
+        let page = build_for(true);
+        for msr in [0x802, 0x808, 0x80a, 0x817, 0x820, 0x832, 0x838, 0x83e] {
+            assert!(!exits(&page, msr, false), "{msr:#x}");
+        }
+        for msr in [0x1b, 0x800, 0x82f, 0x830, 0x839, 0x83f, 0x8ff, 0x4000_0100] {
+            assert!(exits(&page, msr, false), "{msr:#x}");
+        }
+        for msr in [0x808, 0x80b, 0x83f] {
+            assert!(!exits(&page, msr, true), "{msr:#x}");
+        }
+        for msr in (0x800..=0x8ff).filter(|m| ![0x808, 0x80b, 0x83f].contains(m)) {
+            assert!(exits(&page, msr, true), "{msr:#x}");
+        }
+        let cleared: u32 = page.iter().map(|b| b.count_zeros()).sum();
+        assert_eq!(cleared, 2 * 10 + 1 + 39 + 3);
     }
 
     #[test]

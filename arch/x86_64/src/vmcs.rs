@@ -23,6 +23,7 @@ pub mod field {
     pub const VPID: u32 = 0x0000;
     pub const GUEST_ES_SELECTOR: u32 = 0x0800;
     pub const GUEST_TR_SELECTOR: u32 = 0x080e;
+    pub const GUEST_INTERRUPT_STATUS: u32 = 0x0810;
     pub const HOST_ES_SELECTOR: u32 = 0x0c00;
     pub const HOST_CS_SELECTOR: u32 = 0x0c02;
     pub const HOST_SS_SELECTOR: u32 = 0x0c04;
@@ -31,6 +32,8 @@ pub mod field {
     pub const HOST_GS_SELECTOR: u32 = 0x0c0a;
     pub const HOST_TR_SELECTOR: u32 = 0x0c0c;
     pub const MSR_BITMAP: u32 = 0x2004;
+    pub const VIRTUAL_APIC_PAGE: u32 = 0x2012;
+    pub const EOI_EXIT_BITMAP_0: u32 = 0x201c;
     pub const EPT_POINTER: u32 = 0x201a;
     pub const GUEST_PHYSICAL_ADDRESS: u32 = 0x2400;
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
@@ -48,6 +51,7 @@ pub mod field {
     pub const ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
     pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
     pub const ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
+    pub const TPR_THRESHOLD: u32 = 0x401c;
     pub const SECONDARY_CONTROLS: u32 = 0x401e;
     pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
     pub const EXIT_REASON: u32 = 0x4402;
@@ -115,6 +119,11 @@ const PIN_BASED: u32 = 1 << 0;
 const INTERRUPT_WINDOW_EXITING: u64 = 1 << 2;
 /// Secondary controls: EPT, VPID.
 const SECONDARY: u32 = (1 << 1) | (1 << 5);
+/// Primary control: use TPR shadow (a virtual-APIC page).
+const USE_TPR_SHADOW: u32 = 1 << 21;
+/// Secondary controls of virtual-interrupt delivery: virtualize x2APIC mode, APIC-register
+/// virtualization, virtual-interrupt delivery.
+const VIRTUAL_INTERRUPT_DELIVERY: u32 = (1 << 4) | (1 << 8) | (1 << 9);
 /// Exit controls: 64-bit host, save and load IA32_EFER.
 const EXIT: u32 = (1 << 9) | (1 << 20) | (1 << 21);
 /// Entry controls: IA-32e mode guest, load IA32_EFER.
@@ -406,15 +415,46 @@ impl Vmcs {
     /// the MSR bitmap ([`msr_bitmap`]) where the CPU offers MSR bitmaps; then zeroes the MSRs
     /// the bitmap passes through that the VMCS does not switch, so that the guest about to
     /// (re)start finds them as after a reset.
-    pub fn set_controls(&self, ept_pointer: u64, vpid: u16) -> Result<(), VmcsError> {
-        // SAFETY: the TRUE_PROCBASED MSR exists (VMX on was checked for it).
-        let allowed_primary = unsafe { read_msr(IA32_VMX_TRUE_PROCBASED_CTLS) } >> 32;
+    ///
+    /// With `virtual_apic` (the physical address of the vCPU's virtual-APIC page) and a CPU
+    /// that offers MSR bitmaps, TPR shadow, virtualize x2APIC mode, APIC-register
+    /// virtualization and virtual-interrupt delivery, turns all of them on with that page,
+    /// guest-interrupt status 0, an empty EOI-exit bitmap and the MSR bitmap that lets the
+    /// page serve x2APIC reads, TPR, EOI and self IPIs ([`msr_bitmap::build_for`]). Returns
+    /// whether it did; otherwise interrupts are injected at VM entry as before.
+    pub fn set_controls(
+        &self,
+        ept_pointer: u64,
+        vpid: u16,
+        virtual_apic: Option<u64>,
+    ) -> Result<bool, VmcsError> {
+        // SAFETY: the TRUE_PROCBASED and PROCBASED_CTLS2 MSRs exist (VMX on was checked for
+        // them).
+        let (allowed_primary, allowed_secondary) = unsafe {
+            (
+                read_msr(IA32_VMX_TRUE_PROCBASED_CTLS) >> 32,
+                read_msr(IA32_VMX_PROCBASED_CTLS2) >> 32,
+            )
+        };
+        let wanted_primary = u64::from(USE_MSR_BITMAPS | USE_TPR_SHADOW);
+        let virtual_apic = virtual_apic.filter(|_| {
+            allowed_primary & wanted_primary == wanted_primary
+                && allowed_secondary & u64::from(VIRTUAL_INTERRUPT_DELIVERY)
+                    == u64::from(VIRTUAL_INTERRUPT_DELIVERY)
+        });
         let bitmap = if allowed_primary & u64::from(USE_MSR_BITMAPS) != 0 {
-            msr_bitmap_page()
+            msr_bitmap_page(virtual_apic.is_some())
         } else {
             None
         };
-        let primary = PRIMARY | if bitmap.is_some() { USE_MSR_BITMAPS } else { 0 };
+        // Without its MSR bitmap the page would serve nothing: no virtual-interrupt delivery.
+        let virtual_apic = virtual_apic.filter(|_| bitmap.is_some());
+        let mut primary = PRIMARY | if bitmap.is_some() { USE_MSR_BITMAPS } else { 0 };
+        let mut secondary = SECONDARY;
+        if virtual_apic.is_some() {
+            primary |= USE_TPR_SHADOW;
+            secondary |= VIRTUAL_INTERRUPT_DELIVERY;
+        }
         let control = |which, wanted, msr| {
             // SAFETY: the TRUE_* and PROCBASED_CTLS2 MSRs exist (VMX on was checked for them).
             let allowed = unsafe { read_msr(msr) };
@@ -432,7 +472,7 @@ impl Vmcs {
         )?;
         put(
             field::SECONDARY_CONTROLS,
-            control("secondary", SECONDARY, IA32_VMX_PROCBASED_CTLS2)?,
+            control("secondary", secondary, IA32_VMX_PROCBASED_CTLS2)?,
         )?;
         put(
             field::EXIT_CONTROLS,
@@ -462,7 +502,15 @@ impl Vmcs {
                 unsafe { write_msr(msr, 0) };
             }
         }
-        Ok(())
+        if let Some(page) = virtual_apic {
+            put(field::VIRTUAL_APIC_PAGE, page)?;
+            put(field::TPR_THRESHOLD, 0)?;
+            put(field::GUEST_INTERRUPT_STATUS, 0)?;
+            for word in 0..4 {
+                put(field::EOI_EXIT_BITMAP_0 + 2 * word, 0)?;
+            }
+        }
+        Ok(virtual_apic.is_some())
     }
 
     /// Writes the host-state area from this CPU's current state; VM exits land in
@@ -629,6 +677,25 @@ impl Vmcs {
         read(field::ENTRY_INTERRUPTION_INFO) & (1 << 31) != 0
     }
 
+    /// The guest-interrupt status under virtual-interrupt delivery: RVI (bits 7:0, the
+    /// highest requested vector) and SVI (bits 15:8, the highest in service).
+    pub fn interrupt_status(&self) -> u16 {
+        read(field::GUEST_INTERRUPT_STATUS) as u16
+    }
+
+    /// Writes the guest-interrupt status (see [`interrupt_status`](Self::interrupt_status)).
+    pub fn set_interrupt_status(&self, status: u16) {
+        let _ = write(field::GUEST_INTERRUPT_STATUS, u64::from(status));
+    }
+
+    /// Writes the EOI-exit bitmap (bit n of word w = vector 64w + n): a virtualized EOI of
+    /// such a vector exits (reason 45) after the CPU ended it.
+    pub fn set_eoi_exit_bitmap(&self, vectors: [u64; 4]) {
+        for (word, bits) in (0u32..).zip(vectors) {
+            let _ = write(field::EOI_EXIT_BITMAP_0 + 2 * word, bits);
+        }
+    }
+
     /// Turns interrupt-window exiting on or off (an exit as soon as the guest can take an
     /// interrupt).
     pub fn set_interrupt_window(&self, on: bool) {
@@ -644,11 +711,13 @@ impl Vmcs {
     }
 }
 
-/// The physical address of the MSR bitmap every vCPU shares ([`msr_bitmap::build`]; it never
-/// changes), allocated on first use; `None` without memory for it.
-fn msr_bitmap_page() -> Option<u64> {
-    static PAGE: spin::Once<Option<u64>> = spin::Once::new();
-    *PAGE.call_once(|| {
+/// The physical address of the MSR bitmap every vCPU shares ([`msr_bitmap::build_for`]
+/// `virtual_apic`: one without, one with virtual-interrupt delivery; neither ever changes),
+/// allocated on first use; `None` without memory for it.
+fn msr_bitmap_page(virtual_apic: bool) -> Option<u64> {
+    static PAGES: [spin::Once<Option<u64>>; 2] = [spin::Once::new(), spin::Once::new()];
+    let page = PAGES.get(usize::from(virtual_apic))?;
+    *page.call_once(|| {
         let layout = Layout::from_size_align(4096, 4096).ok()?;
         // SAFETY: non-zero size; the page is read by every CPU's VMX for the rest of the run,
         // so it is never freed.
@@ -656,7 +725,7 @@ fn msr_bitmap_page() -> Option<u64> {
         if page.is_null() {
             return None;
         }
-        let bits = msr_bitmap::build();
+        let bits = msr_bitmap::build_for(virtual_apic);
         // SAFETY: the page is ours, 4 KiB like `bits`; nothing reads it before this returns.
         unsafe { core::ptr::copy_nonoverlapping(bits.as_ptr(), page, bits.len()) };
         // Identity-mapped heap: its address is its physical address.

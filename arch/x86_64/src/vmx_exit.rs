@@ -34,8 +34,13 @@ pub mod reason {
     pub const EPT_VIOLATION: u16 = 48;
     /// EPT misconfiguration.
     pub const EPT_MISCONFIGURATION: u16 = 49;
+    /// Virtualized EOI: the guest ended a vector its EOI-exit bitmap names (trap-like: RIP is
+    /// already past the WRMSR; the qualification holds the vector).
+    pub const VIRTUALIZED_EOI: u16 = 45;
     /// XSETBV.
     pub const XSETBV: u16 = 55;
+    /// APIC write: a write to a virtual-APIC register the CPU does not virtualize (trap-like).
+    pub const APIC_WRITE: u16 = 56;
 }
 
 /// A short name of a basic exit reason, for reports.
@@ -57,6 +62,8 @@ pub fn reason_name(basic: u16) -> &'static str {
         reason::EPT_VIOLATION => "EPT violation",
         reason::EPT_MISCONFIGURATION => "EPT misconfiguration",
         reason::XSETBV => "XSETBV",
+        reason::VIRTUALIZED_EOI => "virtualized EOI",
+        reason::APIC_WRITE => "APIC write",
         9 => "task switch",
         14 => "INVLPG",
         16 => "RDTSC",

@@ -115,6 +115,27 @@ impl InterruptVirtualization {
         }
     }
 
+    /// Whether guests get their interrupts through virtual-interrupt delivery (a virtual-APIC
+    /// page per vCPU, see `vmcs::Vmcs::set_controls`): the CPU offers MSR bitmaps, TPR shadow,
+    /// virtualize x2APIC mode, APIC-register virtualization and virtual-interrupt delivery.
+    /// Otherwise the hypervisor injects them at VM entry.
+    pub fn virtual_delivery(&self) -> bool {
+        self.msr_bitmaps
+            && self.tpr_shadow
+            && self.virtualize_x2apic
+            && self.apic_register_virtualization
+            && self.virtual_interrupt_delivery
+    }
+
+    /// How interrupts reach guests, in words.
+    pub fn delivery(&self) -> &'static str {
+        if self.virtual_delivery() {
+            "interrupts reach guests by virtual-interrupt delivery"
+        } else {
+            "interrupts reach guests by event injection"
+        }
+    }
+
     fn named(&self) -> [(bool, &'static str); 6] {
         [
             (self.msr_bitmaps, "MSR bitmaps"),
@@ -287,6 +308,10 @@ mod tests {
             "offered: MSR bitmaps, TPR shadow, virtualize x2APIC mode, APIC-register \
              virtualization, virtual-interrupt delivery; absent: posted interrupts"
         );
+        assert_eq!(
+            interrupts.delivery(),
+            "interrupts reach guests by virtual-interrupt delivery"
+        );
     }
 
     #[test]
@@ -306,6 +331,17 @@ mod tests {
         let none = InterruptVirtualization::from_capabilities(0, 0, u64::MAX);
         assert_eq!(none, InterruptVirtualization::default());
         assert!(none.to_string().starts_with("absent: MSR bitmaps"));
+        assert!(all.virtual_delivery() && !none.virtual_delivery());
+        assert_eq!(
+            none.delivery(),
+            "interrupts reach guests by event injection"
+        );
+        // Virtual-interrupt delivery without APIC-register virtualization is not used.
+        let partial = InterruptVirtualization {
+            apic_register_virtualization: false,
+            ..all
+        };
+        assert!(!partial.virtual_delivery());
     }
 
     #[test]

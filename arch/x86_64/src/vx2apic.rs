@@ -160,6 +160,13 @@ impl VirtualX2apic {
         }
     }
 
+    /// Takes the requested vectors (IRR) out of the model (bit n of word w = vector 64w + n):
+    /// with virtual-interrupt delivery they go on to the virtual-APIC page, whose IRR and ISR
+    /// the CPU keeps.
+    pub fn take_requests(&mut self) -> [u64; 4] {
+        core::mem::take(&mut self.irr)
+    }
+
     /// Lets the timer expire if the TSC reached its deadline: raises its vector (unless
     /// masked or the APIC is software-disabled), reloads a periodic timer.
     pub fn update(&mut self, now: u64) {
@@ -375,6 +382,16 @@ mod tests {
         assert_eq!(apic.deadline(), Some(160));
         apic.update(200);
         assert_eq!((apic.deliverable(), apic.deadline()), (None, None));
+    }
+
+    #[test]
+    fn requests_are_taken_once() {
+        let mut apic = enabled();
+        apic.accept(0x41);
+        apic.accept(0xc0);
+        assert_eq!(apic.take_requests(), [0, 1 << 1, 0, 1]);
+        assert_eq!(apic.take_requests(), [0; 4]);
+        assert_eq!(apic.deliverable(), None);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! everything that interrupts a vCPU from elsewhere (a device, another vCPU) sets a bit in its
 //! posted vectors here, and arch code moves them into the x2APIC's IRR before the next VM
 //! entry. A guest's EOI of a vector a level-triggered I/O APIC pin sent comes back through
-//! [`ApicBus::end_of_interrupt`] (the EOI broadcast).
+//! [`ApicBus::end_of_interrupt`] (the EOI broadcast). Arch code whose CPU ends interrupts
+//! without the hypervisor (virtual-interrupt delivery) asks for an exit on the EOIs of
+//! [`ApicBus::level_vectors`], re-reading them when [`ApicBus::level_generation`] changes.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -31,6 +33,9 @@ pub struct ApicBus {
     /// Per vCPU: 256 bits of vectors waiting to enter its local APIC's IRR.
     posted: Vec<[AtomicU64; 4]>,
     ioapic: Option<Mutex<Ioapic>>,
+    /// Changes (before the deliveries they cause are posted) whenever the I/O APIC's
+    /// redirection entries may have changed: a guest write to its frame, a reset.
+    level_generation: AtomicU64,
 }
 
 impl core::fmt::Debug for ApicBus {
@@ -48,6 +53,7 @@ impl ApicBus {
         ApicBus {
             posted: (0..vcpus).map(|_| Default::default()).collect(),
             ioapic: with_ioapic.then(|| Mutex::new(Ioapic::new())),
+            level_generation: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +166,23 @@ impl ApicBus {
         self.deliver(&out)
     }
 
+    /// The vectors whose EOI the I/O APIC may wait for (bit n of word w = vector 64w + n):
+    /// those of its level-triggered redirection entries, whatever their destination. A vCPU
+    /// whose EOIs bypass the hypervisor must still exit on these.
+    pub fn level_vectors(&self) -> [u64; 4] {
+        self.ioapic
+            .as_ref()
+            .map_or([0; 4], |ioapic| ioapic.lock().level_vectors())
+    }
+
+    /// Changes whenever [`level_vectors`](Self::level_vectors) may have: read it before the
+    /// vectors, and read the vectors again once it differs. It changes before any interrupt
+    /// the change delivers is posted, so a vCPU that took a posted vector and then reads this
+    /// sees the change.
+    pub fn level_generation(&self) -> u64 {
+        self.level_generation.load(Ordering::Acquire)
+    }
+
     /// A partition restart: nothing posted, the I/O APIC masked.
     pub fn reset(&self) {
         for words in &self.posted {
@@ -170,6 +193,7 @@ impl ApicBus {
         if let Some(ioapic) = &self.ioapic {
             ioapic.lock().reset();
         }
+        self.level_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The I/O APIC's register frame, for the partition's device table.
@@ -225,9 +249,12 @@ impl MmioDevice for IoapicFrame {
         value: u64,
         effects: &mut Effects,
     ) {
-        let vcpus = self
-            .bus
-            .with_ioapic(|ioapic, out| ioapic.write(offset, width, value, out));
+        let bus = &self.bus;
+        let vcpus = bus.with_ioapic(|ioapic, out| {
+            ioapic.write(offset, width, value, out);
+            // Before the deliveries are posted (see `level_generation`).
+            bus.level_generation.fetch_add(1, Ordering::AcqRel);
+        });
         if vcpus != 0 {
             effects.push(Effect::Wake { vcpus });
         }
@@ -301,6 +328,27 @@ mod tests {
         bus.reset();
         assert_eq!(bus.set_line(11, true), 0);
         assert!(!bus.has_posted(0));
+    }
+
+    #[test]
+    fn level_vectors_follow_the_frame_with_a_generation() {
+        let bus = Arc::new(ApicBus::new(2, true));
+        let mut frame = bus.ioapic_frame().unwrap();
+        let before = bus.level_generation();
+        assert_eq!(bus.level_vectors(), [0; 4]);
+        program(&mut frame, 10, 0x8031, 1 << 24);
+        program(&mut frame, 11, 0x0045, 0);
+        let programmed = bus.level_generation();
+        assert_ne!(programmed, before);
+        assert_eq!(bus.level_vectors(), [1 << 0x31, 0, 0, 0]);
+        // Lines and EOIs change no entry's trigger or vector.
+        bus.set_line(10, true);
+        bus.end_of_interrupt(0x31);
+        assert_eq!(bus.level_generation(), programmed);
+        bus.reset();
+        assert_ne!(bus.level_generation(), programmed);
+        assert_eq!(bus.level_vectors(), [0; 4]);
+        assert_eq!(ApicBus::new(1, false).level_vectors(), [0; 4]);
     }
 
     #[test]

@@ -247,6 +247,20 @@ impl Ioapic {
         }
     }
 
+    /// The vectors of every level-triggered redirection entry, masked or not (bit n of word w =
+    /// vector 64w + n): the EOIs the I/O APIC may wait for. Masked entries count, since a pin
+    /// masked while its interrupt is in service still waits for that EOI.
+    pub fn level_vectors(&self) -> [u64; 4] {
+        let mut vectors = [0u64; 4];
+        for entry in self.entries.iter().filter(|e| *e & LEVEL != 0) {
+            let vector = (entry & VECTOR) as u8;
+            if let Some(word) = vectors.get_mut(usize::from(vector >> 6)) {
+                *word |= 1 << (vector & 63);
+            }
+        }
+        vectors
+    }
+
     /// Whether an EOI of `vector` concerns this I/O APIC (a level pin waits for it).
     pub fn waits_for_eoi(&self, vector: u8) -> bool {
         self.entries
@@ -428,6 +442,18 @@ mod tests {
         let mut out = Deliveries::default();
         ioapic.write(EOI, AccessWidth::Word, 0x70, &mut out);
         assert_eq!(out.iter().count(), 1);
+    }
+
+    #[test]
+    fn level_vectors_name_level_entries_masked_or_not() {
+        let mut ioapic = Ioapic::new();
+        assert_eq!(ioapic.level_vectors(), [0; 4]);
+        select_write(&mut ioapic, 0x10 + 2 * 3, 0x8031); // level, vector 0x31
+        select_write(&mut ioapic, 0x10 + 2 * 4, 0x1_80c2); // level, masked, vector 0xc2
+        select_write(&mut ioapic, 0x10 + 2 * 5, 0x0045); // edge
+        assert_eq!(ioapic.level_vectors(), [1 << 0x31, 0, 0, 1 << 2]);
+        ioapic.reset();
+        assert_eq!(ioapic.level_vectors(), [0; 4]);
     }
 
     #[test]
