@@ -412,33 +412,35 @@ impl Aarch64Vcpu {
         }
     }
 
-    /// Finishes the current element of the access in progress; the last one also writes
-    /// the base register back and steps past the instruction.
-    fn complete_access(&mut self, mut access: Access, action: Action) {
+    /// Finishes the current element of the access in progress (in place: the record is
+    /// not copied on this path); the last one also writes the base register back and steps
+    /// past the instruction.
+    fn complete_access(&mut self, action: Action) {
+        let Self { access, frame, .. } = self;
+        let Some(current) = access.as_mut() else {
+            return;
+        };
+        let decoded = &current.decoded;
         if let Action::CompleteRead(value) = action
-            && !access.decoded.write
-            && let Some(&register_index) = access.decoded.registers.get(access.element)
+            && !decoded.write
+            && let Some(&register_index) = decoded.registers.get(current.element)
         {
-            let extended =
-                decode::extend_loaded(value, access.decoded.width, access.decoded.extend);
-            set_register(&mut self.frame, register_index, extended);
+            let extended = decode::extend_loaded(value, decoded.width, decoded.extend);
+            set_register(frame, register_index, extended);
         }
-        let count = if access.decoded.pair { 2 } else { 1 };
-        if access.element + 1 < count {
-            access.element += 1;
-            access.next_due = true;
-            self.access = Some(access);
+        if decoded.pair && current.element == 0 {
+            current.element = 1;
+            current.next_due = true;
             return;
         }
-        self.access = None;
-        let frame = &mut self.frame;
-        if let Some(base) = access.decoded.base
-            && access.decoded.write_back != WriteBack::None
+        if let Some(base) = decoded.base
+            && decoded.write_back != WriteBack::None
         {
-            let updated = base_register(frame, base).wrapping_add(access.decoded.offset as u64);
+            let updated = base_register(frame, base).wrapping_add(decoded.offset as u64);
             set_base_register(frame, base, updated);
         }
         frame.elr = frame.elr.wrapping_add(4);
+        *access = None;
     }
 }
 
@@ -463,8 +465,8 @@ impl VcpuBackend for Aarch64Vcpu {
     }
 
     fn complete(&mut self, action: Action) {
-        if let Some(access) = self.access {
-            self.complete_access(access, action);
+        if self.access.is_some() {
+            self.complete_access(action);
             return;
         }
         if let Action::ReturnValues(values) = action {

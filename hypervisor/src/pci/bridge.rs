@@ -468,9 +468,7 @@ impl Bridge {
         };
         let vectors = context.take_vectors();
         self.deliver(number, vectors, effects);
-        if self.intx_input_changed(number) {
-            self.update_intx(effects);
-        }
+        self.update_slot_intx(number, effects);
         value & width.mask()
     }
 
@@ -482,9 +480,7 @@ impl Bridge {
         slot.function.signalled(&mut context);
         let vectors = context.take_vectors();
         self.deliver(number, vectors, effects);
-        if self.intx_input_changed(number) {
-            self.update_intx(effects);
-        }
+        self.update_slot_intx(number, effects);
     }
 
     fn deliver(&mut self, number: usize, vectors: u64, effects: &mut Effects) {
@@ -504,13 +500,29 @@ impl Bridge {
         }
     }
 
-    /// Whether slot `number`'s contribution to its INTx line changed since the bridge last
-    /// recomputed the lines; only then does [`Bridge::update_intx`] need to run.
-    fn intx_input_changed(&self, number: usize) -> bool {
-        let Some(Some(slot)) = self.slots.get(number) else {
-            return false;
+    /// After an access to or a signal of slot `number`: if its contribution to its INTx
+    /// line changed, that line alone is recomputed (from the other slots' recorded state, no
+    /// call into them).
+    fn update_slot_intx(&mut self, number: usize, effects: &mut Effects) {
+        let Some(Some(slot)) = self.slots.get_mut(number) else {
+            return;
         };
-        slot_asserts_intx(slot) != slot.intx_asserted
+        let asserted = slot_asserts_intx(slot);
+        if asserted == slot.intx_asserted {
+            return;
+        }
+        slot.intx_asserted = asserted;
+        let pin = usize::from(slot.config.interrupt_pin());
+        let Some(line) = pin.checked_sub(1).map(|pin| (number + pin) % 4) else {
+            return;
+        };
+        let level = self.slots.iter().enumerate().any(|(other, slot)| {
+            slot.as_ref().is_some_and(|slot| {
+                let pin = usize::from(slot.config.interrupt_pin());
+                slot.intx_asserted && pin != 0 && (other + pin - 1) % 4 == line
+            })
+        });
+        self.set_intx_line(line, level, effects);
     }
 
     /// Recomputes the four INTx lines (wired-OR of the functions routed to each) and reports
@@ -529,23 +541,33 @@ impl Bridge {
                 *level = true;
             }
         }
-        for (line, (&level, old)) in levels.iter().zip(self.intx_levels.iter_mut()).enumerate() {
-            if level != *old {
-                *old = level;
-                if let Some(intid) = self.layout.intx_first.checked_add(line as u32) {
-                    match &self.lines {
-                        // Set under the bridge's lock, so updates from several CPUs land in
-                        // the order the bridge decided them.
-                        Some(lines) => {
-                            let vcpus = lines.set_line(intid, level);
-                            if vcpus != 0 {
-                                effects.push(Effect::Wake { vcpus });
-                            }
-                        }
-                        None => effects.push(Effect::SetLevel { intid, level }),
-                    }
+        for (line, level) in levels.into_iter().enumerate() {
+            self.set_intx_line(line, level, effects);
+        }
+    }
+
+    /// Drives INTx line `line` (0..4 for INTA..INTD) to `level` if it is not there already.
+    fn set_intx_line(&mut self, line: usize, level: bool, effects: &mut Effects) {
+        let Some(old) = self.intx_levels.get_mut(line) else {
+            return;
+        };
+        if level == *old {
+            return;
+        }
+        *old = level;
+        let Some(intid) = self.layout.intx_first.checked_add(line as u32) else {
+            return;
+        };
+        match &self.lines {
+            // Set under the bridge's lock, so updates from several CPUs land in the order the
+            // bridge decided them.
+            Some(lines) => {
+                let vcpus = lines.set_line(intid, level);
+                if vcpus != 0 {
+                    effects.push(Effect::Wake { vcpus });
                 }
             }
+            None => effects.push(Effect::SetLevel { intid, level }),
         }
     }
 

@@ -303,6 +303,18 @@ impl QnxShmem {
         let Some((mapping, register)) = control_page(&state, offset) else {
             return 0;
         };
+        // The aligned 32-bit reads guests make, answered directly.
+        if width == AccessWidth::Word {
+            match register {
+                control::STATUS => {
+                    let status = registry.take_status(mapping.region, mapping.index);
+                    self.update_interrupt(&state, &registry, true, effects);
+                    return u64::from(status);
+                }
+                control::INDEX => return u64::from(mapping.index),
+                _ => {}
+            }
+        }
         let mut image = [0u8; control::END as usize];
         if register < control::STATUS + 4 {
             let status = registry.take_status(mapping.region, mapping.index);
@@ -326,6 +338,12 @@ impl QnxShmem {
         let Some((mapping, register)) = control_page(&state, offset) else {
             return;
         };
+        // The aligned 32-bit notify guests make, decoded directly.
+        if width == AccessWidth::Word && register == control::NOTIFY {
+            registry.notify_into(mapping.region, mapping.index, value as u32, effects);
+            self.update_interrupt(&state, &registry, false, effects);
+            return;
+        }
         let mut mask = [0u8; 4];
         let mut notify = false;
         let mut detach = false;
@@ -447,6 +465,14 @@ impl QnxShmem {
     /// Drops mappings whose registry slot is no longer this client's (the system detached
     /// the partition behind the device's back, [`Registry::detach_all`]).
     fn prune(&self, state: &mut State, registry: &Registry, effects: &mut Effects) {
+        // The usual case, checked without building anything: every mapping still valid.
+        if state
+            .mappings
+            .iter()
+            .all(|mapping| registry.holder(mapping.region, mapping.index) == Some(self.client))
+        {
+            return;
+        }
         let mut stale = Vec::new();
         state.mappings.retain(|mapping| {
             let valid = registry.holder(mapping.region, mapping.index) == Some(self.client);

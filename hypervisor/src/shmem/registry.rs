@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use super::{HostName, MAX_CLIENTS, Signals, Status};
 use crate::addr::{HostPhysAddr, PAGE_SIZE, PhysRange};
-use crate::device::ClientId;
+use crate::device::{ClientId, Effect, Effects};
 use crate::memory::PhysRangeSet;
 
 /// Block size for 2 MiB-aligned placement of big regions (so stage 2 can use blocks).
@@ -277,6 +277,28 @@ impl Registry {
             }
         }
         signals
+    }
+
+    /// [`Registry::notify`] with one [`Effect::Signal`] per target pushed straight into
+    /// `effects` (the doorbell path: nothing built or copied).
+    pub fn notify_into(&mut self, region: RegionId, from: u8, mask: u32, effects: &mut Effects) {
+        let Some(found) = self.get_mut(region) else {
+            return;
+        };
+        if found.client(from).is_none() {
+            return;
+        }
+        let sender = bit(usize::from(from));
+        for (index, slot) in found.clients.iter_mut().enumerate() {
+            let wanted = u32::from(bit(index)) & mask != 0;
+            if let Some(client) = slot
+                && wanted
+                && index != usize::from(from)
+            {
+                client.notified_by |= sender;
+                effects.push(Effect::Signal(client.id));
+            }
+        }
     }
 
     /// Client `from` of `region` notifies the clients whose bits are set in `mask` (bit i =

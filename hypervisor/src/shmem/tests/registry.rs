@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use super::{MIB, POOL, client, range, registry};
 use crate::addr::{HostPhysAddr, PAGE_SIZE};
-use crate::device::ClientId;
+use crate::device::{ClientId, Effect, Effects};
 use crate::shmem::{Registry, Signals, Status};
 
 fn listed(signals: &Signals) -> Vec<ClientId> {
@@ -245,6 +245,41 @@ fn notify_sets_notified_by_bits() {
     assert_eq!(registry.take_status(region, 3), active | 1 << 0);
     assert_eq!(registry.take_status(region, 2), 0);
     assert!(!registry.pending(region, 1));
+}
+
+#[test]
+fn notify_into_signals_what_notify_lists() {
+    let (mut registry, _) = registry(MIB);
+    let clients: Vec<ClientId> = (0..4).map(|p| client(p, 0)).collect();
+    for &c in &clients {
+        registry.attach("bell", 1, c).unwrap();
+    }
+    let region = registry.lookup("bell").unwrap();
+    let _ = registry.detach(region, 2);
+    for (from, mask) in [
+        (0, !0),
+        (3, 0b1111 | 0xffff_0000),
+        (1, 0b10),
+        (2, !0),
+        (40, !0),
+    ] {
+        let listed = listed(&registry.notify(region, from, mask));
+        let mut effects = Effects::default();
+        registry.notify_into(region, from, mask, &mut effects);
+        let signalled: Vec<ClientId> = effects
+            .drain()
+            .map(|effect| match effect {
+                Effect::Signal(client) => client,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(signalled, listed, "from {from} mask {mask:#x}");
+    }
+    // Both recorded the senders' bits alike (each notify above ran twice).
+    assert_eq!(
+        registry.take_status(region, 1),
+        0b1011 << 16 | 1 << 0 | 1 << 3
+    );
 }
 
 #[test]

@@ -72,14 +72,16 @@ fn priority_order_and_slot_limit() {
     assert!(!entries.more_pending());
     guest.gic.fold(0, &[]);
     assert!(guest.flush(0).is_empty());
-    // Never more than 16 entries, whatever the caller asks for; none with no slots.
+    // Never more than the selection's 4 entries, whatever the caller asks for; none with no
+    // slots.
     for intid in 32..96 {
         guest.enable_spi(intid, 0x10);
         let _ = guest.gic.raise(intid, 0);
     }
     assert!(guest.gic.flush(0, 0).is_empty());
     let entries = guest.gic.flush(0, 100);
-    assert_eq!(entries.len(), MAX_LIST_ENTRIES);
+    assert_eq!(entries.len(), super::super::delivery::SELECTION_MAX);
+    assert!(entries.more_pending());
     assert_eq!(entries.as_slice()[0].intid, 32);
 }
 
