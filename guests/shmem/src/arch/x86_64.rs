@@ -1,10 +1,11 @@
 //! x86_64: the platform from the boot information's device list, level interrupts through the
 //! I/O APIC (pins routed to IDT vectors this module hands out), MSIs straight to the x2APIC,
-//! waits on the x2APIC timer (TSC ticks), PCI configuration through ports 0xCF8/0xCFC or the
+//! waits on the x2APIC timer (TSC ticks, one-shot, armed once for waits that follow each other
+//! quickly: every timer write is a VM exit), PCI configuration through ports 0xCF8/0xCFC or the
 //! ECAM; the identity map covers 0..1 TiB write-back (see `bulkhead_guest_x86`).
 
 use core::fmt;
-use core::sync::atomic::{AtomicU8, Ordering, fence};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 
 use bulkhead_guest_x86::boot_info::{self, DeviceKind};
 use bulkhead_guest_x86::ioapic::{IoApic, IoApicError, Polarity, Redirection, Trigger};
@@ -388,21 +389,43 @@ pub fn ticks_from_ms(ms: u64) -> u64 {
     time::ticks_from_ms(ms)
 }
 
-/// Installs `handler` for the wait timer's vector.
+/// The TSC value at which the one-shot wait timer fires, as armed (0: not armed, or fired).
+/// Shared-memory guests wait on one vCPU.
+static ARMED_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// Installs `handler` for the wait timer's vector and sets the timer up (one-shot, TSC ticks):
+/// arming it is then one TMICT write.
 pub fn install_timer(handler: Handler) -> Result<(), InterruptError> {
-    register(u32::from(TIMER_VECTOR), handler)
+    register(u32::from(TIMER_VECTOR), handler)?;
+    x2apic::configure_timer(TIMER_VECTOR, false);
+    ARMED_UNTIL.store(0, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Fires the timer interrupt `ticks` TSC ticks from now (at most 2^32 - 1: the caller
-/// re-arms after an early wake-up).
+/// re-arms after an early wake-up), or earlier: a timer still armed from an earlier wait for
+/// a time before then is left running (it wakes the wait early, which re-arms). Each TMICT
+/// write costs a VM exit, so waits that follow each other quickly arm the timer once.
 pub fn arm_timer(ticks: u64) {
+    let now = time::tsc();
     let count = u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
-    x2apic::start_timer(TIMER_VECTOR, false, count);
+    let until = now.saturating_add(u64::from(count));
+    let armed = ARMED_UNTIL.load(Ordering::Relaxed);
+    if armed > now && armed <= until {
+        return;
+    }
+    x2apic::set_timer_count(count);
+    ARMED_UNTIL.store(until, Ordering::Relaxed);
 }
 
-/// Stops the timer.
+/// Lets the wait timer go: one that has fired (its handler calls this) is no longer armed;
+/// one still armed stays armed for the next wait (see [`arm_timer`]): its one interrupt at
+/// most ends a later sleep early, which the wait loop tells from its condition.
 pub fn stop_timer() {
-    x2apic::stop_timer()
+    let armed = ARMED_UNTIL.load(Ordering::Relaxed);
+    if armed != 0 && time::tsc() >= armed {
+        ARMED_UNTIL.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -73,11 +73,22 @@ pub fn enable() {
 
 /// Starts the timer: `vector`, periodic or one-shot, `count` ticks of the TSC (divide by 1).
 pub fn start_timer(vector: u8, periodic: bool, count: u32) {
+    configure_timer(vector, periodic);
+    set_timer_count(count);
+}
+
+/// Sets the timer up without starting it: `vector`, periodic or one-shot, counting TSC ticks
+/// (divide by 1). [`set_timer_count`] then starts and stops it with one write each.
+pub fn configure_timer(vector: u8, periodic: bool) {
     write(TDCR, 0xb);
     write(
         LVT_TIMER,
         u64::from(vector) | if periodic { 1 << 17 } else { 0 },
     );
+}
+
+/// (Re)starts the configured timer with `count` ticks; 0 stops it.
+pub fn set_timer_count(count: u32) {
     write(TMICT, u64::from(count));
 }
 
