@@ -7,12 +7,18 @@
 //! which takes the mask. Peer IDs 0-15 are handed out lowest-free-first on attach and freed
 //! when the [`BoardLink`] is dropped. A device may ring itself (QEMU allows it).
 //!
+//! A ring takes no lock: each region publishes its peers and their pending masks in atomics
+//! ([`Bells`]), written under the board's lock when peers attach and detach, read and set
+//! lock-free by rings and by the peer taking its mask.
+//!
 //! Lock order: a bridge's lock, then the board's; the board never calls back.
 
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
@@ -55,7 +61,37 @@ impl fmt::Display for BoardError {
 struct Peer {
     client: ClientId,
     vectors: u16,
-    pending: u64,
+}
+
+/// A region's peers as rings see them, without the board's lock: per peer ID, the peer
+/// (0: none; else bit 63 | vectors << 32 | partition << 16 | device) and its pending mask.
+#[derive(Debug, Default)]
+struct Bells {
+    peers: [AtomicU64; MAX_PEERS],
+    pending: [AtomicU64; MAX_PEERS],
+}
+
+const PRESENT: u64 = 1 << 63;
+
+impl Bells {
+    fn encode(peer: &Peer) -> u64 {
+        PRESENT
+            | u64::from(peer.vectors) << 32
+            | u64::from(peer.client.partition) << 16
+            | u64::from(peer.client.device)
+    }
+
+    /// Peer `id`, if attached: its client and vector count.
+    fn peer(&self, id: u16) -> Option<(ClientId, u16)> {
+        let word = self.peers.get(usize::from(id))?.load(Ordering::Acquire);
+        (word & PRESENT != 0).then(|| {
+            let client = ClientId {
+                partition: (word >> 16) as u16,
+                device: word as u16,
+            };
+            (client, (word >> 32) as u16)
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -63,6 +99,7 @@ struct Region {
     name: String,
     memory: SharedMemory,
     peers: [Option<Peer>; MAX_PEERS],
+    bells: Arc<Bells>,
 }
 
 /// All ivshmem regions of the system.
@@ -93,6 +130,7 @@ impl DoorbellBoard {
             name: String::from(name),
             memory,
             peers: [None; MAX_PEERS],
+            bells: Arc::default(),
         });
         Ok(())
     }
@@ -116,11 +154,6 @@ impl DoorbellBoard {
                 .filter(|(_, peer)| peer.is_some())
                 .fold(0, |bits, (id, _)| bits | 1 << id),
         )
-    }
-
-    fn peer_mut(&mut self, region: usize, id: u16) -> Option<&mut Peer> {
-        let region = self.regions.get_mut(region)?;
-        region.peers.get_mut(usize::from(id))?.as_mut()
     }
 }
 
@@ -151,16 +184,20 @@ pub fn attach(
         .enumerate()
         .find(|(_, peer)| peer.is_none())
         .ok_or(BoardError::Full)?;
-    *free = Some(Peer {
-        client,
-        vectors,
-        pending: 0,
-    });
+    let peer = Peer { client, vectors };
+    *free = Some(peer);
+    if let (Some(pending), Some(published)) =
+        (entry.bells.pending.get(id), entry.bells.peers.get(id))
+    {
+        pending.store(0, Ordering::Release);
+        published.store(Bells::encode(&peer), Ordering::Release);
+    }
     Ok(BoardLink {
         board: board.clone(),
         region,
         position: id as u16,
         memory: entry.memory,
+        bells: Arc::clone(&entry.bells),
     })
 }
 
@@ -170,6 +207,7 @@ pub struct BoardLink {
     region: usize,
     position: u16,
     memory: SharedMemory,
+    bells: Arc<Bells>,
 }
 
 impl fmt::Debug for BoardLink {
@@ -194,23 +232,24 @@ impl PeerLink for BoardLink {
     }
 
     fn ring(&self, peer: u16, vector: u16, effects: &mut Effects) -> bool {
-        let mut board = self.board.lock();
-        let Some(target) = board.peer_mut(self.region, peer) else {
+        let Some((client, vectors)) = self.bells.peer(peer) else {
             return false;
         };
-        if vector >= target.vectors || vector >= MAX_VECTORS {
+        if vector >= vectors || vector >= MAX_VECTORS {
             return false;
         }
-        target.pending |= 1u64 << vector;
-        effects.push(Effect::Signal(target.client));
+        if let Some(pending) = self.bells.pending.get(usize::from(peer)) {
+            pending.fetch_or(1u64 << vector, Ordering::AcqRel);
+        }
+        effects.push(Effect::Signal(client));
         true
     }
 
     fn take_rung(&self) -> u64 {
-        let mut board = self.board.lock();
-        board
-            .peer_mut(self.region, self.position)
-            .map_or(0, |me| core::mem::take(&mut me.pending))
+        self.bells
+            .pending
+            .get(usize::from(self.position))
+            .map_or(0, |pending| pending.swap(0, Ordering::AcqRel))
     }
 }
 
@@ -221,6 +260,13 @@ impl Drop for BoardLink {
             && let Some(slot) = region.peers.get_mut(usize::from(self.position))
         {
             *slot = None;
+            let id = usize::from(self.position);
+            if let Some(published) = region.bells.peers.get(id) {
+                published.store(0, Ordering::Release);
+            }
+            if let Some(pending) = region.bells.pending.get(id) {
+                pending.store(0, Ordering::Release);
+            }
         }
     }
 }
