@@ -5,6 +5,20 @@
 //! - Arch code decodes what the hardware hands over (a device tree, a trap) into the typed values
 //!   defined here; the core decides, arch code applies.
 //! - Nothing a guest or a firmware table supplies may panic: parsers return `Result`/`Option`.
+//!
+//! The contract with an architecture backend ([`vcpu`]), all of it:
+//! - per vCPU, [`vcpu::VcpuBackend`]: `run` (enter the guest until it exits, keeping the
+//!   virtual interrupt controller's state in step, and return the decoded [`exit::Exit`]),
+//!   `complete` (finish that exit with the core's [`exit::Action`]), `idle` (WFI/HLT outside
+//!   the guest), `start` (reset to an entry point), `wait`, `halt`;
+//! - shared by all CPUs, [`partition::Platform`]: `kick` a CPU (post-then-kick of a virtual
+//!   interrupt), `map_memory` / `unmap_memory` in a partition's second stage, `signal` a
+//!   device of another partition;
+//! - from the bootable image, [`vcpu::PartitionHost`]: `reload` a partition's memory for a
+//!   restart, `partition_stopped`.
+//!
+//! [`vcpu::run_vcpu`] is the one run loop; the fault policy ([`partition::Partition`]'s
+//! `fault`), stop and restart (whole partition, from any vCPU) are decided there.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(

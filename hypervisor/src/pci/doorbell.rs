@@ -8,7 +8,7 @@
 //! when the [`BoardLink`] is dropped. A device may ring itself (QEMU allows it).
 //!
 //! A ring takes no lock: each region publishes its peers and their pending masks in atomics
-//! ([`Bells`]), written under the board's lock when peers attach and detach, read and set
+//! (`Bells`), written under the board's lock when peers attach and detach, read and set
 //! lock-free by rings and by the peer taking its mask.
 //!
 //! Lock order: a bridge's lock, then the board's; the board never calls back.
