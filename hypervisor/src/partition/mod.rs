@@ -179,6 +179,10 @@ pub struct Partition {
     restart_requested: AtomicBool,
     /// Set by the first CPU that handles the partition's stop (releases, kicks, counts).
     stop_handled: AtomicBool,
+    /// vCPUs (bit n = vCPU n) whose run state may have changed (stop, restart request,
+    /// turned off): only they evaluate [`Partition::runnable`] in full; for the others it is
+    /// this one load.
+    attention: AtomicU64,
     /// Shared-memory devices, by their index in [`ClientId::device`].
     signal_targets: Vec<Arc<dyn SignalTarget>>,
     /// Shared-memory devices holding attachments.
@@ -354,6 +358,8 @@ impl Partition {
             stopped: AtomicBool::new(false),
             restart_requested: AtomicBool::new(false),
             stop_handled: AtomicBool::new(false),
+            // vCPUs other than 0 start off.
+            attention: AtomicU64::new(!1),
             signal_targets: shared_devices.targets,
             releasers: shared_devices.releasers,
             pci,
@@ -396,6 +402,29 @@ impl Partition {
 
     /// Whether vCPU `vcpu` may go back into the guest (checked after every exit).
     pub fn runnable(&self, vcpu: usize) -> Runnable {
+        let bit = Wakeups::of(vcpu).bits();
+        if bit == 0 {
+            // Beyond 64 vCPUs there is no bit: always evaluated in full.
+            return self.evaluate_runnable(vcpu);
+        }
+        if self.attention.load(Ordering::Acquire) & bit == 0 {
+            return Runnable::Run;
+        }
+        // Cleared before the state is read: a change made meanwhile sets it again.
+        self.attention.fetch_and(!bit, Ordering::AcqRel);
+        let runnable = self.evaluate_runnable(vcpu);
+        if runnable != Runnable::Run {
+            self.attention.fetch_or(bit, Ordering::AcqRel);
+        }
+        runnable
+    }
+
+    /// Asks vCPUs `vcpus` (bit n = vCPU n) to look at their run state at their next exit.
+    fn call_attention(&self, vcpus: u64) {
+        self.attention.fetch_or(vcpus, Ordering::AcqRel);
+    }
+
+    fn evaluate_runnable(&self, vcpu: usize) -> Runnable {
         if self.is_stopped() {
             Runnable::Stop
         } else if vcpu == 0 && self.restart_requested.load(Ordering::Acquire) {
@@ -464,6 +493,7 @@ impl Partition {
             slot.state.store(VcpuState::Off as u8, Ordering::Release);
         }
         self.restart_requested.store(true, Ordering::Release);
+        self.call_attention(Wakeups::of(vcpu).bits() | 1);
         if let Some(cpu) = self.physical_cpu(0) {
             platform.kick(cpu);
         }
@@ -477,6 +507,7 @@ impl Partition {
         for (index, slot) in self.vcpus.iter().enumerate().skip(1) {
             *slot.start.lock() = None;
             slot.state.store(VcpuState::Off as u8, Ordering::Release);
+            self.call_attention(Wakeups::of(index).bits());
             if index != 0 {
                 platform.kick(slot.physical_cpu);
             }
@@ -513,6 +544,7 @@ impl Partition {
             };
             slot.state.store(state as u8, Ordering::Release);
         }
+        self.call_attention(u64::MAX);
         self.inner.lock().restarts += 1;
     }
 
@@ -856,6 +888,7 @@ impl Partition {
                 if let Some(slot) = self.vcpus.get(vcpu) {
                     slot.state.store(VcpuState::Off as u8, Ordering::Release);
                 }
+                self.call_attention(Wakeups::of(vcpu).bits());
                 Action::VcpuOff
             }
             Request::CpuOn {
@@ -931,6 +964,7 @@ impl Partition {
             inner = self.inner.lock();
             inner.stop_reason = Some(reason);
             self.stopped.store(true, Ordering::Release);
+            self.call_attention(u64::MAX);
         }
         Action::StopPartition
     }

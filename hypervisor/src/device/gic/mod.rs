@@ -327,6 +327,10 @@ impl VirtualGic {
     /// Takes the vCPUs that register writes, folds and flushes made something deliverable
     /// to since the last call.
     pub fn take_wakeups(&self) -> Wakeups {
+        // Usually there are none: a load, and no read-modify-write, on every exit.
+        if self.wakeups.load(Ordering::Acquire) == 0 {
+            return Wakeups::NONE;
+        }
         Wakeups(self.wakeups.swap(0, Ordering::AcqRel))
     }
 
