@@ -143,10 +143,16 @@ fn settle(
 
 /// The partition stopped: the first of its CPUs to get here releases it and tells the host.
 fn stop(partition: &Partition, vcpu: usize, host: &dyn PartitionHost) -> Step {
+    stop_partition(partition, vcpu, host);
+    Step::Stopped
+}
+
+/// For a CPU that cannot run its vCPU at all (no VMX there): the partition's stop (after
+/// [`Partition::handle_exit`] recorded why) handled as the run loop would; the caller halts.
+pub fn stop_partition(partition: &Partition, vcpu: usize, host: &dyn PartitionHost) {
     if partition.handle_stop(vcpu, host.platform()) {
         host.partition_stopped(partition);
     }
-    Step::Stopped
 }
 
 /// The vCPU waits outside its guest until a CPU_ON starts it (vCPU 0: or until another vCPU
@@ -157,7 +163,7 @@ fn park(
     vcpu: usize,
     host: &dyn PartitionHost,
 ) -> Step {
-    partition.park(vcpu);
+    partition.park(vcpu, host.platform());
     loop {
         match partition.runnable(vcpu) {
             Runnable::Stop => return Step::Stopped,

@@ -135,13 +135,19 @@ pub fn load(partition: &PartitionConfig, restarts: usize) -> Result<LongModeStar
         put_u64(host, DEVICE_LIST, index as u64 + 1);
     }
     copy(host, IMAGE_BASE, partition.image);
-    Ok(LongModeStart {
+    Ok(boot_start())
+}
+
+/// How vCPU 0 starts once [`load`] laid the guest out: at the image, with the stack below
+/// it.
+pub fn boot_start() -> LongModeStart {
+    LongModeStart {
         rip: IMAGE_BASE,
         rsp: IMAGE_BASE,
         cr3: PML4,
         gdt: (GDT, 23),
         selectors: (CODE_SELECTOR, DATA_SELECTOR),
-    })
+    }
 }
 
 /// Where a secondary vCPU enters after PSCI CPU_ON (VMCALL): RIP = `entry`, RSP = `context`

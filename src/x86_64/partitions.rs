@@ -1,47 +1,26 @@
 //! Partitions on x86_64 (VMX): placing and loading them at boot (EPT, RAM, guest page tables,
-//! image), and each CPU's vCPU loop: VM entry, exit decoding into the core's [`Exit`], and
-//! applying the core's [`Action`].
-//!
-//! Exits handled here without the core: CPUID (passed through, VMX hidden, x2APIC shown),
-//! external interrupts (the host takes its kick, then resume), interrupt windows, HLT (idle
-//! until the virtual x2APIC has something deliverable) and the x2APIC MSRs (the vCPU's
-//! [`VirtualX2apic`]; IPIs are posted on the partition's APIC bus and the target's CPU kicked;
-//! EOIs reach the bus for the I/O APIC's level pins; any other MSR, or an ICR value the model
-//! refuses, gets #GP(0) injected, as hardware lacking the MSR would).
-//!
-//! Where the CPU offers virtual-interrupt delivery (with virtualize x2APIC mode and
-//! APIC-register virtualization) each vCPU runs with a virtual-APIC page
-//! ([`VirtualApicPage`]): pending vectors are requested there (IRR bit, RVI) instead of
-//! injected, the CPU delivers them when the guest can take them and virtualizes reads of the
-//! x2APIC, TPR, EOI and self IPIs without exits; only the EOIs of vectors the I/O APIC's
-//! level-triggered entries use exit (the EOI-exit bitmap, kept to the bus's
-//! [`level_vectors`](hypervisor::device::apic::ApicBus::level_vectors)), as virtualized EOIs.
-//! The model keeps the timer and the registers the guest writes (mirrored into the page).
-//! Without those controls interrupts are injected at VM entry, with interrupt-window exiting. Everything else becomes
-//! an `Exit`: I/O instructions → `PortRead`/`PortWrite`, EPT violations → `MmioRead`/
-//! `MmioWrite` (the `mov` at the guest's RIP fetched through its page tables and decoded),
-//! VMCALL → `Hypercall` (RAX = a PSCI function ID, RDI/RSI/RDX/RCX the arguments), triple
-//! fault, undecodable instructions and any other exit → `GuestFault` naming what happened.
+//! image), and the glue between each CPU's vCPU ([`VmxVcpu`], the arch backend) and the
+//! core's run loop: the platform (kicks, EPT mapping at run time, signals), reloading a
+//! partition for a restart, the end of the run.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::heap_tables::{HeapTables, map_shared_memory};
 use arch_x86_64::apic::LocalApic;
-use arch_x86_64::decode::{self, MmioInstruction, Operation};
 use arch_x86_64::paging::{Ept, Memory, PageTable};
-use arch_x86_64::vapic::{self, VirtualApicPage};
-use arch_x86_64::vmcs::{self, GuestRegisters, Vmcs, field};
-use arch_x86_64::vmx_exit::{self, IoQualification, reason};
-use arch_x86_64::vx2apic::{self, Destination, VirtualX2apic, Written};
+use arch_x86_64::vmcs::LongModeStart;
+use arch_x86_64::vmx_exit;
+use arch_x86_64::vmx_vcpu::{VmxPartition, VmxVcpu};
 use arch_x86_64::{cpu, power, vmx};
 use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, HumanSize, PhysRange};
 use hypervisor::config::{PartitionConfig, SystemConfig};
 use hypervisor::device::ClientId;
-use hypervisor::exit::{AccessWidth, Action, Exit};
+use hypervisor::exit::Exit;
 use hypervisor::memory::{MemoryMap, Usage};
-use hypervisor::partition::{InterruptModel, Partition, Platform, Runnable, System};
+use hypervisor::partition::{InterruptModel, Partition, Platform, StartRequest, System};
 use hypervisor::println;
+use hypervisor::vcpu::PartitionHost;
 use spin::Once;
 
 use super::{boot_failure, guest};
@@ -69,24 +48,13 @@ struct Runtime {
 
 /// A partition's VMX-side state.
 struct Loaded {
-    /// Its EPT pointer.
-    ept_pointer: u64,
+    /// What its vCPUs share (EPT pointer and generation, exit counts).
+    vmx: VmxPartition,
     /// Its EPT (changed at run time by shared-memory devices).
     table: spin::Mutex<PageTable<HeapTables, Ept>>,
-    /// Count of EPT entries removed: a vCPU whose CPU saw fewer invalidates its cached
-    /// translations before its next entry.
-    ept_generation: AtomicU64,
-    /// Count of restarts: a vCPU 0 that saw fewer (a secondary vCPU asked for the restart)
-    /// reloads the guest before its next entry.
-    restart_generation: AtomicU64,
-    /// Set once its stop has been counted.
-    stop_counted: AtomicBool,
-    /// VM exits by basic exit reason, for the closing report.
-    exits: [AtomicU64; EXIT_REASONS],
+    /// Where vCPU 0 starts at boot.
+    boot: StartRequest,
 }
-
-/// Basic exit reasons counted (the SDM defines fewer than this).
-const EXIT_REASONS: usize = 80;
 
 static RUNTIME: Once<Runtime> = Once::new();
 /// Set when partitions are loaded (or there are none): CPUs may enter their vCPU loop.
@@ -124,16 +92,16 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
             }
         }
         let table = build_ept(partition);
-        loaded.push(Loaded {
-            ept_pointer: Ept::pointer(table.root()),
-            table: spin::Mutex::new(table),
-            ept_generation: AtomicU64::new(0),
-            restart_generation: AtomicU64::new(0),
-            stop_counted: AtomicBool::new(false),
-            exits: [const { AtomicU64::new(0) }; EXIT_REASONS],
-        });
         let start = guest::load(partition, 0)
             .unwrap_or_else(|e| boot_failure(format_args!("partition {}: {e}", partition.name)));
+        loaded.push(Loaded {
+            vmx: VmxPartition::new(Ept::pointer(table.root())),
+            table: spin::Mutex::new(table),
+            boot: StartRequest {
+                entry: start.rip,
+                context: guest::BOOT_INFO,
+            },
+        });
         let total: u64 = partition.ram.iter().map(|r| r.size).sum();
         println!(
             "partition {}: {} vCPU(s) on CPU {:?}, {} RAM at guest {:#x}, image {} ({}), entry {:#x} (64-bit)",
@@ -231,8 +199,8 @@ impl Platform for Host {
         if loaded.table.lock().unmap(guest.as_u64(), size).is_err() {
             return;
         }
-        loaded.ept_generation.fetch_add(1, Ordering::AcqRel);
-        vmx::invalidate_ept(loaded.ept_pointer);
+        loaded.vmx.ept_generation.fetch_add(1, Ordering::AcqRel);
+        vmx::invalidate_ept(loaded.vmx.ept_pointer);
         if let Some(running) = runtime.system.partitions.get(partition) {
             for vcpu in 0..running.vcpu_count() {
                 if let Some(cpu) = running.physical_cpu(vcpu) {
@@ -263,8 +231,9 @@ fn kick(cpu: usize) {
     }
 }
 
-/// This CPU's vCPU loop (never returns): waits until partitions are loaded, then runs the
-/// vCPU assigned to this CPU, if any; `vmx_on` says whether VMXON succeeded here.
+/// This CPU's vCPU (never returns): waits until partitions are loaded, then runs the vCPU
+/// assigned to this CPU, if any, through the core's run loop; `vmx_on` says whether VMXON
+/// succeeded here.
 pub fn run_this_cpu(vmx_on: bool) -> ! {
     while !READY.load(Ordering::Acquire) {
         core::hint::spin_loop();
@@ -281,659 +250,69 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
     ) else {
         cpu::halt()
     };
-    let fault = |syndrome: u64, what: &'static str| Exit::GuestFault {
+    let fault = |what: &'static str| Exit::GuestFault {
         reason: Some(what),
-        syndrome,
+        syndrome: 0,
         address: None,
     };
     if !vmx_on {
-        let action = partition.handle_exit(vcpu, fault(0, "no VMX on this CPU"), &Host);
-        finish(runtime, partition, action);
+        let _action = partition.handle_exit(vcpu, fault("no VMX on this CPU"), &Host);
+        hypervisor::vcpu::stop_partition(partition, vcpu, &Host);
+        cpu::halt();
     }
-    let mut vmcs = Vmcs::new().unwrap_or_else(|e| boot_failure(format_args!("{e}")));
-    let ept = loaded.ept_pointer;
     let vpid = u16::try_from(index + 1).unwrap_or(u16::MAX);
-    let cpu = Vcpu {
-        runtime,
-        partition,
-        loaded,
-        vcpu,
-        exits: core::cell::Cell::new(0),
-        armed: core::cell::Cell::new(None),
-        tsc_deadline: LocalApic::has_tsc_deadline(),
-        virtual_apic: VirtualApicPage::new(),
-        delivering: core::cell::Cell::new(false),
-        level_seen: core::cell::Cell::new(None),
+    let mut backend = match VmxVcpu::new(partition, &loaded.vmx, &Host, long_mode_start, vcpu, vpid)
+    {
+        Ok(backend) => backend,
+        Err(e) => boot_failure(format_args!("{e}")),
     };
-    let mut registers = GuestRegisters::default();
-    let mut apic = VirtualX2apic::new(vcpu as u32);
-    // The EPT generation this CPU's cached translations reflect.
-    let mut ept_seen = 0;
-    // The restart generation this vCPU's guest state belongs to.
-    let mut restart_seen;
-    // What completes the current exit's read: an `in` (RAX), or a decoded MMIO `mov`.
-    let mut pending: Option<MmioInstruction>;
-    let setup_failed = |e: vmcs::VmcsError| -> ! {
-        println!("bulkhead: partition {}: VMCS: {e}", partition.name());
-        let action = partition.handle_exit(vcpu, fault(0, "VMCS setup failed"), &Host);
-        finish(runtime, partition, action)
-    };
-    if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
-        setup_failed(e);
+    let boot = (vcpu == 0).then_some(loaded.boot);
+    hypervisor::vcpu::run_vcpu(&mut backend, partition, vcpu, &Host, boot)
+}
+
+/// The 64-bit state a start request enters with: vCPU 0's boot entry (the image, with RDI =
+/// the boot information and the stack below the image), or a PSCI CPU_ON's (RIP = entry,
+/// RSP = RDI = context, the same page tables and GDT).
+fn long_mode_start(start: &StartRequest) -> (LongModeStart, u64) {
+    if start.context == guest::BOOT_INFO && start.entry == guest::IMAGE_BASE {
+        (guest::boot_start(), guest::BOOT_INFO)
+    } else {
+        (
+            guest::secondary_start(start.entry, start.context),
+            start.context,
+        )
     }
-    // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
-    // partition's latest restart.
-    restart_seen = loaded.restart_generation.load(Ordering::Acquire);
-    loop {
-        let restarted = loaded.restart_generation.load(Ordering::Acquire);
-        if restarted != restart_seen {
-            // Another vCPU restarted the partition: vCPU 0 reloads it, the others wait for
-            // CPU_ON.
-            apic = VirtualX2apic::new(vcpu as u32);
-            cpu.clear_posted();
-            if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
-                setup_failed(e);
-            }
-            // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
-            // partition's latest restart.
-            restart_seen = loaded.restart_generation.load(Ordering::Acquire);
-        }
-        cpu.prepare_entry(&vmcs, &mut apic);
-        let now = loaded.ept_generation.load(Ordering::Acquire);
-        if now != ept_seen {
-            ept_seen = now;
-            vmx::invalidate_ept(ept);
-        }
-        pending = None;
-        let exit = match vmcs.run(&mut registers) {
-            Ok(()) => cpu.decode(&vmcs, &mut registers, &mut apic, &mut pending),
-            Err(e) => {
-                println!("bulkhead: partition {}: {e}", partition.name());
-                Some(fault(
-                    vmcs::read(field::VM_INSTRUCTION_ERROR),
-                    "VM entry failed",
-                ))
-            }
-        };
-        let Some(exit) = exit else {
-            if partition.is_stopped() {
-                finish(runtime, partition, Action::StopPartition);
-            }
-            continue;
-        };
-        let action = partition.handle_exit(vcpu, exit, &Host);
-        match (action, pending) {
-            (Action::Resume | Action::Idle, Some(instruction)) => {
-                vmcs.advance(u64::from(instruction.length))
-            }
-            (Action::Resume | Action::Idle, None) => vmcs.skip_instruction(),
-            (Action::CompleteRead(value), Some(instruction)) => {
-                complete_mmio_load(&vmcs, &mut registers, instruction, value);
-            }
-            (Action::CompleteRead(value), None) => {
-                let size = (vmcs::read(field::EXIT_QUALIFICATION) & 7) as u8 + 1;
-                registers.rax = vmx_exit::merge_input(registers.rax, size, value);
-                vmcs.skip_instruction();
-            }
-            (Action::ReturnValues(values), _) => {
-                registers.rax = values[0];
-                vmcs.skip_instruction();
-            }
-            (Action::RestartPartition, _) => {
-                // Peers see it leave its regions; its BARs go back where firmware put them.
-                partition.release_shared_memory(&Host);
-                partition.reset_pci(&Host);
-                partition.reset_vcpus();
-                loaded.restart_generation.fetch_add(1, Ordering::AcqRel);
-                // The other vCPUs leave the guest and start over (vCPU 0 reloads it).
-                for other in (0..partition.vcpu_count()).filter(|&other| other != vcpu) {
-                    if let Some(cpu) = partition.physical_cpu(other) {
-                        kick(cpu);
-                    }
-                }
+}
+
+impl PartitionHost for Host {
+    fn platform(&self) -> &dyn Platform {
+        self
+    }
+
+    fn reload(&self, partition: &Partition) -> StartRequest {
+        match guest::load(partition.config, partition.restarts()) {
+            Ok(start) => {
                 println!("bulkhead: partition {} restarted", partition.name());
-                apic = VirtualX2apic::new(vcpu as u32);
-                cpu.clear_posted();
-                if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
-                    setup_failed(e);
+                StartRequest {
+                    entry: start.rip,
+                    context: guest::BOOT_INFO,
                 }
-                // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
-                // partition's latest restart.
-                restart_seen = loaded.restart_generation.load(Ordering::Acquire);
             }
-            (Action::VcpuOff, _) => {}
-            (other, _) => finish(runtime, partition, other),
-        }
-        match partition.runnable(vcpu) {
-            Runnable::Run => {}
-            Runnable::Park => {
-                // CPU_OFF, or the partition restarted under a secondary vCPU: wait for the
-                // next CPU_ON.
-                apic = VirtualX2apic::new(vcpu as u32);
-                cpu.clear_posted();
-                if let Err(e) = cpu.start(&mut vmcs, ept, vpid, &mut registers) {
-                    setup_failed(e);
-                }
-                // A secondary vCPU waited for CPU_ON in `start`: its state is as new as the
-                // partition's latest restart.
-                restart_seen = loaded.restart_generation.load(Ordering::Acquire);
-            }
-            Runnable::Stop => finish(runtime, partition, Action::StopPartition),
-            // Only the aarch64 glue asks vCPU 0 to restart for another vCPU; x86 restarts
-            // through its restart generation above.
-            Runnable::Restart => {}
+            Err(e) => boot_failure(format_args!("partition {}: {e}", partition.name())),
         }
     }
-}
 
-/// The vCPU a CPU runs, with what its exits need.
-struct Vcpu<'a> {
-    runtime: &'a Runtime,
-    partition: &'a Partition,
-    /// The partition's VMX-side state.
-    loaded: &'a Loaded,
-    vcpu: usize,
-    /// VM exits of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
-    exits: core::cell::Cell<u64>,
-    /// The TSC deadline this CPU's timer is armed at while the guest runs (its virtual
-    /// timer's), so that a guest that never halts still takes its timer interrupt on time.
-    armed: core::cell::Cell<Option<u64>>,
-    /// Whether this CPU's local APIC has TSC-deadline mode.
-    tsc_deadline: bool,
-    /// The vCPU's virtual-APIC page (`None` without memory for it).
-    virtual_apic: Option<VirtualApicPage>,
-    /// Whether the VMCS runs the guest with virtual-interrupt delivery through
-    /// `virtual_apic` (decided by the CPU's controls at each start).
-    delivering: core::cell::Cell<bool>,
-    /// The APIC bus's level generation the EOI-exit bitmap reflects (`None`: not written
-    /// since the VMCS was set up).
-    level_seen: core::cell::Cell<Option<u64>>,
-}
-
-/// The general-protection exception's vector.
-const GENERAL_PROTECTION: u8 = 13;
-
-/// A read-only MSR in the range Intel leaves to hypervisors (0x4000_0000-0x4000_00ff is
-/// Hyper-V's and KVM's; Bulkhead uses 0x4000_0100+): this vCPU's VM exits before the RDMSR.
-/// Benchmarks read it around an exchange to count the exits a doorbell costs.
-pub const EXIT_COUNT_MSR: u32 = 0x4000_0100;
-
-impl Vcpu<'_> {
-    /// The virtual-APIC page, while the guest runs with virtual-interrupt delivery.
-    fn delivering(&self) -> Option<&VirtualApicPage> {
-        self.virtual_apic.as_ref().filter(|_| self.delivering.get())
-    }
-
-    /// Under virtual-interrupt delivery: moves the model's requested vectors (posted, timer,
-    /// ICR to itself) into the virtual-APIC page and RVI, then brings the EOI-exit bitmap up
-    /// to the I/O APIC's level vectors (after taking posted vectors: see
-    /// [`level_generation`](hypervisor::device::apic::ApicBus::level_generation)).
-    fn request(&self, vmcs: &Vmcs, page: &VirtualApicPage, apic: &mut VirtualX2apic) {
-        let requests = apic.take_requests();
-        if requests != [0; 4] {
-            vmcs.set_interrupt_status(page.request_all(requests, vmcs.interrupt_status()));
-        }
-        let Some(bus) = self.partition.apic_bus() else {
+    fn partition_stopped(&self, _partition: &Partition) {
+        let Some(runtime) = RUNTIME.get() else {
             return;
         };
-        let generation = bus.level_generation();
-        if self.level_seen.get() != Some(generation) {
-            vmcs.set_eoi_exit_bitmap(bus.level_vectors());
-            self.level_seen.set(Some(generation));
+        if runtime.system.partition_stopped() {
+            runtime.system.print_summary();
+            print_exit_counts(runtime);
+            println!("bulkhead: powering off (ACPI S5)");
+            power::power_off();
         }
     }
-
-    /// Drops interrupts posted to this vCPU (it restarts or parks).
-    fn clear_posted(&self) {
-        if let Some(bus) = self.partition.apic_bus() {
-            let _ = bus.take_posted(self.vcpu);
-        }
-    }
-
-    /// Moves what others posted (IPIs, device interrupts) into `apic` and lets its timer
-    /// expire.
-    fn collect(&self, apic: &mut VirtualX2apic) {
-        if let Some(bus) = self.partition.apic_bus() {
-            // Word n holds vectors 64n..64n + 63. A bounded range: `(0u8..).step_by(64)` would
-            // step past 255 after the fourth word and overflow (a panic in a debug build).
-            for (word, mut bits) in (0u8..4).zip(bus.take_posted(self.vcpu)) {
-                while bits != 0 {
-                    apic.accept(word * 64 + bits.trailing_zeros() as u8);
-                    bits &= bits - 1;
-                }
-            }
-        }
-        apic.update(cpu::tsc());
-    }
-
-    /// Before VM entry: injects the highest deliverable interrupt if the guest can take it,
-    /// else asks for an exit when it can (interrupt-window exiting).
-    /// With virtual-interrupt delivery it only requests them: the CPU delivers.
-    fn prepare_entry(&self, vmcs: &Vmcs, apic: &mut VirtualX2apic) {
-        self.collect(apic);
-        // The host timer (external-interrupt exiting is on) ends the guest's run at its
-        // virtual timer's deadline; the next entry injects the interrupt.
-        let deadline = apic.deadline();
-        if deadline != self.armed.get() && self.tsc_deadline {
-            LocalApic::current().set_deadline(deadline);
-            self.armed.set(deadline);
-        }
-        if let Some(page) = self.delivering() {
-            self.request(vmcs, page, apic);
-            return;
-        }
-        match apic.deliverable() {
-            // An exception injected by this exit goes first; the interrupt waits for a window.
-            Some(vector) if vmcs.interrupts_open() && !vmcs.injection_pending() => {
-                apic.acknowledge(vector);
-                vmcs.inject_interrupt(vector);
-                vmcs.set_interrupt_window(false);
-            }
-            Some(_) => vmcs.set_interrupt_window(true),
-            None => vmcs.set_interrupt_window(false),
-        }
-    }
-
-    /// Sends fixed IPI `vector` to vCPU `target` of this partition (an absent one drops it).
-    fn post(&self, target: usize, vector: u8) {
-        self.partition
-            .post_interrupt(self.vcpu, target, vector, &Host);
-    }
-
-    /// HLT: the physical CPU halts (`sti; hlt`) until an interrupt is deliverable or the
-    /// partition stops, woken by a kick (an IPI posted, the partition stopped) or by the host
-    /// APIC's TSC-deadline timer armed at the virtual timer's deadline (without TSC-deadline
-    /// mode it spins with PAUSE instead); the next entry injects it.
-    fn halt(&self, vmcs: &Vmcs, apic: &mut VirtualX2apic) {
-        let deadline_timer = self.tsc_deadline;
-        loop {
-            self.collect(apic);
-            let deliverable = match self.delivering() {
-                Some(page) => {
-                    self.request(vmcs, page, apic);
-                    vapic::deliverable(vmcs.interrupt_status(), page.tpr())
-                }
-                None => apic.deliverable().is_some(),
-            };
-            if deliverable || self.partition.is_stopped() {
-                break;
-            }
-            if deadline_timer {
-                LocalApic::current().set_deadline(apic.deadline());
-                cpu::wait_for_interrupt();
-            } else {
-                core::hint::spin_loop();
-            }
-        }
-        if deadline_timer {
-            LocalApic::current().set_deadline(None);
-            self.armed.set(None);
-        }
-    }
-
-    /// RDMSR/WRMSR: the virtual x2APIC's MSRs and the exit counter; any other MSR, or a value
-    /// the x2APIC refuses, gets #GP(0) injected.
-    fn msr(
-        &self,
-        vmcs: &Vmcs,
-        registers: &mut GuestRegisters,
-        apic: &mut VirtualX2apic,
-        write: bool,
-    ) {
-        let msr = registers.rcx as u32;
-        if msr == EXIT_COUNT_MSR && !write {
-            let before = self.exits.get().saturating_sub(1);
-            registers.rax = before & 0xffff_ffff;
-            registers.rdx = before >> 32;
-            vmcs.skip_instruction();
-            return;
-        }
-        let known = msr == vx2apic::msr::APIC_BASE
-            || (vx2apic::msr::FIRST..=vx2apic::msr::LAST).contains(&msr);
-        let handled = known
-            && if write {
-                let value = (registers.rdx << 32) | (registers.rax & 0xffff_ffff);
-                match apic.write(msr, value, cpu::tsc()) {
-                    Some(Written::Ipi {
-                        vector,
-                        destination,
-                    }) => {
-                        self.send_ipi(vector, destination);
-                        true
-                    }
-                    Some(Written::EndOfInterrupt(vector)) => {
-                        self.partition.end_of_interrupt(self.vcpu, vector, &Host);
-                        true
-                    }
-                    Some(Written::Done) => true,
-                    None => false,
-                }
-            } else {
-                match apic.read(msr, cpu::tsc()) {
-                    Some(value) => {
-                        registers.rax = value & 0xffff_ffff;
-                        registers.rdx = value >> 32;
-                        true
-                    }
-                    None => false,
-                }
-            };
-        if handled {
-            if write && let Some(page) = self.delivering() {
-                // The guest reads the register back from the page.
-                page.mirror(apic);
-            }
-            vmcs.skip_instruction();
-            return;
-        }
-        // What hardware does with an MSR it lacks: #GP(0) into the guest, which may handle it
-        // (an OS probing MSRs does); a guest without a handler triple-faults and is stopped.
-        let what = if write { "WRMSR" } else { "RDMSR" };
-        println!(
-            "bulkhead: partition {} vcpu {}: {what} of MSR {msr:#x} at {:#x} not emulated: #GP injected",
-            self.partition.name(),
-            self.vcpu,
-            vmcs::read(field::GUEST_RIP)
-        );
-        vmcs.inject_exception(GENERAL_PROTECTION, Some(0));
-    }
-
-    fn send_ipi(&self, vector: u8, destination: Destination) {
-        let count = self.partition.vcpu_count();
-        match destination {
-            Destination::Apic(id) => self.post(id as usize, vector),
-            Destination::Itself => {}
-            Destination::AllIncludingSelf | Destination::AllExcludingSelf => {
-                for target in (0..count).filter(|&t| t != self.vcpu) {
-                    self.post(target, vector);
-                }
-            }
-        }
-    }
-
-    /// Loads the guest and (re)initialises the VMCS for vCPU 0's start; a secondary vCPU
-    /// first waits for its PSCI CPU_ON (RIP = entry, RSP and RDI = context).
-    fn start(
-        &self,
-        vmcs: &mut Vmcs,
-        ept: u64,
-        vpid: u16,
-        registers: &mut GuestRegisters,
-    ) -> Result<(), vmcs::VmcsError> {
-        let partition = self.partition;
-        let (start, rdi) = if self.vcpu == 0 {
-            match guest::load(partition.config, partition.restarts()) {
-                Ok(start) => (start, guest::BOOT_INFO),
-                Err(e) => boot_failure(format_args!("partition {}: {e}", partition.name())),
-            }
-        } else {
-            let request = loop {
-                if partition.is_stopped() {
-                    finish(self.runtime, partition, Action::StopPartition);
-                }
-                if let Some(request) = partition.take_start(self.vcpu) {
-                    break request;
-                }
-                // CPU_ON and the partition's stop kick this CPU.
-                cpu::wait_for_interrupt();
-            };
-            (
-                guest::secondary_start(request.entry, request.context),
-                request.context,
-            )
-        };
-        vmcs.clear_and_load()?;
-        let page = self.virtual_apic.as_ref();
-        let delivering = vmcs.set_controls(ept, vpid, page.map(VirtualApicPage::address))?;
-        self.delivering.set(delivering);
-        self.level_seen.set(None);
-        if let Some(page) = self.delivering() {
-            // As after a reset: nothing requested or in service, the model's registers.
-            page.clear();
-            page.mirror(&VirtualX2apic::new(self.vcpu as u32));
-        }
-        vmcs.set_host_state()?;
-        vmcs.set_long_mode_guest(&start)?;
-        *registers = GuestRegisters {
-            rdi,
-            ..GuestRegisters::default()
-        };
-        Ok(())
-    }
-
-    /// Turns the current exit into the core's [`Exit`], or handles it here (`None`: resume).
-    fn decode(
-        &self,
-        vmcs: &Vmcs,
-        registers: &mut GuestRegisters,
-        apic: &mut VirtualX2apic,
-        pending: &mut Option<MmioInstruction>,
-    ) -> Option<Exit> {
-        let exit_reason = vmcs::read(field::EXIT_REASON);
-        let basic = exit_reason as u16;
-        self.exits.set(self.exits.get().wrapping_add(1));
-        if let Some(count) = self.loaded.exits.get(usize::from(basic)) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-        let qualification = vmcs::read(field::EXIT_QUALIFICATION);
-        let rip = vmcs::read(field::GUEST_RIP);
-        let fault = |syndrome: u64, address: u64| {
-            Some(Exit::GuestFault {
-                reason: Some(vmx_exit::reason_name(basic)),
-                syndrome,
-                address: Some(GuestPhysAddr::new(address)),
-            })
-        };
-        if exit_reason & (1 << 31) != 0 {
-            // VM entry failed on guest state or MSR loading.
-            return fault(qualification, rip);
-        }
-        match basic {
-            reason::EXTERNAL_INTERRUPT => {
-                // A kick (or the deadline timer): let the host's handler take it.
-                cpu::take_pending_interrupt();
-                None
-            }
-            reason::INTERRUPT_WINDOW => None,
-            reason::CPUID => {
-                let leaf = registers.rax as u32;
-                let host = core::arch::x86_64::__cpuid_count(leaf, registers.rcx as u32);
-                let [a, b, c, d] = vmx_exit::filter_cpuid(
-                    leaf,
-                    self.vcpu as u32,
-                    [host.eax, host.ebx, host.ecx, host.edx],
-                );
-                registers.rax = u64::from(a);
-                registers.rbx = u64::from(b);
-                registers.rcx = u64::from(c);
-                registers.rdx = u64::from(d);
-                vmcs.skip_instruction();
-                None
-            }
-            reason::IO_INSTRUCTION => {
-                let io = IoQualification::decode(qualification);
-                let Ok(width) = AccessWidth::try_from(u64::from(io.size)) else {
-                    return fault(qualification, rip);
-                };
-                if io.string {
-                    // INS/OUTS would need the guest's memory and segment state: not emulated.
-                    return fault(qualification, rip);
-                }
-                Some(if io.input {
-                    Exit::PortRead {
-                        port: io.port,
-                        width,
-                    }
-                } else {
-                    Exit::PortWrite {
-                        port: io.port,
-                        width,
-                        value: registers.rax & width.mask(),
-                    }
-                })
-            }
-            reason::VMCALL => Some(Exit::Hypercall {
-                function: registers.rax,
-                arguments: [registers.rdi, registers.rsi, registers.rdx, registers.rcx],
-            }),
-            reason::HLT => {
-                vmcs.skip_instruction();
-                self.halt(vmcs, apic);
-                None
-            }
-            reason::EPT_VIOLATION => {
-                let address = vmcs::read(field::GUEST_PHYSICAL_ADDRESS);
-                Some(self.mmio(registers, qualification, address, pending))
-            }
-            reason::VIRTUALIZED_EOI => {
-                // Trap-like: the CPU ended the vector and moved past the WRMSR; the I/O APIC's
-                // level pins waiting for it may deliver again.
-                self.partition
-                    .end_of_interrupt(self.vcpu, qualification as u8, &Host);
-                None
-            }
-            // Trap-like: a self IPI with an illegal vector (below 16), which the CPU did not
-            // virtualize; an APIC drops it.
-            reason::APIC_WRITE => None,
-            reason::RDMSR | reason::WRMSR => {
-                self.msr(vmcs, registers, apic, basic == reason::WRMSR);
-                None
-            }
-            _ => fault(qualification, rip),
-        }
-    }
-}
-
-impl Vcpu<'_> {
-    /// An EPT violation at guest-physical `address`: fetches the instruction at the guest's
-    /// RIP through its page tables, decodes the `mov` and turns it into an MMIO access (a load
-    /// completes in [`complete_mmio_load`] with `pending`). An instruction fetch, or bytes that
-    /// are no MMIO `mov`, is a fault naming the address.
-    fn mmio(
-        &self,
-        registers: &mut GuestRegisters,
-        qualification: u64,
-        address: u64,
-        pending: &mut Option<MmioInstruction>,
-    ) -> Exit {
-        const READ: u64 = 1 << 0;
-        const WRITE: u64 = 1 << 1;
-        const FETCH: u64 = 1 << 2;
-        let config = self.partition.config;
-        let fault = |reason: &'static str| Exit::GuestFault {
-            reason: Some(reason),
-            syndrome: qualification,
-            address: Some(GuestPhysAddr::new(address)),
-        };
-        if qualification & FETCH != 0 || qualification & (READ | WRITE) == 0 {
-            return fault("EPT violation (instruction fetch)");
-        }
-        let rip = vmcs::read(field::GUEST_RIP);
-        let cr3 = vmcs::read(field::GUEST_CR3);
-        let Ok(bytes) = decode::fetch(cr3, rip, |at, buffer| read_guest(config, at, buffer)) else {
-            return fault("EPT violation (instruction not readable)");
-        };
-        let instruction = match decode::decode(bytes.as_slice()) {
-            Ok(instruction) => instruction,
-            Err(_) => return fault("EPT violation (not an emulated mov)"),
-        };
-        let Ok(width) = AccessWidth::try_from(u64::from(instruction.bytes)) else {
-            return fault("EPT violation (access width)");
-        };
-        let address = GuestPhysAddr::new(address);
-        match instruction.operation {
-            Operation::Load(_) if qualification & READ != 0 => {
-                *pending = Some(instruction);
-                Exit::MmioRead {
-                    address,
-                    width,
-                    syndrome: qualification,
-                }
-            }
-            Operation::Store(source) if qualification & WRITE != 0 => {
-                let rsp = vmcs::read(field::GUEST_RSP);
-                let value = decode::store_value(source, instruction.bytes, |number| {
-                    if number == 4 {
-                        rsp
-                    } else {
-                        registers.by_number(number).map_or(0, |r| *r)
-                    }
-                });
-                *pending = Some(instruction);
-                Exit::MmioWrite {
-                    address,
-                    width,
-                    value,
-                    syndrome: qualification,
-                }
-            }
-            // The bytes changed since the exit (another vCPU rewrote them).
-            _ => fault("EPT violation (instruction changed)"),
-        }
-    }
-}
-
-/// Writes a completed MMIO load into its destination register and moves past the `mov`.
-fn complete_mmio_load(
-    vmcs: &Vmcs,
-    registers: &mut GuestRegisters,
-    instruction: MmioInstruction,
-    value: u64,
-) {
-    if let Operation::Load(load) = instruction.operation {
-        if load.register == 4 {
-            let old = vmcs::read(field::GUEST_RSP);
-            let new = decode::complete_load(old, value, instruction.bytes, load);
-            let _ = vmcs::write(field::GUEST_RSP, new);
-        } else if let Some(register) = registers.by_number(load.register) {
-            *register = decode::complete_load(*register, value, instruction.bytes, load);
-        }
-    }
-    vmcs.advance(u64::from(instruction.length));
-}
-
-/// Reads guest-physical `[address, address + buffer.len())` of `partition` into `buffer`
-/// (false unless it lies inside one of its RAM ranges).
-fn read_guest(partition: &PartitionConfig, address: u64, buffer: &mut [u8]) -> bool {
-    let length = buffer.len() as u64;
-    let Some(host) = partition.ram.iter().find_map(|ram| {
-        let offset = address.checked_sub(ram.guest_base)?;
-        (offset.checked_add(length)? <= ram.size).then_some(ram.host_base + offset)
-    }) else {
-        return false;
-    };
-    // SAFETY: `[host, host + length)` lies inside the partition's RAM (checked above), which
-    // the hypervisor's page tables map; reading it races only with the guest's own writes,
-    // which leave plain bytes.
-    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, buffer.as_mut_ptr(), buffer.len()) };
-    true
-}
-
-/// The vCPU stops for good: count its partition's stop once; the last one prints the summary
-/// and powers off. Never returns.
-fn finish(runtime: &Runtime, partition: &Partition, _action: Action) -> ! {
-    // Its other vCPUs may be halted or waiting for CPU_ON: wake them to stop too.
-    for vcpu in 0..partition.vcpu_count() {
-        if let Some(cpu) = partition.physical_cpu(vcpu) {
-            kick(cpu);
-        }
-    }
-    let first = runtime
-        .loaded
-        .get(partition.index)
-        .map(|loaded| &loaded.stop_counted)
-        .is_some_and(|counted| !counted.swap(true, Ordering::AcqRel));
-    if first {
-        // Peers see it leave; run-time regions it alone held are freed.
-        partition.release_shared_memory(&Host);
-    }
-    if first && runtime.system.partition_stopped() {
-        runtime.system.print_summary();
-        print_exit_counts(runtime);
-        println!("bulkhead: powering off (ACPI S5)");
-        power::power_off();
-    }
-    cpu::halt()
 }
 
 /// One line per partition: its VM exits, in total and by reason (the figure doorbell costs
@@ -942,7 +321,7 @@ fn print_exit_counts(runtime: &Runtime) {
     for (partition, loaded) in runtime.system.partitions.iter().zip(&runtime.loaded) {
         let mut total = 0;
         let mut by_reason = alloc::string::String::new();
-        for (reason, count) in (0u16..).zip(&loaded.exits) {
+        for (reason, count) in (0u16..).zip(&loaded.vmx.exits) {
             let count = count.load(Ordering::Relaxed);
             if count != 0 {
                 total += count;

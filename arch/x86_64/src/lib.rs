@@ -58,3 +58,5 @@ pub mod serial;
 pub mod vmcs;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod vmx;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod vmx_vcpu;

@@ -473,10 +473,17 @@ impl Partition {
         Some(request)
     }
 
-    /// vCPU `vcpu` left its guest to wait for a start ([`Partition::take_start`] ends that).
-    pub fn park(&self, vcpu: usize) {
+    /// vCPU `vcpu` left its guest to wait for a start ([`Partition::take_start`] ends that);
+    /// if vCPU 0 waits for it to restart the partition, its CPU is kicked.
+    pub fn park(&self, vcpu: usize, platform: &dyn Platform) {
         if let Some(slot) = self.vcpus.get(vcpu) {
             slot.parked.store(true, Ordering::Release);
+        }
+        if vcpu != 0
+            && self.restart_requested.load(Ordering::Acquire)
+            && let Some(cpu) = self.physical_cpu(0)
+        {
+            platform.kick(cpu);
         }
     }
 
@@ -504,6 +511,8 @@ impl Partition {
     /// its next exit. The caller waits for [`Partition::others_parked`] before it touches
     /// the partition's memory, then calls [`Partition::restart_from`].
     pub fn stop_other_vcpus(&self, platform: &dyn Platform) {
+        // A restart is under way: a vCPU that parks kicks vCPU 0, which waits for it.
+        self.restart_requested.store(true, Ordering::Release);
         for (index, slot) in self.vcpus.iter().enumerate().skip(1) {
             *slot.start.lock() = None;
             slot.state.store(VcpuState::Off as u8, Ordering::Release);
