@@ -282,23 +282,9 @@ impl Registry {
     /// [`Registry::notify`] with one [`Effect::Signal`] per target pushed straight into
     /// `effects` (the doorbell path: nothing built or copied).
     pub fn notify_into(&mut self, region: RegionId, from: u8, mask: u32, effects: &mut Effects) {
-        let Some(found) = self.get_mut(region) else {
-            return;
-        };
-        if found.client(from).is_none() {
-            return;
-        }
-        let sender = bit(usize::from(from));
-        for (index, slot) in found.clients.iter_mut().enumerate() {
-            let wanted = u32::from(bit(index)) & mask != 0;
-            if let Some(client) = slot
-                && wanted
-                && index != usize::from(from)
-            {
-                client.notified_by |= sender;
-                effects.push(Effect::Signal(client.id));
-            }
-        }
+        self.notify_each(region, from, mask, |client| {
+            effects.push(Effect::Signal(client));
+        });
     }
 
     /// Client `from` of `region` notifies the clients whose bits are set in `mask` (bit i =
@@ -307,11 +293,24 @@ impl Registry {
     /// as is a sender that is not attached. Lists the targets.
     pub fn notify(&mut self, region: RegionId, from: u8, mask: u32) -> Signals {
         let mut signals = Signals::new();
+        self.notify_each(region, from, mask, |client| signals.push(client));
+        signals
+    }
+
+    /// The notify itself: records `from`'s bit in each target and hands the target to
+    /// `target`.
+    fn notify_each(
+        &mut self,
+        region: RegionId,
+        from: u8,
+        mask: u32,
+        mut target: impl FnMut(ClientId),
+    ) {
         let Some(found) = self.get_mut(region) else {
-            return signals;
+            return;
         };
         if found.client(from).is_none() {
-            return signals;
+            return;
         }
         let sender = bit(usize::from(from));
         for (index, slot) in found.clients.iter_mut().enumerate() {
@@ -321,10 +320,9 @@ impl Registry {
                 && index != usize::from(from)
             {
                 client.notified_by |= sender;
-                signals.push(client.id);
+                target(client.id);
             }
         }
-        signals
     }
 
     /// Status word of client `index`: bits 0-15 the clients that notified it since its last
