@@ -29,15 +29,18 @@ pub struct VcpuSetup {
 }
 
 /// HCR_EL2 for guests: stage 2 on, IRQ/FIQ/SError to EL2 (virtual interrupts to the guest),
-/// SMC and WFI trapped, EL1 is AArch64, set/way invalidation upgraded to clean+invalidate;
+/// SMC trapped, EL1 is AArch64, set/way invalidation upgraded to clean+invalidate;
 /// pointer-authentication instructions and key registers not trapped (APK, API): the keys
-/// are EL1 state of the one vCPU this CPU ever runs.
+/// are EL1 state of the one vCPU this CPU ever runs. WFI and WFE are not trapped: a CPU runs
+/// one vCPU for good, so the guest's WFI may idle the CPU itself; whatever it waits for (a
+/// kick, its timer, the maintenance interrupt) is a physical interrupt, which leaves the
+/// guest (IMO), and the exit that takes it loads the virtual interrupt: one exit per wake-up
+/// instead of a WFI exit, an idle at EL2 and the entry after it.
 const HCR_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
     | (1 << 4)
     | (1 << 5)
-    | (1 << 13)
     | (1 << 19)
     | (1 << 31)
     | (1 << 40)

@@ -57,6 +57,9 @@ pub struct Window {
     pub el1: u64,
     /// Instructions while this CPU was at EL2.
     pub el2: u64,
+    /// Instructions of the machine while this CPU slept at EL1 in a WFI (taken out of
+    /// `el1` by the caller; see `wait_lean` in main.rs).
+    pub halted: u64,
 }
 
 impl Reading {
@@ -66,6 +69,7 @@ impl Reading {
             machine: later.machine.wrapping_sub(self.machine),
             el1: u64::from(later.el1.wrapping_sub(self.el1)),
             el2: u64::from(later.el2.wrapping_sub(self.el2)),
+            halted: 0,
         }
     }
 }

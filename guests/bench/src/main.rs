@@ -213,8 +213,18 @@ fn set_up_ivshmem(me: &'static str, bus: &Bus, role: Role) -> Option<Iv> {
 /// Waits in WFI until `done()`; fails the run once the virtual counter passes `deadline`
 /// (the caller armed the virtual timer for it, so a lost interrupt still wakes this loop).
 /// Returns with IRQs masked. Kept lean: it runs inside the measured interval.
+///
+/// Under icount this CPU's EL1 counter goes on counting the whole machine while the CPU
+/// sleeps at EL1 in a WFI the hypervisor does not trap (Bulkhead lets guests' WFI idle the
+/// CPU): what it counted across each WFI is added to `halted`, which the windows subtract.
 #[inline(always)]
-fn wait_lean(what: &str, deadline: u64, mut done: impl FnMut() -> bool) {
+fn wait_lean(
+    what: &str,
+    deadline: u64,
+    counters: &Counters,
+    halted: &mut u64,
+    mut done: impl FnMut() -> bool,
+) {
     let mut woken = false;
     loop {
         cpu::disable_interrupts();
@@ -224,7 +234,9 @@ fn wait_lean(what: &str, deadline: u64, mut done: impl FnMut() -> bool) {
         if woken && timer::counter() >= deadline {
             exit_fail_with(format_args!("{what}: timed out"));
         }
+        let before = counters.el1();
         cpu::wait_for_interrupt();
+        *halted += u64::from(counters.el1().wrapping_sub(before));
         cpu::enable_interrupts();
         woken = true;
     }
@@ -329,6 +341,7 @@ impl PeerReport {
 #[derive(Default)]
 struct PeerProbe {
     el1_start: u32,
+    halted_start: u64,
     exits_start: Exits,
 }
 
@@ -336,13 +349,20 @@ impl PeerProbe {
     /// Called when round `sequence` arrives, before replying: reads the counters at the
     /// window's edges and publishes the report in `memory` at [`LAST`].
     #[inline(always)]
-    fn at(&mut self, sequence: u32, meter: &Meter, memory: SharedMemory) {
+    fn at(&mut self, sequence: u32, meter: &Meter, halted: u64, memory: SharedMemory) {
         if sequence == WARMUP {
             self.exits_start = meter.exits();
         } else if sequence == WARMUP + 1 {
             self.el1_start = meter.counters.el1();
+            self.halted_start = halted;
         } else if sequence == LAST {
-            let el1 = meter.counters.el1().wrapping_sub(self.el1_start);
+            // Only what this CPU ran at EL1 (see `wait_lean`).
+            let slept = (halted - self.halted_start).min(u64::from(u32::MAX)) as u32;
+            let el1 = meter
+                .counters
+                .el1()
+                .wrapping_sub(self.el1_start)
+                .wrapping_sub(slept);
             let exits = self.exits_start.until(meter.exits());
             PeerReport {
                 el1: meter.counters.available().is_ok().then_some(el1),
@@ -435,28 +455,37 @@ fn round_trips(
     let mut samples = Samples::<{ ROUNDS as usize }>::new();
     let (mut exits_start, mut exits_end) = (Exits::default(), Exits::default());
     let (mut window_start, mut window_end) = Default::default();
+    let (mut halted, mut halted_start, mut halted_end) = (0u64, 0u64, 0u64);
     for round in 1..=LAST {
         if round == WARMUP + 1 {
             exits_start = meter.exits();
             window_start = meter.counters.read();
+            halted_start = halted;
         }
         let start = clock.stamp();
         doorbell.send(round);
-        wait_lean(what, deadline, || doorbell.replied(round));
+        wait_lean(what, deadline, &meter.counters, &mut halted, || {
+            doorbell.replied(round)
+        });
         let end = clock.stamp();
         if round > WARMUP && round < LAST {
             samples.push(start.until(end));
         }
         if round == WARMUP + ROUNDS {
             window_end = meter.counters.read();
+            halted_end = halted;
             exits_end = meter.exits();
         }
     }
+    let mut window: Window = window_start.until(window_end);
+    // Only what this CPU ran at EL1 (not what the machine ran while it slept there).
+    window.halted = halted_end - halted_start;
+    window.el1 = window.el1.saturating_sub(window.halted);
     timer::stop_virtual_timer();
     cpu::restore_interrupts(daif);
     RoundTrips {
         summaries: samples.summaries(clock),
-        window: window_start.until(window_end),
+        window,
         exits: exits_start.until(exits_end),
         peer: PeerReport::read(doorbell.memory()),
     }
@@ -471,8 +500,8 @@ fn print_round_trips(name: &str, trips: &RoundTrips, meter: &Meter, machine: boo
     let peer = trips.peer.unwrap_or_default();
     match (meter.counters.available(), peer.el1) {
         (Ok(()), Some(peer_el1)) if machine => println!(
-            "bench: hyp roundtrip {name} instructions machine={} el1={} el2={} peer_el1={peer_el1} n={ROUNDS}",
-            trips.window.machine, trips.window.el1, trips.window.el2
+            "bench: hyp roundtrip {name} instructions machine={} el1={} el2={} halted={} peer_el1={peer_el1} n={ROUNDS}",
+            trips.window.machine, trips.window.el1, trips.window.el2, trips.window.halted
         ),
         _ => println!("bench: hyp roundtrip {name} instructions n/a"),
     }
@@ -649,20 +678,28 @@ fn pong(qnx: &Qnx, iv: Option<&Iv>) -> ! {
     let mut qnx_probe = PeerProbe::default();
     let mut iv_probe = PeerProbe::default();
     let mut ping_peer: Option<u16> = None;
+    // EL1 instructions the machine ran while this CPU slept in WFI (see `wait_lean`).
+    let mut halted = 0u64;
     let daif = cpu::disable_interrupts();
     loop {
         // No deadline: if benchping ends, its detach changes the active bits and wakes us.
-        wait_lean("benchpong: waiting for a doorbell", u64::MAX, || {
-            word(qnx_memory, SEQUENCE) != qnx_answered
-                || iv_sequence() != iv_answered
-                || qnx.events.active() & ping_mask == 0
-        });
+        wait_lean(
+            "benchpong: waiting for a doorbell",
+            u64::MAX,
+            &meter.counters,
+            &mut halted,
+            || {
+                word(qnx_memory, SEQUENCE) != qnx_answered
+                    || iv_sequence() != iv_answered
+                    || qnx.events.active() & ping_mask == 0
+            },
+        );
         let sequence = word(qnx_memory, SEQUENCE);
         if sequence == QUIT {
             break;
         }
         if sequence != qnx_answered {
-            qnx_probe.at(sequence, &meter, qnx_memory);
+            qnx_probe.at(sequence, &meter, halted, qnx_memory);
             qnx.events.take_notified();
             set_word("benchpong", qnx_memory, REPLY, sequence);
             qnx.region.notify(u32::from(ping_mask));
@@ -671,7 +708,7 @@ fn pong(qnx: &Qnx, iv: Option<&Iv>) -> ! {
         if let (Some(iv), Some(memory)) = (iv, iv_memory) {
             let sequence = word(memory, SEQUENCE);
             if sequence != iv_answered {
-                iv_probe.at(sequence, &meter, memory);
+                iv_probe.at(sequence, &meter, halted, memory);
                 let peer =
                     *ping_peer.get_or_insert_with(|| word(memory, PING_ID).wrapping_sub(1) as u16);
                 set_word("benchpong", memory, REPLY, sequence);
