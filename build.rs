@@ -66,11 +66,30 @@ const X86_FIXED: [(&str, u64, u64); 4] = [
     ("the PCI 64-bit window", 0x80_0000_0000, 0x80_0000_0000),
 ];
 
-/// The fixed x86 range `[base, base + size)` overlaps, if any.
-fn x86_fixed_overlap(base: u64, size: u64) -> Option<(&'static str, u64, u64)> {
+/// What an aarch64 partition's platform places at fixed guest-physical addresses
+/// (hypervisor::guest_layout, hypervisor::pci::V2M_FRAME; the GICv3 redistributors take
+/// 128 KiB per vCPU, up to 64): RAM and MMIO vdevs must stay clear of them.
+const AARCH64_FIXED: [(&str, u64, u64); 8] = [
+    ("the GIC distributor", 0x0800_0000, 0x1_0000),
+    ("the GICv2 CPU interface", 0x0801_0000, 0x2000),
+    ("the GICv2m MSI frame", 0x0802_0000, 0x1000),
+    ("the GICv3 redistributors", 0x080a_0000, 0x2_0000 * 64),
+    ("the PCI 32-bit window", 0x1000_0000, 0x2eff_0000),
+    ("the PCI ECAM", 0x3f00_0000, 0x10_0000),
+    ("the shared-memory windows", 0x60_0000_0000, 0x20_0000_0000),
+    ("the PCI 64-bit window", 0x80_0000_0000, 0x80_0000_0000),
+];
+
+/// The fixed range of `fixed` that `[base, base + size)` overlaps, if any.
+fn fixed_overlap(
+    fixed: &[(&'static str, u64, u64)],
+    base: u64,
+    size: u64,
+) -> Option<(&'static str, u64, u64)> {
     let end = base.saturating_add(size);
-    X86_FIXED
-        .into_iter()
+    fixed
+        .iter()
+        .copied()
         .find(|&(_, start, length)| base < start + length && start < end)
 }
 
@@ -183,34 +202,51 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                 }
             }
         }
-        if arch == Arch::X86_64 {
-            let mut placed: Vec<(u64, u64, String)> = vm
-                .ram
-                .iter()
-                .map(|r| (r.guest_base, r.size, r.at.to_string()))
-                .collect();
-            for vdev in &vm.vdevs {
-                match vdev {
-                    Vdev::IoApic(device) => {
-                        placed.push((device.base.value, 0x1000, device.base.at.to_string()))
+        let (fixed, arch_name): (&[(&str, u64, u64)], &str) = match arch {
+            Arch::X86_64 => (&X86_FIXED, "x86_64"),
+            Arch::Aarch64 => (&AARCH64_FIXED, "aarch64"),
+        };
+        let mut placed: Vec<(u64, u64, String, &str)> = vm
+            .ram
+            .iter()
+            .map(|r| (r.guest_base, r.size, r.at.to_string(), "ram"))
+            .collect();
+        for vdev in &vm.vdevs {
+            match vdev {
+                Vdev::IoApic(device) => placed.push((
+                    device.base.value,
+                    0x1000,
+                    device.base.at.to_string(),
+                    "vdev ioapic",
+                )),
+                Vdev::Pl011(device) => placed.push((
+                    device.base.value,
+                    0x1000,
+                    device.base.at.to_string(),
+                    "vdev pl011",
+                )),
+                Vdev::Shmem(device) => {
+                    if let Some(mmio) = &device.mmio {
+                        placed.push((
+                            mmio.base.value,
+                            0x1000,
+                            mmio.base.at.to_string(),
+                            "vdev shmem",
+                        ));
                     }
-                    Vdev::Shmem(device) => {
-                        if let Some(mmio) = &device.mmio {
-                            placed.push((mmio.base.value, 0x1000, mmio.base.at.to_string()));
-                        }
-                    }
-                    _ => {}
                 }
+                _ => {}
             }
-            for (base, size, at) in placed {
-                if let Some((what, start, length)) = x86_fixed_overlap(base, size) {
-                    errors.push(format!(
-                        "{at}: guest-physical {base:#x}-{:#x} overlaps {what} ({start:#x}-{:#x}), \
-                         which every x86_64 partition has",
-                        base.saturating_add(size),
-                        start + length
-                    ));
-                }
+        }
+        for (base, size, at, what) in placed {
+            if let Some((fixed_what, start, length)) = fixed_overlap(fixed, base, size) {
+                errors.push(format!(
+                    "{at}: guest-physical {base:#x}-{:#x} overlaps {fixed_what} \
+                     ({start:#x}-{:#x}), which every {arch_name} partition has (move this \
+                     {what} outside that range)",
+                    base.saturating_add(size),
+                    start + length
+                ));
             }
         }
         let mut shmem: Vec<String> = Vec::new();

@@ -36,7 +36,7 @@ use crate::shmem::Registry;
 mod ports;
 mod shared;
 
-use shared::{link_timers, shared_memory_devices};
+use shared::{link_timers, place, shared_memory_devices};
 
 /// What arch code offers the exit handler.
 pub trait Platform {
@@ -189,6 +189,8 @@ pub struct Partition {
     releasers: Vec<Arc<dyn SignalTarget>>,
     /// The virtual PCI host bridge.
     pci: PciBridge,
+    /// Configured devices that could not be set up (the image fails the boot on them).
+    problems: Vec<String>,
 }
 
 /// The interrupt controller a partition's guest sees.
@@ -293,17 +295,27 @@ impl Partition {
             })
             .collect();
         let mut devices = DeviceTable::new();
+        // The configuration build refuses overlapping devices; should one get here anyway,
+        // it is recorded and the boot fails naming it (see `Partition::setup_problems`).
+        let mut problems = Vec::new();
         if let Some(base) = config.pl011 {
-            // The configuration validator already refused overlapping devices.
             let intid = config
                 .pl011_interrupt
                 .unwrap_or(guest_layout::PL011_DEFAULT_INTID);
-            let _ = devices.insert(GuestPhysAddr::new(base), Box::new(VirtualPl011::new(intid)));
+            place(
+                &mut devices,
+                GuestPhysAddr::new(base),
+                Box::new(VirtualPl011::new(intid)),
+                &mut problems,
+            );
         }
         let mut ports = PortTable::new();
-        if let Some(port) = config.uart8250 {
-            // The configuration validator already refused overlapping devices.
-            let _ = ports.insert(port, Box::new(Virtual16550::new()));
+        if let Some(port) = config.uart8250
+            && ports.insert(port, Box::new(Virtual16550::new())).is_err()
+        {
+            problems.push(format!(
+                "vdev ser8250 at port {port:#x} overlaps another port"
+            ));
         }
         let (controller, layout) = match model {
             InterruptModel::Gic(version) => {
@@ -313,14 +325,18 @@ impl Partition {
                     guest_layout::SPI_COUNT,
                 ));
                 link_timers(&gic, config.vcpus.len());
-                let _ = devices.insert(
+                place(
+                    &mut devices,
                     GuestPhysAddr::new(guest_layout::GIC_DISTRIBUTOR.0),
                     gic.distributor(),
+                    &mut problems,
                 );
                 if let Some(redistributors) = gic.redistributors() {
-                    let _ = devices.insert(
+                    place(
+                        &mut devices,
                         GuestPhysAddr::new(guest_layout::GIC_REDISTRIBUTORS),
                         redistributors,
+                        &mut problems,
                     );
                 }
                 (Controller::Gic(gic), GuestPci::QEMU_VIRT)
@@ -328,8 +344,7 @@ impl Partition {
             InterruptModel::Apic => {
                 let bus = Arc::new(ApicBus::new(config.vcpus.len(), config.ioapic.is_some()));
                 if let (Some(base), Some(frame)) = (config.ioapic, bus.ioapic_frame()) {
-                    // The configuration validator already refused overlapping devices.
-                    let _ = devices.insert(GuestPhysAddr::new(base), frame);
+                    place(&mut devices, GuestPhysAddr::new(base), frame, &mut problems);
                 }
                 (Controller::Apic(bus), GuestPci::X86)
             }
@@ -347,8 +362,15 @@ impl Partition {
             shared,
             &mut devices,
         );
-        if layout.apic {
-            let _ = ports.insert(guest_layout::x86::PCI_CONFIG_PORTS, pci.config_ports());
+        problems.extend(shared_devices.problems.iter().cloned());
+        if layout.apic
+            && ports
+                .insert(guest_layout::x86::PCI_CONFIG_PORTS, pci.config_ports())
+                .is_err()
+        {
+            problems.push(String::from(
+                "PCI configuration ports 0xcf8-0xcff overlap vdev ser8250",
+            ));
         }
         Partition {
             config,
@@ -362,6 +384,7 @@ impl Partition {
             attention: AtomicU64::new(!1),
             signal_targets: shared_devices.targets,
             releasers: shared_devices.releasers,
+            problems,
             pci,
             inner: Mutex::new(Inner {
                 devices,
@@ -371,6 +394,13 @@ impl Partition {
                 restarts: 0,
             }),
         }
+    }
+
+    /// What of its configuration could not be set up (devices overlapping one another, no
+    /// PCI slot, an unknown region): the image fails the boot with these, so that nothing
+    /// configured is dropped silently.
+    pub fn setup_problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Its name.

@@ -9,7 +9,6 @@ use alloc::vec::Vec;
 use super::SharedMemorySystem;
 use crate::addr::GuestPhysAddr;
 use crate::config::PartitionConfig;
-use crate::console::CONSOLE;
 use crate::device::gic::{GicVersion, VirtualGic};
 use crate::device::{ClientId, DeviceTable, InterruptLines, SignalTarget};
 use crate::guest_layout;
@@ -25,6 +24,42 @@ pub(super) struct SharedDevices {
     pub(super) targets: Vec<Arc<dyn SignalTarget>>,
     /// Devices that hold attachments to give up when the partition stops or restarts.
     pub(super) releasers: Vec<Arc<dyn SignalTarget>>,
+    /// Configured devices that could not be set up, each named (the boot fails on them).
+    pub(super) problems: Vec<String>,
+}
+
+/// Registers `device` at `base`, or records why it could not be (it overlaps another).
+pub(super) fn place(
+    devices: &mut DeviceTable,
+    base: GuestPhysAddr,
+    device: Box<dyn crate::device::MmioDevice>,
+    problems: &mut Vec<String>,
+) {
+    let size = device.size();
+    if let Err(refused) = devices.insert(base, device) {
+        let taken = devices
+            .describe()
+            .find(|&(other, _, other_size)| {
+                base.as_u64() < other.as_u64().saturating_add(other_size)
+                    && other.as_u64() < base.as_u64().saturating_add(size)
+            })
+            .map_or(
+                String::from("nothing (an empty or wrapping range)"),
+                |(other, what, other_size)| {
+                    alloc::format!(
+                        "{what} at {:#x}-{:#x}",
+                        other.as_u64(),
+                        other.as_u64().saturating_add(other_size)
+                    )
+                },
+            );
+        problems.push(alloc::format!(
+            "{} at {:#x}-{:#x} overlaps {taken}",
+            refused.name(),
+            base.as_u64(),
+            base.as_u64().saturating_add(size)
+        ));
+    }
 }
 
 /// Builds the partition's virtual PCI bus (always present, so guests may probe it) with its
@@ -42,13 +77,14 @@ pub(super) fn shared_memory_devices(
     let bridge = PciBridge::new(layout, &ram);
     // Lines are set under the devices' own locks (see `InterruptLines`).
     bridge.set_lines(lines.clone());
-    for (base, frame) in bridge.mmio_devices(gic_version) {
-        let _ = devices.insert(base, frame);
-    }
     let mut built = SharedDevices {
         targets: Vec::new(),
         releasers: Vec::new(),
+        problems: Vec::new(),
     };
+    for (base, frame) in bridge.mmio_devices(gic_version) {
+        place(devices, base, frame, &mut built.problems);
+    }
     let Some(shared) = shared else {
         return (built, bridge);
     };
@@ -99,25 +135,30 @@ pub(super) fn shared_memory_devices(
         let device = match shmem.mmio {
             Some((loc, _)) => {
                 let device = Arc::new(device);
-                // The configuration validator refused overlapping devices.
-                let _ = devices.insert(GuestPhysAddr::new(loc), device.factory_page());
+                // The configuration build refuses overlapping devices; should one get here,
+                // the boot fails naming it.
+                place(
+                    devices,
+                    GuestPhysAddr::new(loc),
+                    device.factory_page(),
+                    &mut built.problems,
+                );
                 built.targets.push(device.clone());
                 device
             }
             None => {
                 let (function, device) = QnxPciFunction::new(device);
-                if bridge.add_function(slot, Box::new(function)).is_err() {
-                    CONSOLE.print(format_args!(
-                        "bulkhead: partition {}: no PCI slot for vdev shmem\n",
-                        config.name
-                    ));
+                if let Err(error) = bridge.add_function(slot, Box::new(function)) {
+                    built
+                        .problems
+                        .push(alloc::format!("vdev shmem (PCI slot {slot}): {error}"));
                 }
                 built.targets.push(bridge.signal_target(slot));
                 slot = slot.saturating_add(1);
                 device
             }
         };
-        let _ = devices.insert(window, device.window());
+        place(devices, window, device.window(), &mut built.problems);
         built.releasers.push(device);
     }
     for ivshmem in config.ivshmem {
@@ -143,10 +184,9 @@ pub(super) fn shared_memory_devices(
                     .map_err(|_| "no PCI slot")
             });
         if let Err(reason) = added {
-            CONSOLE.print(format_args!(
-                "bulkhead: partition {}: vdev ivshmem {}: {reason}\n",
-                config.name, ivshmem.name
-            ));
+            built
+                .problems
+                .push(alloc::format!("vdev ivshmem {}: {reason}", ivshmem.name));
         }
         built.targets.push(bridge.signal_target(slot));
         slot = slot.saturating_add(1);
