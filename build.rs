@@ -389,6 +389,7 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                 let _ = writeln!(code, "            initrd: None,");
             }
         }
+        let _ = writeln!(code, "            cmdline: {:?},", vm.cmdline);
         let _ = writeln!(
             code,
             "            fault_policy: hypervisor::config::FaultPolicy::{policy},"

@@ -38,6 +38,9 @@ pub struct PartitionConfig {
     /// The initial RAM disk (`initrd PATH`), loaded page-aligned after the image in the
     /// first RAM range and announced in the device tree's `/chosen`.
     pub initrd: Option<&'static [u8]>,
+    /// The guest's command line (`cmdline "..."`), without Bulkhead's own
+    /// `bulkhead.restarts=N`, which is appended.
+    pub cmdline: Option<&'static str>,
     /// Fault policy.
     pub fault_policy: FaultPolicy,
     /// Guest-physical base of the virtual PL011, if the partition has one.

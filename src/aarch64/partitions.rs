@@ -210,7 +210,10 @@ fn guest_device_tree(
     restarts: usize,
     initrd: Option<(u64, u64)>,
 ) -> Vec<u8> {
-    let bootargs = alloc::format!("bulkhead.restarts={restarts}");
+    let bootargs = match partition.cmdline {
+        Some(cmdline) => alloc::format!("{cmdline} bulkhead.restarts={restarts}"),
+        None => alloc::format!("bulkhead.restarts={restarts}"),
+    };
     let ram: Vec<(u64, u64)> = partition
         .ram
         .iter()

@@ -27,6 +27,12 @@ const MAX_DEVICES: usize = 16;
 const TSC_HZ_OFFSET: u64 = 0x60;
 /// How many times the partition was restarted (u64), inside the boot information.
 const RESTARTS_OFFSET: u64 = 0x68;
+/// The command line's length (u64), inside the boot information; the text (ASCII, no NUL)
+/// from [`COMMAND_LINE_OFFSET`].
+const COMMAND_LINE_LENGTH_OFFSET: u64 = 0x70;
+const COMMAND_LINE_OFFSET: u64 = 0x400;
+/// Room for the command line: the rest of the boot information page.
+const COMMAND_LINE_CAPACITY: usize = 0xc00;
 
 /// The TSC rate guests are told (0: not measured).
 static TSC_HZ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -123,6 +129,21 @@ pub fn load(partition: &PartitionConfig, restarts: usize) -> Result<LongModeStar
         TSC_HZ.load(core::sync::atomic::Ordering::Relaxed),
     );
     put_u64(host, BOOT_INFO + RESTARTS_OFFSET, restarts as u64);
+    // The VM file's `cmdline` (validated printable ASCII, at most 1 KiB), then Bulkhead's own.
+    let command_line = match partition.cmdline {
+        Some(cmdline) => alloc::format!("{cmdline} bulkhead.restarts={restarts}"),
+        None => alloc::format!("bulkhead.restarts={restarts}"),
+    };
+    let command_line = command_line
+        .as_bytes()
+        .get(..COMMAND_LINE_CAPACITY)
+        .unwrap_or(command_line.as_bytes());
+    copy(host, BOOT_INFO + COMMAND_LINE_OFFSET, command_line);
+    put_u64(
+        host,
+        BOOT_INFO + COMMAND_LINE_LENGTH_OFFSET,
+        command_line.len() as u64,
+    );
     for (index, device) in devices(partition).take(MAX_DEVICES).enumerate() {
         let at = DEVICE_LIST + 8 + index as u64 * DEVICE_ENTRY_SIZE;
         put_u64(

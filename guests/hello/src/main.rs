@@ -26,6 +26,9 @@ fn main() -> ! {
             println!("hello: ram {base:#x} size {size:#x} ({} MiB)", size >> 20)
         }
     }
+    if let Some(bootargs) = platform::bootargs() {
+        println!("hello: command line \"{bootargs}\"");
+    }
     let (major, minor) = psci::version();
     println!(
         "hello: {}, psci {major}.{minor} via {}, counter {} Hz",

@@ -1,7 +1,9 @@
 //! Splits qvm-syntax text into tokens and groups them into items, one per top-level keyword.
 //!
-//! `#` starts a comment anywhere on a line; tokens are separated by whitespace. A line whose
-//! first token is a keyword starts a new item. Items whose keyword is listed as multi-line
+//! `#` starts a comment anywhere on a line outside quotes; tokens are separated by
+//! whitespace, and `"..."` is one token (without the quotes) that may hold whitespace and `#`
+//! but no `"` (an unterminated quote is an error at its line). A line whose first token is a
+//! keyword starts a new item. Items whose keyword is listed as multi-line
 //! (`vdev`) take every following line that does not start with a keyword as more options.
 
 use crate::error::FileErrors;
@@ -32,20 +34,53 @@ pub(crate) struct Grammar {
     pub multi_line: &'static [&'static str],
 }
 
-/// The tokens of each non-empty line, comments removed.
-fn lines(text: &str) -> impl Iterator<Item = Vec<Token<'_>>> {
-    text.lines().enumerate().filter_map(|(index, line)| {
+/// The tokens of one line, comments removed; `Err` for an unterminated quote.
+fn line_tokens(line: &str, line_number: u32) -> Result<Vec<Token<'_>>, String> {
+    let mut tokens = Vec::new();
+    let mut rest = line;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() || rest.starts_with('#') {
+            return Ok(tokens);
+        }
+        let (text, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let Some(end) = quoted.find('"') else {
+                return Err(String::from(
+                    "unterminated quote: a quoted value ends with `\"` on the same line",
+                ));
+            };
+            quoted.split_at(end)
+        } else {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '#')
+                .unwrap_or(rest.len());
+            rest.split_at(end)
+        };
+        tokens.push(Token {
+            text,
+            line: line_number,
+        });
+        // Past a closing quote: it is not part of the next token.
+        rest = after.strip_prefix('"').unwrap_or(after);
+    }
+}
+
+/// The tokens of each non-empty line, comments removed; lines with errors are reported and
+/// skipped.
+fn lines<'a>(
+    text: &'a str,
+    errors: &mut FileErrors,
+) -> impl Iterator<Item = Vec<Token<'a>>> + use<'a> {
+    let mut all = Vec::new();
+    for (index, line) in text.lines().enumerate() {
         let line_number = u32::try_from(index.saturating_add(1)).unwrap_or(u32::MAX);
-        let code = line.split('#').next().unwrap_or_default();
-        let tokens: Vec<Token<'_>> = code
-            .split_whitespace()
-            .map(|text| Token {
-                text,
-                line: line_number,
-            })
-            .collect();
-        (!tokens.is_empty()).then_some(tokens)
-    })
+        match line_tokens(line, line_number) {
+            Ok(tokens) if !tokens.is_empty() => all.push(tokens),
+            Ok(_) => {}
+            Err(message) => errors.error(line_number, message),
+        }
+    }
+    all.into_iter()
 }
 
 /// Groups `text` into items; a line that starts with neither a keyword nor (after a
@@ -58,7 +93,7 @@ pub(crate) fn items<'a>(
     let mut items: Vec<Item<'a>> = Vec::new();
     // After an unknown keyword its continuation lines are dropped quietly: one error, not many.
     let mut continues = false;
-    for tokens in lines(text) {
+    for tokens in lines(text, errors) {
         let mut tokens = tokens.into_iter();
         let Some(first) = tokens.next() else {
             continue;

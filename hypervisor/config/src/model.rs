@@ -184,6 +184,8 @@ pub struct Vm {
     pub image: Image,
     /// `initrd PATH`, resolved: an initial RAM disk loaded after the image.
     pub initrd: Option<Image>,
+    /// `cmdline "..."`: the guest's command line (Bulkhead appends `bulkhead.restarts=N`).
+    pub cmdline: Option<String>,
     /// `fault-policy`.
     pub fault_policy: FaultPolicy,
     /// `vdev` items, in file order.

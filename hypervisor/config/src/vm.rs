@@ -1,4 +1,5 @@
-//! VM files: `system`, `ram`, `cpu`, `load`, `initrd`, `fault-policy`, `vdev`, syntax-checked.
+//! VM files: `system`, `ram`, `cpu`, `load`, `initrd`, `cmdline`, `fault-policy`, `vdev`,
+//! syntax-checked.
 //!
 //! What depends on the board (default addresses, interrupt controllers, CPU and host RAM
 //! placement) is left open here and settled by `validate`.
@@ -22,6 +23,7 @@ pub const VM_KEYWORDS: &[&str] = &[
     "cpu",
     "load",
     "initrd",
+    "cmdline",
     "fault-policy",
     "vdev",
 ];
@@ -50,6 +52,8 @@ pub struct VmFile {
     pub load: Spanned<String>,
     /// `initrd PATH`, as written, if any.
     pub initrd: Option<Spanned<String>>,
+    /// `cmdline "..."`: the guest's command line, if given.
+    pub cmdline: Option<Spanned<String>>,
     /// `fault-policy` (default `stop`).
     pub fault_policy: FaultPolicy,
     /// `vdev` items, in file order.
@@ -144,6 +148,26 @@ const VDEV_KINDS: [(&str, VdevKind, &[&str]); 6] = [
     ),
 ];
 
+/// Longest guest command line (Linux's arm64 and x86 COMMAND_LINE_SIZE is 2048 with its NUL;
+/// Bulkhead appends ` bulkhead.restarts=N`).
+pub const CMDLINE_MAX: usize = 1024;
+
+/// A `cmdline` value: printable ASCII, at most [`CMDLINE_MAX`] bytes.
+fn check_cmdline(text: &str) -> Result<(), String> {
+    if text.len() > CMDLINE_MAX {
+        return Err(format!(
+            "cmdline is {} bytes long; at most {CMDLINE_MAX}",
+            text.len()
+        ));
+    }
+    if let Some(bad) = text.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "cmdline holds {bad:?}: only printable ASCII (quote it: cmdline \"console=ttyAMA0 quiet\")"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses one VM file. `path` is only used in messages and recorded in the result.
 pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
     let mut errors = FileErrors::new(path);
@@ -151,6 +175,7 @@ pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
     let mut name = Single::default();
     let mut load = Single::default();
     let mut initrd = Single::default();
+    let mut cmdline = Single::default();
     let mut fault_policy = Single::default();
     let mut ram = Vec::new();
     let mut cpus = Vec::new();
@@ -183,6 +208,14 @@ pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
                     && let Some(token) = lexer::single_arg(item, "PATH", &mut errors)
                 {
                     initrd.value = Some(spanned(token.text.to_string(), token, &errors));
+                }
+            }
+            "cmdline" => {
+                if cmdline.claim(item, &mut errors)
+                    && let Some(token) = lexer::single_arg(item, "\"ARGUMENTS\"", &mut errors)
+                    && report(check_cmdline(token.text), token.line, &mut errors).is_some()
+                {
+                    cmdline.value = Some(spanned(token.text.to_string(), token, &errors));
                 }
             }
             "fault-policy" => {
@@ -236,6 +269,7 @@ pub fn parse_vm(path: &Path, text: &str) -> Result<VmFile, Errors> {
             cpus,
             load,
             initrd: initrd.value,
+            cmdline: cmdline.value,
             fault_policy: fault_policy
                 .value
                 .map(|policy| policy.value)

@@ -21,6 +21,7 @@ fn config(policy: FaultPolicy) -> &'static PartitionConfig {
         image: &[],
         image_path: "test",
         initrd: None,
+        cmdline: None,
         fault_policy: policy,
         pl011: Some(0x0900_0000),
         pl011_interrupt: None,

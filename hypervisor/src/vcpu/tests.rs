@@ -95,6 +95,7 @@ fn partition(policy: FaultPolicy) -> &'static Partition {
         image: &[],
         image_path: "looped",
         initrd: None,
+        cmdline: None,
         fault_policy: policy,
         pl011: Some(0x0900_0000),
         pl011_interrupt: None,

@@ -20,6 +20,9 @@ fn main() -> ! {
         boot_info::vcpu_index().unwrap_or(u64::MAX),
         boot_info::ram_size().unwrap_or(0) >> 20
     );
+    if let Some(line) = boot_info::command_line() {
+        println!("{name}: command line \"{line}\"");
+    }
     let vendor = cpu::vendor();
     println!(
         "{name}: cpuid vendor {}, max leaf {}, vmx {}, hypervisor bit {}",

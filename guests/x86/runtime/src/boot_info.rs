@@ -2,7 +2,9 @@
 //! `0x00` magic `BULKHEAD` (u64), `0x08` RAM bytes (u64), `0x10` vCPU index (u64), `0x18`
 //! name length (u64, at most 64), `0x20` the partition's name (UTF-8, no NUL), `0x60` the TSC
 //! rate in Hz as the hypervisor measured it (u64, 0: unknown), `0x68` how many times the
-//! partition was restarted (u64); `0x100` the
+//! partition was restarted (u64), `0x70` the command line's length (u64, at most
+//! [`COMMAND_LINE_CAPACITY`]; the text, ASCII, from `0x400`: the VM file's `cmdline`, then
+//! `bulkhead.restarts=N`); `0x100` the
 //! number of devices (u64, at most [`MAX_DEVICES`]), then from `0x108` one 24-byte entry per
 //! device: kind (u32), number (u32), base (u64), size (u64) ([`Device`]).
 
@@ -17,8 +19,12 @@ const NAME_CAPACITY: usize = 64;
 const DEVICE_COUNT_OFFSET: usize = 0x100;
 const DEVICES_OFFSET: usize = 0x108;
 const DEVICE_ENTRY_SIZE: usize = 24;
-/// Bytes of the page the runtime reads: the device list's end.
-const PAGE_USED: usize = DEVICES_OFFSET + MAX_DEVICES * DEVICE_ENTRY_SIZE;
+const COMMAND_LINE_LENGTH_OFFSET: usize = 0x70;
+const COMMAND_LINE_OFFSET: usize = 0x400;
+/// Most bytes of command line the page holds.
+pub const COMMAND_LINE_CAPACITY: usize = 0xc00;
+/// Bytes of the page the runtime reads: all of it.
+const PAGE_USED: usize = COMMAND_LINE_OFFSET + COMMAND_LINE_CAPACITY;
 
 static ADDRESS: AtomicU64 = AtomicU64::new(0);
 
@@ -121,6 +127,22 @@ pub fn tsc_hz() -> Option<u64> {
 /// How many times the partition was restarted (fault policy `restart`, SYSTEM_RESET).
 pub fn restarts() -> Option<u64> {
     read_u64(page()?, 0x68)
+}
+
+/// The partition's command line (the VM file's `cmdline`, then `bulkhead.restarts=N`), if
+/// the hypervisor wrote one.
+pub fn command_line() -> Option<&'static str> {
+    command_line_in(page()?)
+}
+
+fn command_line_in(page: &'static [u8]) -> Option<&'static str> {
+    let length = usize::try_from(read_u64(page, COMMAND_LINE_LENGTH_OFFSET)?)
+        .ok()?
+        .min(COMMAND_LINE_CAPACITY);
+    let bytes = page.get(COMMAND_LINE_OFFSET..COMMAND_LINE_OFFSET + length)?;
+    core::str::from_utf8(bytes)
+        .ok()
+        .filter(|line| !line.is_empty())
 }
 
 /// The partition's name (`system NAME`), or `"?"`.
@@ -270,5 +292,21 @@ mod tests {
         page[NAME_OFFSET..NAME_OFFSET + NAME_CAPACITY].fill(b'a');
         let page: &'static [u8] = Box::leak(page.into_boxed_slice());
         assert_eq!(name_in(page).map(str::len), Some(NAME_CAPACITY));
+    }
+
+    #[test]
+    fn command_line_is_read_up_to_its_length() {
+        let page: &'static mut [u8] = Box::leak(vec![0u8; PAGE_USED].into_boxed_slice());
+        let text = b"console=ttyS0 bulkhead.restarts=2 trailing";
+        page[COMMAND_LINE_OFFSET..COMMAND_LINE_OFFSET + text.len()].copy_from_slice(text);
+        page[COMMAND_LINE_LENGTH_OFFSET..COMMAND_LINE_LENGTH_OFFSET + 8]
+            .copy_from_slice(&33u64.to_le_bytes());
+        let page: &'static [u8] = page;
+        assert_eq!(
+            command_line_in(page),
+            Some("console=ttyS0 bulkhead.restarts=2")
+        );
+        let empty: &'static [u8] = Box::leak(vec![0u8; PAGE_USED].into_boxed_slice());
+        assert_eq!(command_line_in(empty), None);
     }
 }

@@ -136,6 +136,7 @@ pub fn validate(
             vcpus,
             image,
             initrd,
+            cmdline: vm.cmdline.map(|cmdline| cmdline.value),
             fault_policy: vm.fault_policy,
             vdevs,
         });

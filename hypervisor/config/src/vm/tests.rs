@@ -719,3 +719,49 @@ fn vdev_specs_are_not_yet_model_devices() {
         }
     );
 }
+
+#[test]
+fn cmdline_takes_one_quoted_value() {
+    let vm = parse(&with(
+        "cmdline \"console=ttyAMA0 root=/dev/vda # not a comment\"  # one\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        vm.cmdline.map(|cmdline| (cmdline.value, cmdline.at.line)),
+        Some((
+            "console=ttyAMA0 root=/dev/vda # not a comment".to_string(),
+            5
+        ))
+    );
+    // A single word needs no quotes; without `cmdline` there is none.
+    assert_eq!(
+        parse(&with("cmdline quiet\n"))
+            .unwrap()
+            .cmdline
+            .map(|c| c.value),
+        Some("quiet".to_string())
+    );
+    assert_eq!(parse(&with("")).unwrap().cmdline, None);
+}
+
+#[test]
+fn cmdline_errors_name_the_line() {
+    assert_error(
+        &with("cmdline \"console=ttyAMA0\n"),
+        5,
+        "unterminated quote",
+    );
+    assert_error(
+        &with("cmdline \"a\" \"b\"\n"),
+        5,
+        "unexpected `b` after `cmdline a`",
+    );
+    assert_error(&with("cmdline \"caf\u{e9}\"\n"), 5, "only printable ASCII");
+    assert_error(
+        &with(&format!("cmdline {}\n", "x".repeat(1025))),
+        5,
+        "at most 1024",
+    );
+    assert_error(&with("cmdline a\ncmdline b\n"), 6, "cmdline");
+    assert_error(&with("cmdline\n"), 5, "`cmdline` needs a value");
+}
