@@ -386,7 +386,7 @@ fn unknown_keyword() {
     assert_error(
         &with("memory 64M\n"),
         5,
-        "unknown keyword `memory` in a VM file (keywords: system, ram, cpu, load, initrd, fault-policy, vdev)",
+        "unknown keyword `memory` in a VM file (keywords: system, ram, cpu, load, initrd, cmdline, fault-policy, vdev)",
     );
 }
 
