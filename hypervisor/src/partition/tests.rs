@@ -425,7 +425,7 @@ fn a_device_that_cannot_be_placed_is_reported_not_dropped() {
     // A PL011 on top of the GIC distributor (the build refuses it; should one get here).
     let clash = Box::leak(Box::new(PartitionConfig {
         pl011: Some(guest_layout::GIC_DISTRIBUTOR.0),
-        ..config(FaultPolicy::Stop).clone()
+        ..*config(FaultPolicy::Stop)
     }));
     let partition = Partition::new(0, clash, InterruptModel::Gic(GicVersion::V3), None);
     let problems = partition.setup_problems();
