@@ -151,7 +151,12 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64, entry_path: u64) 
     println!("{online} of {} CPUs online", platform.cpus.len());
     let vmx_total = vmx_on + vmx_on_secondaries;
     if vmx_total == online {
-        println!("VMX on {vmx_total} of {online} CPUs");
+        println!("{} on {vmx_total} of {online} CPUs", backend_name());
+    } else if partitions::uses_svm() {
+        println!(
+            "SVM on {vmx_total} of {online} CPUs: partitions need SVM with nested paging \
+             (QEMU -cpu max under TCG, or KVM with nested SVM)"
+        );
     } else {
         println!(
             "VMX on {vmx_total} of {online} CPUs: partitions need VMX (Bochs with \
@@ -187,8 +192,16 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64, entry_path: u64) 
     partitions::run_this_cpu(vmx_on == 1)
 }
 
-/// Turns VMX on for this CPU and says so; true if it is on.
+/// The virtualization extension partitions run with: SVM on AMD's CPUs, VMX elsewhere.
+fn backend_name() -> &'static str {
+    if partitions::uses_svm() { "SVM" } else { "VMX" }
+}
+
+/// Turns VMX (on AMD's CPUs: SVM) on for this CPU and says so; true if it is on.
 pub(crate) fn report_vmx(index: usize) -> bool {
+    if partitions::uses_svm() {
+        return report_svm(index);
+    }
     match vmx::enable_this_cpu() {
         Ok(features) => {
             println!(
@@ -215,6 +228,28 @@ pub(crate) fn report_vmx(index: usize) -> bool {
         }
         Err(error) => {
             println!("cpu {index}: no VMX: {error}");
+            false
+        }
+    }
+}
+
+/// Turns SVM on for this CPU and says so; true if it is on.
+fn report_svm(index: usize) -> bool {
+    match arch_x86_64::svm_vcpu::enable_this_cpu() {
+        Ok(features) => {
+            println!(
+                "cpu {index}: SVM on (NPT, 1 GiB pages, {} ASIDs{})",
+                features.asids,
+                if features.nrips {
+                    ", NRIPS"
+                } else {
+                    ", no NRIPS"
+                }
+            );
+            true
+        }
+        Err(error) => {
+            println!("cpu {index}: no SVM: {error}");
             false
         }
     }

@@ -1,14 +1,17 @@
-//! Partitions on x86_64 (VMX): placing and loading them at boot (EPT, RAM, guest page tables,
-//! image), and the glue between each CPU's vCPU ([`VmxVcpu`], the arch backend) and the
-//! core's run loop: the platform (kicks, EPT mapping at run time, signals), reloading a
+//! Partitions on x86_64 (VMX or SVM): placing and loading them at boot (EPT or NPT, RAM, guest
+//! page tables, image), and the glue between each CPU's vCPU ([`VmxVcpu`] or [`SvmVcpu`], the
+//! arch backends, chosen by the CPU's vendor) and the core's run loop: the platform (kicks, EPT mapping at run time, signals), reloading a
 //! partition for a restart, the end of the run.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::heap_tables::{HeapTables, map_shared_memory};
 use arch_x86_64::apic::LocalApic;
-use arch_x86_64::paging::{Ept, Memory, PageTable};
+use arch_x86_64::paging::{EntryFormat, Ept, Memory, Npt, PageTable};
+use arch_x86_64::svm;
+use arch_x86_64::svm_vcpu::{SvmPartition, SvmVcpu};
 use arch_x86_64::vmcs::LongModeStart;
 use arch_x86_64::vmx_exit;
 use arch_x86_64::vmx_vcpu::{VmxPartition, VmxVcpu};
@@ -46,14 +49,27 @@ struct Runtime {
     apic_ids: Vec<u32>,
 }
 
-/// A partition's VMX-side state.
+/// A partition's VMX- or SVM-side state.
 struct Loaded {
-    /// What its vCPUs share (EPT pointer and generation, exit counts).
-    vmx: VmxPartition,
-    /// Its EPT (changed at run time by shared-memory devices).
-    table: spin::Mutex<PageTable<HeapTables, Ept>>,
+    /// What its vCPUs share and its second-stage tables.
+    stage: Stage,
     /// Where vCPU 0 starts at boot.
     boot: StartRequest,
+}
+
+/// The backend's shared state and second-stage tables (changed at run time by shared-memory
+/// devices).
+enum Stage {
+    /// VMX: EPT pointer and generation, exit counts; the EPT.
+    Vmx(Box<VmxPartition>, spin::Mutex<PageTable<HeapTables, Ept>>),
+    /// SVM: N_CR3, ASID, NPT generation, exit counts; the NPT.
+    Svm(Box<SvmPartition>, spin::Mutex<PageTable<HeapTables, Npt>>),
+}
+
+/// Whether partitions run under SVM (the boot CPU is AMD's) rather than VMX.
+pub fn uses_svm() -> bool {
+    static SVM: Once<bool> = Once::new();
+    *SVM.call_once(arch_x86_64::svm_vcpu::is_svm_vendor)
 }
 
 static RUNTIME: Once<Runtime> = Once::new();
@@ -91,12 +107,24 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
                 )),
             }
         }
-        let table = build_ept(partition);
+        let stage = if uses_svm() {
+            let table = build_second_stage::<Npt>(partition);
+            let asid = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            Stage::Svm(
+                Box::new(SvmPartition::new(Npt::n_cr3(table.root()), asid)),
+                spin::Mutex::new(table),
+            )
+        } else {
+            let table = build_second_stage::<Ept>(partition);
+            Stage::Vmx(
+                Box::new(VmxPartition::new(Ept::pointer(table.root()))),
+                spin::Mutex::new(table),
+            )
+        };
         let start = guest::load(partition, 0)
             .unwrap_or_else(|e| boot_failure(format_args!("partition {}: {e}", partition.name)));
         loaded.push(Loaded {
-            vmx: VmxPartition::new(Ept::pointer(table.root())),
-            table: spin::Mutex::new(table),
+            stage,
             boot: StartRequest {
                 entry: start.rip,
                 context: guest::BOOT_INFO,
@@ -143,10 +171,14 @@ fn check_ram(partition: &PartitionConfig, host_base: u64, size: u64, memory_map:
     }
 }
 
-/// The partition's EPT: its RAM (2 MiB / 1 GiB pages where aligned), write-back, RWX.
-fn build_ept(partition: &PartitionConfig) -> PageTable<HeapTables, Ept> {
-    let mut table = PageTable::<HeapTables, Ept>::new(HeapTables::default())
-        .unwrap_or_else(|e| boot_failure(format_args!("partition {}: EPT: {e}", partition.name)));
+/// The partition's EPT or NPT: its RAM (2 MiB / 1 GiB pages where aligned), write-back, RWX.
+fn build_second_stage<F: EntryFormat>(partition: &PartitionConfig) -> PageTable<HeapTables, F> {
+    let mut table = PageTable::<HeapTables, F>::new(HeapTables::default()).unwrap_or_else(|e| {
+        boot_failure(format_args!(
+            "partition {}: second-stage tables: {e}",
+            partition.name
+        ))
+    });
     let normal = Memory::Normal {
         write: true,
         execute: true,
@@ -154,7 +186,7 @@ fn build_ept(partition: &PartitionConfig) -> PageTable<HeapTables, Ept> {
     for ram in partition.ram {
         if let Err(e) = table.map(ram.guest_base, ram.host_base, ram.size, normal) {
             boot_failure(format_args!(
-                "partition {}: EPT mapping of RAM: {e}",
+                "partition {}: second-stage mapping of RAM: {e}",
                 partition.name
             ));
         }
@@ -186,7 +218,10 @@ impl Platform for Host {
             .get()
             .and_then(|r| r.loaded.get(partition))
             .ok_or("no such partition")?;
-        map_shared_memory(&loaded.table, guest.as_u64(), host.as_u64(), size)
+        match &loaded.stage {
+            Stage::Vmx(_, table) => map_shared_memory(table, guest.as_u64(), host.as_u64(), size),
+            Stage::Svm(_, table) => map_shared_memory(table, guest.as_u64(), host.as_u64(), size),
+        }
     }
 
     /// Removes the entries, then makes every CPU of the partition drop cached translations:
@@ -198,11 +233,22 @@ impl Platform for Host {
         let Some(loaded) = runtime.loaded.get(partition) else {
             return;
         };
-        if loaded.table.lock().unmap(guest.as_u64(), size).is_err() {
-            return;
+        match &loaded.stage {
+            Stage::Vmx(vmx_state, table) => {
+                if table.lock().unmap(guest.as_u64(), size).is_err() {
+                    return;
+                }
+                vmx_state.ept_generation.fetch_add(1, Ordering::AcqRel);
+                vmx::invalidate_ept(vmx_state.ept_pointer);
+            }
+            Stage::Svm(svm_state, table) => {
+                if table.lock().unmap(guest.as_u64(), size).is_err() {
+                    return;
+                }
+                // This CPU's next VMRUN flushes the ASID too (it sees the new generation).
+                svm_state.npt_generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
-        loaded.vmx.ept_generation.fetch_add(1, Ordering::AcqRel);
-        vmx::invalidate_ept(loaded.vmx.ept_pointer);
         if let Some(running) = runtime.system.partitions.get(partition) {
             for vcpu in 0..running.vcpu_count() {
                 if let Some(cpu) = running.physical_cpu(vcpu) {
@@ -234,9 +280,9 @@ fn kick(cpu: usize) {
 }
 
 /// This CPU's vCPU (never returns): waits until partitions are loaded, then runs the vCPU
-/// assigned to this CPU, if any, through the core's run loop; `vmx_on` says whether VMXON
-/// succeeded here.
-pub fn run_this_cpu(vmx_on: bool) -> ! {
+/// assigned to this CPU, if any, through the core's run loop; `virtualization_on` says
+/// whether VMXON (or, on AMD, turning SVM on) succeeded here.
+pub fn run_this_cpu(virtualization_on: bool) -> ! {
     while !READY.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
@@ -257,19 +303,36 @@ pub fn run_this_cpu(vmx_on: bool) -> ! {
         syndrome: 0,
         address: None,
     };
-    if !vmx_on {
-        let _action = partition.handle_exit(vcpu, fault("no VMX on this CPU"), &Host);
+    if !virtualization_on {
+        let what = if uses_svm() {
+            "no SVM on this CPU"
+        } else {
+            "no VMX on this CPU"
+        };
+        let _action = partition.handle_exit(vcpu, fault(what), &Host);
         hypervisor::vcpu::stop_partition(partition, vcpu, &Host);
         cpu::halt();
     }
-    let vpid = u16::try_from(index + 1).unwrap_or(u16::MAX);
-    let mut backend = match VmxVcpu::new(partition, &loaded.vmx, &Host, long_mode_start, vcpu, vpid)
-    {
-        Ok(backend) => backend,
-        Err(e) => boot_failure(format_args!("{e}")),
-    };
     let boot = (vcpu == 0).then_some(loaded.boot);
-    hypervisor::vcpu::run_vcpu(&mut backend, partition, vcpu, &Host, boot)
+    match &loaded.stage {
+        Stage::Vmx(vmx_state, _) => {
+            let vpid = u16::try_from(index + 1).unwrap_or(u16::MAX);
+            let mut backend =
+                match VmxVcpu::new(partition, vmx_state, &Host, long_mode_start, vcpu, vpid) {
+                    Ok(backend) => backend,
+                    Err(e) => boot_failure(format_args!("{e}")),
+                };
+            hypervisor::vcpu::run_vcpu(&mut backend, partition, vcpu, &Host, boot)
+        }
+        Stage::Svm(svm_state, _) => {
+            let mut backend = match SvmVcpu::new(partition, svm_state, &Host, long_mode_start, vcpu)
+            {
+                Ok(backend) => backend,
+                Err(e) => boot_failure(format_args!("{e}")),
+            };
+            hypervisor::vcpu::run_vcpu(&mut backend, partition, vcpu, &Host, boot)
+        }
+    }
 }
 
 /// The 64-bit state a start request enters with: vCPU 0's boot entry (the image, with RDI =
@@ -323,15 +386,24 @@ fn print_exit_counts(runtime: &Runtime) {
     for (partition, loaded) in runtime.system.partitions.iter().zip(&runtime.loaded) {
         let mut total = 0;
         let mut by_reason = alloc::string::String::new();
-        for (reason, count) in (0u16..).zip(&loaded.vmx.exits) {
+        let mut add = |name: &str, count: &core::sync::atomic::AtomicU64| {
             let count = count.load(Ordering::Relaxed);
             if count != 0 {
                 total += count;
                 let separator = if by_reason.is_empty() { "" } else { ", " };
-                by_reason.push_str(&alloc::format!(
-                    "{separator}{} {count}",
-                    vmx_exit::reason_name(reason)
-                ));
+                by_reason.push_str(&alloc::format!("{separator}{name} {count}"));
+            }
+        };
+        match &loaded.stage {
+            Stage::Vmx(vmx_state, _) => {
+                for (reason, count) in (0u16..).zip(&vmx_state.exits) {
+                    add(vmx_exit::reason_name(reason), count);
+                }
+            }
+            Stage::Svm(svm_state, _) => {
+                for (slot, count) in svm_state.exits.iter().enumerate() {
+                    add(svm::exit_name(svm::slot_code(slot)), count);
+                }
             }
         }
         println!("  {}: {total} VM exits ({by_reason})", partition.name());

@@ -352,6 +352,7 @@ mod tests {
         assert!(names.contains(&"virt-gicv2".to_string()), "{names:?}");
         assert!(names.contains(&"bochs-vmx".to_string()), "{names:?}");
         assert!(names.contains(&"q35-tcg".to_string()), "{names:?}");
+        assert!(names.contains(&"q35-svm".to_string()), "{names:?}");
         for name in names {
             Profile::load(&name).unwrap();
         }
@@ -429,7 +430,7 @@ mod tests {
 
     #[test]
     fn x86_qemu_boots_the_iso_with_isa_debug_exit() {
-        let profile = Profile::load("q35-tcg").unwrap();
+        let profile = Profile::load("q35-svm").unwrap();
         assert_eq!(profile.arch, Arch::X86_64);
         let command = profile
             .command(&Launch {
@@ -461,7 +462,7 @@ mod tests {
 
     #[test]
     fn x86_uefi_boots_ovmf_from_flash() {
-        let profile = Profile::load("q35-tcg").unwrap();
+        let profile = Profile::load("q35-svm").unwrap();
         let command = profile
             .command(&Launch {
                 boot: Boot::Uefi {

@@ -30,6 +30,7 @@ pub mod decode;
 pub mod msr_bitmap;
 pub mod paging;
 pub mod sleep_state;
+pub mod svm;
 pub mod vapic;
 pub mod vector;
 pub mod vmx_exit;
@@ -54,6 +55,8 @@ pub mod platform;
 pub mod power;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod serial;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod svm_vcpu;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod vmcs;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]

@@ -154,6 +154,83 @@ impl EntryFormat for Ept {
     }
 }
 
+/// Nested page tables (AMD SVM; guest-physical → host-physical): AMD64 long-mode entries, 4
+/// levels, with U/S set everywhere (the nested walk counts every guest access as a user
+/// access). Write-back by default, device memory uncacheable through PCD|PWT; 2 MiB and 1 GiB
+/// pages where they fit (Bulkhead requires CPUID.80000001H:EDX.Page1GB for SVM).
+#[derive(Debug)]
+pub enum Npt {}
+
+impl Npt {
+    const PRESENT: u64 = 1 << 0;
+    const WRITABLE: u64 = 1 << 1;
+    const USER: u64 = 1 << 2;
+    const WRITE_THROUGH: u64 = 1 << 3;
+    const CACHE_DISABLE: u64 = 1 << 4;
+    const ACCESSED: u64 = 1 << 5;
+    const DIRTY: u64 = 1 << 6;
+    const NO_EXECUTE: u64 = 1 << 63;
+    /// The nested CR3 (VMCB N_CR3) for the tables at `root`.
+    pub fn n_cr3(root: u64) -> u64 {
+        root & ADDRESS_MASK
+    }
+}
+
+impl EntryFormat for Npt {
+    const INPUT_LIMIT: u64 = INPUT_LIMIT;
+    const ADDRESS_MASK: u64 = ADDRESS_MASK;
+
+    fn is_leaf(entry: u64, level: usize) -> bool {
+        level == 3 || (level > 0 && entry & LARGE_PAGE != 0)
+    }
+
+    fn table_entry(address: u64) -> u64 {
+        (address & ADDRESS_MASK) | Self::PRESENT | Self::WRITABLE | Self::USER
+    }
+
+    fn leaf_entry(address: u64, memory: Memory, level: usize) -> u64 {
+        let size = if level < 3 { LARGE_PAGE } else { 0 };
+        let attributes = match memory {
+            Memory::Normal { write, execute } => {
+                (if write {
+                    Self::WRITABLE | Self::DIRTY
+                } else {
+                    0
+                }) | if execute { 0 } else { Self::NO_EXECUTE }
+            }
+            Memory::Device => {
+                Self::WRITABLE
+                    | Self::DIRTY
+                    | Self::WRITE_THROUGH
+                    | Self::CACHE_DISABLE
+                    | Self::NO_EXECUTE
+            }
+        };
+        (address & ADDRESS_MASK) | Self::PRESENT | Self::USER | Self::ACCESSED | size | attributes
+    }
+
+    fn is_present(entry: u64) -> bool {
+        entry & Self::PRESENT != 0
+    }
+
+    fn memory_of(entry: u64) -> Option<Memory> {
+        if !Self::is_present(entry) {
+            return None;
+        }
+        if entry & Self::CACHE_DISABLE != 0 {
+            return Some(Memory::Device);
+        }
+        Some(Memory::Normal {
+            write: entry & Self::WRITABLE != 0,
+            execute: entry & Self::NO_EXECUTE == 0,
+        })
+    }
+
+    fn large_pages_at(level: usize) -> bool {
+        level == 1 || level == 2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +349,31 @@ mod tests {
         assert_eq!(leaf & 0x7f, 0x37, "RWX, write-back");
         assert_ne!(leaf & (1 << 7), 0);
         assert_eq!(Ept::pointer(0x5000), 0x501e);
+    }
+
+    #[test]
+    fn npt_uses_gigabyte_pages_and_user_entries() {
+        let mut t = PageTable::<_, Npt>::new(Buffer::default()).unwrap();
+        let rwx = Memory::Normal {
+            write: true,
+            execute: true,
+        };
+        t.map(0, 0x4000_0000, 1 << 30, rwx).unwrap();
+        t.map(0x4000_0000, 0x8020_0000, 2 << 20, rwx).unwrap();
+        t.map(0xfec0_0000, 0xfec0_0000, 0x1000, Memory::Device)
+            .unwrap();
+        assert_eq!(t.lookup(0x1234), Some((0x4000_1234, rwx, 1 << 30)));
+        assert_eq!(t.lookup(0x4000_0010), Some((0x8020_0010, rwx, 2 << 20)));
+        assert_eq!(
+            t.lookup(0xfec0_0010),
+            Some((0xfec0_0010, Memory::Device, 0x1000))
+        );
+        let leaf = Npt::leaf_entry(0x20_0000, rwx, 2);
+        assert_eq!(leaf & 0xff, 0xe7, "P, RW, U, A, D, 2 MiB page");
+        assert_eq!(leaf & (1 << 63), 0, "executable");
+        assert_eq!(Npt::table_entry(0x1234_5000), 0x1234_5007, "U/S in tables");
+        let device = Npt::leaf_entry(0xfec0_0000, Memory::Device, 3);
+        assert_eq!(device & 0x1f, 0x1f, "P, RW, U, PWT, PCD");
+        assert_eq!(Npt::n_cr3(0x5000), 0x5000);
     }
 }

@@ -649,7 +649,7 @@ impl VcpuBackend for VmxVcpu {
 
 /// Reads guest-physical `[address, address + buffer.len())` of `partition` into `buffer`
 /// (false unless it lies inside one of its RAM ranges).
-fn read_guest(
+pub(crate) fn read_guest(
     partition: &hypervisor::config::PartitionConfig,
     address: u64,
     buffer: &mut [u8],
