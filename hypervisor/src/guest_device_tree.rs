@@ -31,6 +31,8 @@ const GIC_V2_MAX_VCPUS: usize = 8;
 const MAX_VCPUS: usize = 16 * 256;
 /// Shared peripheral interrupts are INTIDs 32-1019, so SPI numbers 0-987.
 const MAX_SPI: u32 = 987;
+/// Bytes of a QNX shmem factory page.
+const SHMEM_FACTORY_PAGE: u64 = 0x1000;
 
 /// First interrupt cell: shared peripheral interrupt.
 const INTERRUPT_SPI: u32 = 0;
@@ -83,6 +85,10 @@ pub struct GuestPlatform<'a> {
     pub gic: GuestGic,
     /// The console PL011, if any: `(base, SPI number)` as in `interrupts = <0 SPI 4>`.
     pub pl011: Option<(u64, u32)>,
+    /// MMIO QNX shared-memory devices (`vdev shmem loc ... intr gic:N`): `(factory page,
+    /// SPI number)`, each a `qvm,guest_shm` node with `reg` = the 4 KiB factory page and
+    /// `interrupts` = its SPI, level-high (what QNX's Linux driver binds).
+    pub shmem: &'a [(u64, u32)],
     /// `/chosen/bootargs`; left out when empty.
     pub bootargs: &'a str,
     /// PSCI conduit, `"hvc"` or `"smc"`.
@@ -159,6 +165,13 @@ pub fn build(platform: &GuestPlatform) -> Result<Vec<u8>, GuestTreeError> {
     if let Some((base, spi)) = platform.pl011 {
         write_pl011(&mut writer, base, spi)?;
     }
+    for &(base, spi) in platform.shmem {
+        writer.begin_node(&format!("shmem@{base:x}"))?;
+        writer.property_string("compatible", "qvm,guest_shm")?;
+        writer.property_u64_list("reg", &[base, SHMEM_FACTORY_PAGE])?;
+        writer.property_cells("interrupts", &[INTERRUPT_SPI, spi, LEVEL_HIGH])?;
+        writer.end_node()?;
+    }
     if let Some(pci) = &platform.pci {
         let gic_v3 = matches!(platform.gic, GuestGic::V3 { .. });
         let cells = pci_tree::gic_address_cells(Some(pci));
@@ -195,6 +208,9 @@ fn validate(platform: &GuestPlatform) -> Result<(), GuestTreeError> {
     if let Some((_, spi)) = platform.pl011
         && spi > MAX_SPI
     {
+        return Err(GuestTreeError::InvalidSpi(spi));
+    }
+    if let Some(&(_, spi)) = platform.shmem.iter().find(|&&(_, spi)| spi > MAX_SPI) {
         return Err(GuestTreeError::InvalidSpi(spi));
     }
     if let Some(intid) = platform.pci.as_ref().and_then(pci_tree::invalid_intid) {
@@ -336,6 +352,7 @@ mod tests {
             vcpus,
             gic,
             pl011: Some((0x0900_0000, 1)),
+            shmem: &[],
             bootargs: "console=ttyAMA0 earlycon",
             psci_method: "hvc",
             pci: None,
@@ -637,5 +654,39 @@ mod tests {
         assert_eq!(build(&bad), Err(GuestTreeError::Fdt(FdtError::NulInString)));
         let message = String::from("device tree: NUL byte inside a string value");
         assert_eq!(std::format!("{}", build(&bad).unwrap_err()), message);
+    }
+
+    #[test]
+    fn mmio_shmem_devices_are_guest_shm_nodes() {
+        let mut with_shmem = platform(
+            GuestGic::V3 {
+                distributor: (0x0800_0000, 0x1_0000),
+                redistributors: (0x080a_0000, 0x2_0000),
+            },
+            1,
+        );
+        with_shmem.shmem = &[(0x0a00_0000, 8), (0x0a00_1000, 9)];
+        let blob = build(&with_shmem).unwrap();
+        let tree = fdt::Fdt::new(&blob).unwrap();
+        let nodes: Vec<_> = tree
+            .all_nodes()
+            .filter(|node| {
+                node.compatible()
+                    .is_some_and(|c| c.all().any(|name| name == "qvm,guest_shm"))
+            })
+            .collect();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].name, "shmem@a000000");
+        let reg: Vec<_> = nodes[0]
+            .reg()
+            .unwrap()
+            .map(|r| (r.starting_address as u64, r.size))
+            .collect();
+        assert_eq!(reg, [(0x0a00_0000, Some(0x1000))]);
+        let interrupts = nodes[1].property("interrupts").unwrap().value;
+        assert_eq!(interrupts, [0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 4]);
+        let mut bad = with_shmem;
+        bad.shmem = &[(0x0a00_0000, 988)];
+        assert_eq!(build(&bad), Err(GuestTreeError::InvalidSpi(988)));
     }
 }

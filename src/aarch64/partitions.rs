@@ -233,6 +233,13 @@ fn guest_device_tree(
             ),
         },
     };
+    // MMIO `vdev shmem`s: factory page and SPI number, for their `qvm,guest_shm` nodes.
+    let shmem: Vec<(u64, u32)> = partition
+        .shmem
+        .iter()
+        .filter_map(|device| device.mmio)
+        .map(|(loc, intid)| (loc, intid.saturating_sub(layout::FIRST_SPI)))
+        .collect();
     let platform = GuestPlatform {
         name: partition.name,
         ram: &ram,
@@ -244,6 +251,7 @@ fn guest_device_tree(
                 .unwrap_or(layout::PL011_DEFAULT_INTID);
             (base, intid.saturating_sub(layout::FIRST_SPI))
         }),
+        shmem: &shmem,
         bootargs: &bootargs,
         psci_method: "hvc",
         pci: Some(GuestPci::QEMU_VIRT),

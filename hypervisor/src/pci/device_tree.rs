@@ -146,6 +146,7 @@ mod tests {
             vcpus: 2,
             gic,
             pl011: Some((0x0900_0000, 1)),
+            shmem: &[],
             bootargs: "",
             psci_method: "smc",
             pci,
