@@ -130,7 +130,11 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
     }
     let mpidrs = board.cpus.iter().map(|c| c.mpidr).collect();
     let system = System::new(config.partitions, InterruptModel::Gic(gic_version), shared);
-    check_setup(&system);
+    if let Err(name) = system.check_setup() {
+        boot_failure(format_args!(
+            "partition {name}: configured devices could not be set up (see above)"
+        ));
+    }
     RUNTIME.call_once(|| Runtime {
         system,
         tables,
@@ -459,20 +463,4 @@ pub fn describe_host_range(range: &PhysRange) -> Option<&'static str> {
             .any(|r| HostPhysAddr::new(r.host_base) == range.start)
             .then_some(p.name)
     })
-}
-
-/// Fails the boot if a configured device could not be set up (nothing is dropped silently).
-fn check_setup(system: &System) {
-    let mut failed = None;
-    for partition in &system.partitions {
-        for problem in partition.setup_problems() {
-            println!("bulkhead: partition {}: {problem}", partition.name());
-            failed = Some(partition.name());
-        }
-    }
-    if let Some(name) = failed {
-        boot_failure(format_args!(
-            "partition {name}: configured devices could not be set up (see above)"
-        ));
-    }
 }

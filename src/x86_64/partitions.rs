@@ -144,7 +144,11 @@ pub fn load(memory_map: &MemoryMap, apic_ids: Vec<u32>, shared_memory: Option<Ph
         );
     }
     let system = System::new(config.partitions, InterruptModel::Apic, shared);
-    check_setup(&system);
+    if let Err(name) = system.check_setup() {
+        boot_failure(format_args!(
+            "partition {name}: configured devices could not be set up (see above)"
+        ));
+    }
     RUNTIME.call_once(|| Runtime {
         system,
         loaded,
@@ -418,20 +422,4 @@ pub fn describe_host_range(range: &PhysRange) -> Option<&'static str> {
             .any(|r| HostPhysAddr::new(r.host_base) == range.start)
             .then_some(p.name)
     })
-}
-
-/// Fails the boot if a configured device could not be set up (nothing is dropped silently).
-fn check_setup(system: &System) {
-    let mut failed = None;
-    for partition in &system.partitions {
-        for problem in partition.setup_problems() {
-            println!("bulkhead: partition {}: {problem}", partition.name());
-            failed = Some(partition.name());
-        }
-    }
-    if let Some(name) = failed {
-        boot_failure(format_args!(
-            "partition {name}: configured devices could not be set up (see above)"
-        ));
-    }
 }

@@ -1083,6 +1083,23 @@ impl System {
         }
     }
 
+    /// Prints every configured device that could not be set up (each partition's
+    /// [`Partition::setup_problems`]); `Err` with the name of the last partition that had one,
+    /// for the image to fail the boot with (nothing configured is dropped silently).
+    pub fn check_setup(&self) -> Result<(), &'static str> {
+        let mut failed = None;
+        for partition in &self.partitions {
+            for problem in partition.setup_problems() {
+                CONSOLE.print(format_args!(
+                    "bulkhead: partition {}: {problem}\n",
+                    partition.name()
+                ));
+                failed = Some(partition.name());
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     /// Records that a partition stopped (call once per partition); returns true when it was
     /// the last one running.
     pub fn partition_stopped(&self) -> bool {

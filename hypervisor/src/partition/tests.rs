@@ -434,4 +434,13 @@ fn a_device_that_cannot_be_placed_is_reported_not_dropped() {
         problems[0].starts_with("gicd at 0x8000000-0x8010000 overlaps pl011 at 0x8000000-"),
         "{problems:?}"
     );
+    // The system names the partition, for the image to fail the boot with.
+    let configs: &'static [PartitionConfig] =
+        Box::leak(alloc::vec![*config(FaultPolicy::Stop), *clash].into_boxed_slice());
+    let system = System::new(configs, InterruptModel::Gic(GicVersion::V3), None);
+    assert_eq!(system.check_setup(), Err("test"));
+    let fine: &'static [PartitionConfig] =
+        Box::leak(alloc::vec![*config(FaultPolicy::Stop)].into_boxed_slice());
+    let system = System::new(fine, InterruptModel::Gic(GicVersion::V3), None);
+    assert_eq!(system.check_setup(), Ok(()));
 }
