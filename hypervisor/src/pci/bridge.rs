@@ -430,7 +430,8 @@ impl Bridge {
         let Some((number, bar, offset)) = self.find_bar(address, width) else {
             return width.mask();
         };
-        let layout = self.layout;
+        // Borrowed, not copied: the layout is a large record and this is the access path.
+        let layout = &self.layout;
         let Some(Some(slot)) = self.slots.get_mut(number) else {
             return width.mask();
         };
@@ -446,7 +447,7 @@ impl Bridge {
         if let Some(msix) = &mut slot.config.msix {
             match write {
                 Some(value) => {
-                    if msix.write(bar, offset, width, value, &layout, effects) {
+                    if msix.write(bar, offset, width, value, layout, effects) {
                         return 0;
                     }
                 }
@@ -487,7 +488,7 @@ impl Bridge {
         if vectors == 0 {
             return;
         }
-        let layout = self.layout;
+        let layout = &self.layout;
         if let Some(Some(slot)) = self.slots.get_mut(number)
             && let Some(msix) = &mut slot.config.msix
         {
@@ -495,7 +496,7 @@ impl Bridge {
             while rest != 0 {
                 let vector = rest.trailing_zeros() as u16;
                 rest &= rest - 1;
-                msix.signal(vector, &layout, effects);
+                msix.signal(vector, layout, effects);
             }
         }
     }
