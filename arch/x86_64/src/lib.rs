@@ -46,6 +46,8 @@ pub mod descriptors;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod exception;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub(crate) mod guest_apic;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod mmu;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod pit;

@@ -28,22 +28,21 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::exit::{AccessWidth, Action, Exit};
-use hypervisor::partition::{Partition, Platform, Runnable, StartRequest};
+use hypervisor::partition::{Partition, Platform, StartRequest};
 use hypervisor::println;
 use hypervisor::vcpu::VcpuBackend;
 use raw_cpuid::CpuId;
 
-use crate::apic::LocalApic;
 use crate::cpu::{self, read_msr, write_msr};
-use crate::decode::{self, MmioInstruction, Operation};
+use crate::decode::{self, MmioInstruction};
+use crate::guest_apic::{self, FaultNames, GuestApic, MsrAccess, read_guest};
 use crate::svm::{
     self, IoInfo, SvmFeatures, SvmProbe, SvmRefusal, exit, interrupt_control, misc1, misc2, npf,
     vmcb,
 };
 use crate::vmcs::{GuestRegisters, LongModeStart};
 use crate::vmx_exit::merge_input;
-use crate::vmx_vcpu::{EXIT_COUNT_MSR, GuestLayout, read_guest};
-use crate::vx2apic::{self, Destination, VirtualX2apic, Written};
+use crate::vmx_vcpu::{EXIT_COUNT_MSR, GuestLayout};
 
 const IA32_EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
@@ -316,14 +315,14 @@ enum Pending {
 pub struct SvmVcpu {
     partition: &'static Partition,
     shared: &'static SvmPartition,
-    platform: &'static dyn Platform,
     layout: GuestLayout,
     vcpu: usize,
     vmcb: Vmcb,
     /// The host's VMSAVE area (FS, GS, TR, LDTR and the syscall MSRs while the guest runs).
     host_save: u64,
     registers: GuestRegisters,
-    apic: VirtualX2apic,
+    /// The vCPU's virtual x2APIC (shared with the VMX backend).
+    guest: GuestApic,
     pending: Pending,
     /// Why the last (re)start could not set the VMCB up: reported by the next `run`.
     setup_failed: Option<&'static str>,
@@ -331,10 +330,6 @@ pub struct SvmVcpu {
     npt_seen: u64,
     /// #VMEXITs of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
     exits: u64,
-    /// The TSC deadline this CPU's timer is armed at while the guest runs.
-    armed: Option<u64>,
-    /// Whether this CPU's local APIC has TSC-deadline mode.
-    tsc_deadline: bool,
 }
 
 impl core::fmt::Debug for SvmVcpu {
@@ -361,19 +356,16 @@ impl SvmVcpu {
         Ok(Self {
             partition,
             shared,
-            platform,
             layout,
             vcpu,
             vmcb: Vmcb { page },
             host_save,
             registers: GuestRegisters::default(),
-            apic: VirtualX2apic::new(vcpu as u32),
+            guest: GuestApic::new(partition, platform, vcpu),
             pending: Pending::Done,
             setup_failed: None,
             npt_seen: 0,
             exits: 0,
-            armed: None,
-            tsc_deadline: LocalApic::has_tsc_deadline(),
         })
     }
 
@@ -458,27 +450,6 @@ impl SvmVcpu {
         Ok(())
     }
 
-    /// Drops interrupts posted to this vCPU (it restarts or parks).
-    fn clear_posted(&self) {
-        if let Some(bus) = self.partition.apic_bus() {
-            let _ = bus.take_posted(self.vcpu);
-        }
-    }
-
-    /// Moves what others posted (IPIs, device interrupts) into the x2APIC model and lets its
-    /// timer expire.
-    fn collect(&mut self) {
-        if let Some(bus) = self.partition.apic_bus() {
-            for (word, mut bits) in (0u8..4).zip(bus.take_posted(self.vcpu)) {
-                while bits != 0 {
-                    self.apic.accept(word * 64 + bits.trailing_zeros() as u8);
-                    bits &= bits - 1;
-                }
-            }
-        }
-        self.apic.update(cpu::tsc());
-    }
-
     /// Whether the guest can take an external interrupt now: RFLAGS.IF set, no interrupt
     /// shadow.
     fn interrupts_open(&self) -> bool {
@@ -506,16 +477,12 @@ impl SvmVcpu {
     /// Before VMRUN: injects the highest deliverable interrupt if the guest can take it, else
     /// asks for an exit when it can.
     fn prepare_entry(&mut self) {
-        self.collect();
-        let deadline = self.apic.deadline();
-        if deadline != self.armed && self.tsc_deadline {
-            LocalApic::current().set_deadline(deadline);
-            self.armed = deadline;
-        }
+        self.guest.collect();
+        self.guest.arm_timer();
         let injection_pending = self.vmcb.read(vmcb::EVENT_INJECTION) & (1 << 31) != 0;
-        match self.apic.deliverable() {
+        match self.guest.apic.deliverable() {
             Some(vector) if self.interrupts_open() && !injection_pending => {
-                self.apic.acknowledge(vector);
+                self.guest.apic.acknowledge(vector);
                 self.vmcb
                     .write(vmcb::EVENT_INJECTION, svm::inject_interrupt(vector));
                 self.set_interrupt_window(false);
@@ -536,24 +503,6 @@ impl SvmVcpu {
         self.vmcb.write(vmcb::INTERRUPT_SHADOW, 0);
     }
 
-    fn post(&self, target: usize, vector: u8) {
-        self.partition
-            .post_interrupt(self.vcpu, target, vector, self.platform);
-    }
-
-    fn send_ipi(&self, vector: u8, destination: Destination) {
-        let count = self.partition.vcpu_count();
-        match destination {
-            Destination::Apic(id) => self.post(id as usize, vector),
-            Destination::Itself => {}
-            Destination::AllIncludingSelf | Destination::AllExcludingSelf => {
-                for target in (0..count).filter(|&t| t != self.vcpu) {
-                    self.post(target, vector);
-                }
-            }
-        }
-    }
-
     /// RDMSR/WRMSR: the virtual x2APIC's MSRs and the exit counter; any other MSR, or a value
     /// the x2APIC refuses, gets #GP(0) injected.
     fn msr(&mut self, write: bool) {
@@ -565,44 +514,19 @@ impl SvmVcpu {
             self.advance(2);
             return;
         }
-        let known = msr == vx2apic::msr::APIC_BASE
-            || (vx2apic::msr::FIRST..=vx2apic::msr::LAST).contains(&msr);
-        let handled = known
-            && if write {
-                let value = (self.registers.rdx << 32) | (self.registers.rax & 0xffff_ffff);
-                match self.apic.write(msr, value, cpu::tsc()) {
-                    Some(Written::Ipi {
-                        vector,
-                        destination,
-                    }) => {
-                        self.send_ipi(vector, destination);
-                        true
-                    }
-                    Some(Written::EndOfInterrupt(vector)) => {
-                        self.partition
-                            .end_of_interrupt(self.vcpu, vector, self.platform);
-                        true
-                    }
-                    Some(Written::Done) => true,
-                    None => false,
-                }
-            } else {
-                // The timer's state as of now (a periodic timer reloaded): under TCG an exit
-                // can outlast a short period.
-                let now = cpu::tsc();
-                self.apic.update(now);
-                match self.apic.read(msr, now) {
-                    Some(value) => {
-                        self.registers.rax = value & 0xffff_ffff;
-                        self.registers.rdx = value >> 32;
-                        true
-                    }
-                    None => false,
-                }
-            };
-        if handled {
-            self.advance(2);
-            return;
+        let value = (self.registers.rdx << 32) | (self.registers.rax & 0xffff_ffff);
+        match self.guest.msr(msr, write.then_some(value)) {
+            MsrAccess::Read(value) => {
+                self.registers.rax = value & 0xffff_ffff;
+                self.registers.rdx = value >> 32;
+                self.advance(2);
+                return;
+            }
+            MsrAccess::Written => {
+                self.advance(2);
+                return;
+            }
+            MsrAccess::Refused => {}
         }
         let what = if write { "WRMSR" } else { "RDMSR" };
         println!(
@@ -752,71 +676,40 @@ impl SvmVcpu {
     /// A nested page fault at guest-physical `address`: the `mov` at the guest's RIP decoded
     /// into an MMIO access, as VMX's EPT violations are.
     fn mmio(&mut self, info: u64, address: u64) -> Exit {
-        let config = self.partition.config;
-        let fault = |reason: &'static str| Exit::GuestFault {
-            reason: Some(reason),
-            syndrome: info,
-            address: Some(GuestPhysAddr::new(address)),
+        const NAMES: FaultNames = FaultNames {
+            fetch: "nested page fault (instruction fetch)",
+            unreadable: "nested page fault (instruction not readable)",
+            not_a_mov: "nested page fault (not an emulated mov)",
+            width: "nested page fault (access width)",
+            changed: "nested page fault (instruction changed)",
         };
-        if info & npf::FETCH != 0 {
-            return fault("nested page fault (instruction fetch)");
-        }
-        let write = info & npf::WRITE != 0;
-        let rip = self.vmcb.read(vmcb::RIP);
-        let cr3 = self.vmcb.read(vmcb::CR3);
-        let Ok(bytes) = decode::fetch(cr3, rip, |at, buffer| read_guest(config, at, buffer)) else {
-            return fault("nested page fault (instruction not readable)");
-        };
-        let instruction = match decode::decode(bytes.as_slice()) {
-            Ok(instruction) => instruction,
-            Err(_) => return fault("nested page fault (not an emulated mov)"),
-        };
-        let Ok(width) = AccessWidth::try_from(u64::from(instruction.bytes)) else {
-            return fault("nested page fault (access width)");
-        };
-        let address = GuestPhysAddr::new(address);
-        match instruction.operation {
-            Operation::Load(_) if !write => {
+        let guest = (
+            self.vmcb.read(vmcb::RIP),
+            self.vmcb.read(vmcb::RSP),
+            self.vmcb.read(vmcb::CR3),
+        );
+        let access = (address, info & npf::WRITE != 0, info & npf::FETCH != 0);
+        match guest_apic::mmio_exit(
+            self.partition.config,
+            &mut self.registers,
+            guest,
+            access,
+            info,
+            &NAMES,
+        ) {
+            Ok((exit, instruction)) => {
                 self.pending = Pending::Mmio(instruction);
-                Exit::MmioRead {
-                    address,
-                    width,
-                    syndrome: info,
-                }
+                exit
             }
-            Operation::Store(source) if write => {
-                let rsp = self.vmcb.read(vmcb::RSP);
-                let registers = &mut self.registers;
-                let value = decode::store_value(source, instruction.bytes, |number| {
-                    if number == 4 {
-                        rsp
-                    } else {
-                        registers.by_number(number).map_or(0, |r| *r)
-                    }
-                });
-                self.pending = Pending::Mmio(instruction);
-                Exit::MmioWrite {
-                    address,
-                    width,
-                    value,
-                    syndrome: info,
-                }
-            }
-            _ => fault("nested page fault (instruction changed)"),
+            Err(fault) => fault,
         }
     }
 
     /// Writes a completed MMIO load into its destination register and moves past the `mov`.
     fn complete_mmio_load(&mut self, instruction: MmioInstruction, value: u64) {
-        if let Operation::Load(load) = instruction.operation {
-            if load.register == 4 {
-                let old = self.vmcb.read(vmcb::RSP);
-                let new = decode::complete_load(old, value, instruction.bytes, load);
-                self.vmcb.write(vmcb::RSP, new);
-            } else if let Some(register) = self.registers.by_number(load.register) {
-                *register = decode::complete_load(*register, value, instruction.bytes, load);
-            }
-        }
+        let mut rsp = self.vmcb.read(vmcb::RSP);
+        guest_apic::complete_load(&mut self.registers, &mut rsp, &instruction, value);
+        self.vmcb.write(vmcb::RSP, rsp);
         self.advance(u64::from(instruction.length));
     }
 }
@@ -890,30 +783,11 @@ impl VcpuBackend for SvmVcpu {
     /// woken by a kick or by the host APIC's TSC-deadline timer armed at the virtual timer's
     /// deadline (without TSC-deadline mode it spins with PAUSE instead).
     fn idle(&mut self) {
-        let deadline_timer = self.tsc_deadline;
-        loop {
-            self.collect();
-            if self.apic.deliverable().is_some()
-                || self.partition.runnable(self.vcpu) != Runnable::Run
-            {
-                break;
-            }
-            if deadline_timer {
-                LocalApic::current().set_deadline(self.apic.deadline());
-                cpu::wait_for_interrupt();
-            } else {
-                core::hint::spin_loop();
-            }
-        }
-        if deadline_timer {
-            LocalApic::current().set_deadline(None);
-            self.armed = None;
-        }
+        self.guest.idle(|guest| guest.apic.deliverable().is_some());
     }
 
     fn start(&mut self, start: StartRequest) {
-        self.apic = VirtualX2apic::new(self.vcpu as u32);
-        self.clear_posted();
+        self.guest.reset();
         self.pending = Pending::Done;
         let (state, rdi) = (self.layout)(&start);
         if let Err(error) = self.set_up(&state, rdi) {

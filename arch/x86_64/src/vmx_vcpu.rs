@@ -29,16 +29,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::exit::{AccessWidth, Action, Exit};
-use hypervisor::partition::{Partition, Platform, Runnable, StartRequest};
+use hypervisor::partition::{Partition, Platform, StartRequest};
 use hypervisor::println;
 use hypervisor::vcpu::VcpuBackend;
 
-use crate::apic::LocalApic;
-use crate::decode::{self, MmioInstruction, Operation};
+use crate::decode::MmioInstruction;
+use crate::guest_apic::{self, FaultNames, GuestApic, MsrAccess};
 use crate::vapic::{self, VirtualApicPage};
 use crate::vmcs::{self, GuestRegisters, LongModeStart, Vmcs, field};
 use crate::vmx_exit::{self, IoQualification, reason};
-use crate::vx2apic::{self, Destination, VirtualX2apic, Written};
+use crate::vx2apic::VirtualX2apic;
 use crate::{cpu, vmx};
 
 /// Basic exit reasons counted (the SDM defines fewer than this).
@@ -96,13 +96,13 @@ enum Pending {
 pub struct VmxVcpu {
     partition: &'static Partition,
     shared: &'static VmxPartition,
-    platform: &'static dyn Platform,
     layout: GuestLayout,
     vcpu: usize,
     vpid: u16,
     vmcs: Vmcs,
     registers: GuestRegisters,
-    apic: VirtualX2apic,
+    /// The vCPU's virtual x2APIC (shared with the SVM backend).
+    guest: GuestApic,
     pending: Pending,
     /// Why the last (re)start could not set the VMCS up: reported by the next `run`.
     setup_failed: Option<vmcs::VmcsError>,
@@ -110,11 +110,6 @@ pub struct VmxVcpu {
     ept_seen: u64,
     /// VM exits of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
     exits: u64,
-    /// The TSC deadline this CPU's timer is armed at while the guest runs (its virtual
-    /// timer's), so that a guest that never halts still takes its timer interrupt on time.
-    armed: Option<u64>,
-    /// Whether this CPU's local APIC has TSC-deadline mode.
-    tsc_deadline: bool,
     /// The vCPU's virtual-APIC page (`None` without memory for it).
     virtual_apic: Option<VirtualApicPage>,
     /// Whether the VMCS runs the guest with virtual-interrupt delivery through
@@ -148,19 +143,16 @@ impl VmxVcpu {
         Ok(Self {
             partition,
             shared,
-            platform,
             layout,
             vcpu,
             vpid,
             vmcs: Vmcs::new()?,
             registers: GuestRegisters::default(),
-            apic: VirtualX2apic::new(vcpu as u32),
+            guest: GuestApic::new(partition, platform, vcpu),
             pending: Pending::Done,
             setup_failed: None,
             ept_seen: 0,
             exits: 0,
-            armed: None,
-            tsc_deadline: LocalApic::has_tsc_deadline(),
             virtual_apic: VirtualApicPage::new(),
             delivering: false,
             level_seen: None,
@@ -172,85 +164,35 @@ impl VmxVcpu {
         self.virtual_apic.as_ref().filter(|_| self.delivering)
     }
 
-    /// Under virtual-interrupt delivery: moves the model's requested vectors (posted, timer,
-    /// ICR to itself) into the virtual-APIC page and RVI, then brings the EOI-exit bitmap up
-    /// to the I/O APIC's level vectors (after taking posted vectors: see
-    /// [`level_generation`](hypervisor::device::apic::ApicBus::level_generation)).
+    /// Under virtual-interrupt delivery: see [`request`].
     fn request(&mut self) {
-        let Some(page) = self.virtual_apic.as_ref().filter(|_| self.delivering) else {
-            return;
-        };
-        let requests = self.apic.take_requests();
-        if requests != [0; 4] {
-            self.vmcs
-                .set_interrupt_status(page.request_all(requests, self.vmcs.interrupt_status()));
+        if let Some(page) = self.virtual_apic.as_ref().filter(|_| self.delivering) {
+            request(&mut self.guest, &self.vmcs, page, &mut self.level_seen);
         }
-        let Some(bus) = self.partition.apic_bus() else {
-            return;
-        };
-        let generation = bus.level_generation();
-        if self.level_seen != Some(generation) {
-            self.vmcs.set_eoi_exit_bitmap(bus.level_vectors());
-            self.level_seen = Some(generation);
-        }
-    }
-
-    /// Drops interrupts posted to this vCPU (it restarts or parks).
-    fn clear_posted(&self) {
-        if let Some(bus) = self.partition.apic_bus() {
-            let _ = bus.take_posted(self.vcpu);
-        }
-    }
-
-    /// Moves what others posted (IPIs, device interrupts) into the x2APIC model and lets its
-    /// timer expire.
-    fn collect(&mut self) {
-        if let Some(bus) = self.partition.apic_bus() {
-            // Word n holds vectors 64n..64n + 63. A bounded range: `(0u8..).step_by(64)` would
-            // step past 255 after the fourth word and overflow (a panic in a debug build).
-            for (word, mut bits) in (0u8..4).zip(bus.take_posted(self.vcpu)) {
-                while bits != 0 {
-                    self.apic.accept(word * 64 + bits.trailing_zeros() as u8);
-                    bits &= bits - 1;
-                }
-            }
-        }
-        self.apic.update(cpu::tsc());
     }
 
     /// Before VM entry: injects the highest deliverable interrupt if the guest can take it,
     /// else asks for an exit when it can (interrupt-window exiting).
     /// With virtual-interrupt delivery it only requests them: the CPU delivers.
     fn prepare_entry(&mut self) {
-        self.collect();
-        // The host timer (external-interrupt exiting is on) ends the guest's run at its
-        // virtual timer's deadline; the next entry injects the interrupt.
-        let deadline = self.apic.deadline();
-        if deadline != self.armed && self.tsc_deadline {
-            LocalApic::current().set_deadline(deadline);
-            self.armed = deadline;
-        }
+        self.guest.collect();
+        self.guest.arm_timer();
         if self.delivering {
             self.request();
             return;
         }
         let vmcs = &self.vmcs;
-        match self.apic.deliverable() {
+        let apic = &mut self.guest.apic;
+        match apic.deliverable() {
             // An exception injected by this exit goes first; the interrupt waits for a window.
             Some(vector) if vmcs.interrupts_open() && !vmcs.injection_pending() => {
-                self.apic.acknowledge(vector);
+                apic.acknowledge(vector);
                 vmcs.inject_interrupt(vector);
                 vmcs.set_interrupt_window(false);
             }
             Some(_) => vmcs.set_interrupt_window(true),
             None => vmcs.set_interrupt_window(false),
         }
-    }
-
-    /// Sends fixed IPI `vector` to vCPU `target` of this partition (an absent one drops it).
-    fn post(&self, target: usize, vector: u8) {
-        self.partition
-            .post_interrupt(self.vcpu, target, vector, self.platform);
     }
 
     /// RDMSR/WRMSR: the virtual x2APIC's MSRs and the exit counter; any other MSR, or a value
@@ -264,44 +206,23 @@ impl VmxVcpu {
             self.vmcs.skip_instruction();
             return;
         }
-        let known = msr == vx2apic::msr::APIC_BASE
-            || (vx2apic::msr::FIRST..=vx2apic::msr::LAST).contains(&msr);
-        let handled = known
-            && if write {
-                let value = (self.registers.rdx << 32) | (self.registers.rax & 0xffff_ffff);
-                match self.apic.write(msr, value, cpu::tsc()) {
-                    Some(Written::Ipi {
-                        vector,
-                        destination,
-                    }) => {
-                        self.send_ipi(vector, destination);
-                        true
-                    }
-                    Some(Written::EndOfInterrupt(vector)) => {
-                        self.partition
-                            .end_of_interrupt(self.vcpu, vector, self.platform);
-                        true
-                    }
-                    Some(Written::Done) => true,
-                    None => false,
-                }
-            } else {
-                match self.apic.read(msr, cpu::tsc()) {
-                    Some(value) => {
-                        self.registers.rax = value & 0xffff_ffff;
-                        self.registers.rdx = value >> 32;
-                        true
-                    }
-                    None => false,
-                }
-            };
-        if handled {
-            if write && let Some(page) = self.delivering() {
-                // The guest reads the register back from the page.
-                page.mirror(&self.apic);
+        let value = (self.registers.rdx << 32) | (self.registers.rax & 0xffff_ffff);
+        match self.guest.msr(msr, write.then_some(value)) {
+            MsrAccess::Read(value) => {
+                self.registers.rax = value & 0xffff_ffff;
+                self.registers.rdx = value >> 32;
+                self.vmcs.skip_instruction();
+                return;
             }
-            self.vmcs.skip_instruction();
-            return;
+            MsrAccess::Written => {
+                if let Some(page) = self.delivering() {
+                    // The guest reads the register back from the page.
+                    page.mirror(&self.guest.apic);
+                }
+                self.vmcs.skip_instruction();
+                return;
+            }
+            MsrAccess::Refused => {}
         }
         // What hardware does with an MSR it lacks: #GP(0) into the guest, which may handle it
         // (an OS probing MSRs does); a guest without a handler triple-faults and is stopped.
@@ -313,19 +234,6 @@ impl VmxVcpu {
             vmcs::read(field::GUEST_RIP)
         );
         self.vmcs.inject_exception(GENERAL_PROTECTION, Some(0));
-    }
-
-    fn send_ipi(&self, vector: u8, destination: Destination) {
-        let count = self.partition.vcpu_count();
-        match destination {
-            Destination::Apic(id) => self.post(id as usize, vector),
-            Destination::Itself => {}
-            Destination::AllIncludingSelf | Destination::AllExcludingSelf => {
-                for target in (0..count).filter(|&t| t != self.vcpu) {
-                    self.post(target, vector);
-                }
-            }
-        }
     }
 
     /// (Re)initialises the VMCS for a start in 64-bit mode at `start`.
@@ -442,8 +350,11 @@ impl VmxVcpu {
             reason::VIRTUALIZED_EOI => {
                 // Trap-like: the CPU ended the vector and moved past the WRMSR; the I/O APIC's
                 // level pins waiting for it may deliver again.
-                self.partition
-                    .end_of_interrupt(self.vcpu, qualification as u8, self.platform);
+                self.partition.end_of_interrupt(
+                    self.vcpu,
+                    qualification as u8,
+                    self.guest.platform,
+                );
                 None
             }
             // Trap-like: a self IPI with an illegal vector (below 16), which the CPU did not
@@ -465,72 +376,66 @@ impl VmxVcpu {
         const READ: u64 = 1 << 0;
         const WRITE: u64 = 1 << 1;
         const FETCH: u64 = 1 << 2;
-        let config = self.partition.config;
-        let fault = |reason: &'static str| Exit::GuestFault {
-            reason: Some(reason),
-            syndrome: qualification,
-            address: Some(GuestPhysAddr::new(address)),
+        const NAMES: FaultNames = FaultNames {
+            fetch: "EPT violation (instruction fetch)",
+            unreadable: "EPT violation (instruction not readable)",
+            not_a_mov: "EPT violation (not an emulated mov)",
+            width: "EPT violation (access width)",
+            changed: "EPT violation (instruction changed)",
         };
-        if qualification & FETCH != 0 || qualification & (READ | WRITE) == 0 {
-            return fault("EPT violation (instruction fetch)");
-        }
-        let rip = vmcs::read(field::GUEST_RIP);
-        let cr3 = vmcs::read(field::GUEST_CR3);
-        let Ok(bytes) = decode::fetch(cr3, rip, |at, buffer| read_guest(config, at, buffer)) else {
-            return fault("EPT violation (instruction not readable)");
-        };
-        let instruction = match decode::decode(bytes.as_slice()) {
-            Ok(instruction) => instruction,
-            Err(_) => return fault("EPT violation (not an emulated mov)"),
-        };
-        let Ok(width) = AccessWidth::try_from(u64::from(instruction.bytes)) else {
-            return fault("EPT violation (access width)");
-        };
-        let address = GuestPhysAddr::new(address);
-        match instruction.operation {
-            Operation::Load(_) if qualification & READ != 0 => {
+        let fetch = qualification & FETCH != 0 || qualification & (READ | WRITE) == 0;
+        let guest = (
+            vmcs::read(field::GUEST_RIP),
+            vmcs::read(field::GUEST_RSP),
+            vmcs::read(field::GUEST_CR3),
+        );
+        let access = (address, qualification & WRITE != 0, fetch);
+        match guest_apic::mmio_exit(
+            self.partition.config,
+            &mut self.registers,
+            guest,
+            access,
+            qualification,
+            &NAMES,
+        ) {
+            Ok((exit, instruction)) => {
                 self.pending = Pending::Mmio(instruction);
-                Exit::MmioRead {
-                    address,
-                    width,
-                    syndrome: qualification,
-                }
+                exit
             }
-            Operation::Store(source) if qualification & WRITE != 0 => {
-                let rsp = vmcs::read(field::GUEST_RSP);
-                let registers = &mut self.registers;
-                let value = decode::store_value(source, instruction.bytes, |number| {
-                    if number == 4 {
-                        rsp
-                    } else {
-                        registers.by_number(number).map_or(0, |r| *r)
-                    }
-                });
-                self.pending = Pending::Mmio(instruction);
-                Exit::MmioWrite {
-                    address,
-                    width,
-                    value,
-                    syndrome: qualification,
-                }
-            }
-            // The bytes changed since the exit (another vCPU rewrote them).
-            _ => fault("EPT violation (instruction changed)"),
+            Err(fault) => fault,
         }
     }
 
     /// Writes a completed MMIO load into its destination register and moves past the `mov`.
     fn complete_mmio_load(&mut self, instruction: MmioInstruction, value: u64) {
-        if let Operation::Load(load) = instruction.operation {
-            if load.register == 4 {
-                let old = vmcs::read(field::GUEST_RSP);
-                let new = decode::complete_load(old, value, instruction.bytes, load);
-                let _ = vmcs::write(field::GUEST_RSP, new);
-            } else if let Some(register) = self.registers.by_number(load.register) {
-                *register = decode::complete_load(*register, value, instruction.bytes, load);
-            }
-        }
+        let mut rsp = vmcs::read(field::GUEST_RSP);
+        guest_apic::complete_load(&mut self.registers, &mut rsp, &instruction, value);
+        let _ = vmcs::write(field::GUEST_RSP, rsp);
         self.vmcs.advance(u64::from(instruction.length));
+    }
+}
+
+/// Under virtual-interrupt delivery: moves the model's requested vectors (posted, timer, ICR
+/// to itself) into the virtual-APIC `page` and RVI, then brings the EOI-exit bitmap up to the
+/// I/O APIC's level vectors (after taking posted vectors: see
+/// [`level_generation`](hypervisor::device::apic::ApicBus::level_generation)).
+fn request(
+    guest: &mut GuestApic,
+    vmcs: &Vmcs,
+    page: &VirtualApicPage,
+    level_seen: &mut Option<u64>,
+) {
+    let requests = guest.apic.take_requests();
+    if requests != [0; 4] {
+        vmcs.set_interrupt_status(page.request_all(requests, vmcs.interrupt_status()));
+    }
+    let Some(bus) = guest.partition.apic_bus() else {
+        return;
+    };
+    let generation = bus.level_generation();
+    if *level_seen != Some(generation) {
+        vmcs.set_eoi_exit_bitmap(bus.level_vectors());
+        *level_seen = Some(generation);
     }
 }
 
@@ -600,36 +505,26 @@ impl VcpuBackend for VmxVcpu {
     /// armed at the virtual timer's deadline (without TSC-deadline mode it spins with PAUSE
     /// instead); the next entry injects it.
     fn idle(&mut self) {
-        let deadline_timer = self.tsc_deadline;
-        loop {
-            self.collect();
-            let deliverable = if self.delivering {
-                self.request();
-                self.delivering().is_some_and(|page| {
-                    vapic::deliverable(self.vmcs.interrupt_status(), page.tpr())
-                })
-            } else {
-                self.apic.deliverable().is_some()
-            };
-            if deliverable || self.partition.runnable(self.vcpu) != Runnable::Run {
-                break;
+        let Self {
+            guest,
+            vmcs,
+            virtual_apic,
+            delivering,
+            level_seen,
+            ..
+        } = self;
+        let page = virtual_apic.as_ref().filter(|_| *delivering);
+        guest.idle(|guest| match page {
+            Some(page) => {
+                request(guest, vmcs, page, level_seen);
+                vapic::deliverable(vmcs.interrupt_status(), page.tpr())
             }
-            if deadline_timer {
-                LocalApic::current().set_deadline(self.apic.deadline());
-                cpu::wait_for_interrupt();
-            } else {
-                core::hint::spin_loop();
-            }
-        }
-        if deadline_timer {
-            LocalApic::current().set_deadline(None);
-            self.armed = None;
-        }
+            None => guest.apic.deliverable().is_some(),
+        });
     }
 
     fn start(&mut self, start: StartRequest) {
-        self.apic = VirtualX2apic::new(self.vcpu as u32);
-        self.clear_posted();
+        self.guest.reset();
         self.pending = Pending::Done;
         let (state, rdi) = (self.layout)(&start);
         if let Err(error) = self.set_up(&state, rdi) {
@@ -645,25 +540,4 @@ impl VcpuBackend for VmxVcpu {
     fn halt(&mut self) -> ! {
         cpu::halt()
     }
-}
-
-/// Reads guest-physical `[address, address + buffer.len())` of `partition` into `buffer`
-/// (false unless it lies inside one of its RAM ranges).
-pub(crate) fn read_guest(
-    partition: &hypervisor::config::PartitionConfig,
-    address: u64,
-    buffer: &mut [u8],
-) -> bool {
-    let length = buffer.len() as u64;
-    let Some(host) = partition.ram.iter().find_map(|ram| {
-        let offset = address.checked_sub(ram.guest_base)?;
-        (offset.checked_add(length)? <= ram.size).then_some(ram.host_base + offset)
-    }) else {
-        return false;
-    };
-    // SAFETY: `[host, host + length)` lies inside the partition's RAM (checked above), which
-    // the hypervisor's page tables map; reading it races only with the guest's own writes,
-    // which leave plain bytes.
-    unsafe { core::ptr::copy_nonoverlapping(host as *const u8, buffer.as_mut_ptr(), buffer.len()) };
-    true
 }
