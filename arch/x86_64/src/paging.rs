@@ -68,16 +68,7 @@ impl EntryFormat for HostPaging {
     }
 
     fn memory_of(entry: u64) -> Option<Memory> {
-        if !Self::is_present(entry) {
-            return None;
-        }
-        if entry & Self::CACHE_DISABLE != 0 {
-            return Some(Memory::Device);
-        }
-        Some(Memory::Normal {
-            write: entry & Self::WRITABLE != 0,
-            execute: entry & Self::NO_EXECUTE == 0,
-        })
+        long_mode_memory(entry)
     }
 
     fn large_pages_at(level: usize) -> bool {
@@ -214,21 +205,27 @@ impl EntryFormat for Npt {
     }
 
     fn memory_of(entry: u64) -> Option<Memory> {
-        if !Self::is_present(entry) {
-            return None;
-        }
-        if entry & Self::CACHE_DISABLE != 0 {
-            return Some(Memory::Device);
-        }
-        Some(Memory::Normal {
-            write: entry & Self::WRITABLE != 0,
-            execute: entry & Self::NO_EXECUTE == 0,
-        })
+        long_mode_memory(entry)
     }
 
     fn large_pages_at(level: usize) -> bool {
         level == 1 || level == 2
     }
+}
+
+/// What a long-mode page-table entry (the hypervisor's own tables and NPT share the format)
+/// maps, if it is present.
+fn long_mode_memory(entry: u64) -> Option<Memory> {
+    if !HostPaging::is_present(entry) {
+        return None;
+    }
+    if entry & HostPaging::CACHE_DISABLE != 0 {
+        return Some(Memory::Device);
+    }
+    Some(Memory::Normal {
+        write: entry & HostPaging::WRITABLE != 0,
+        execute: entry & HostPaging::NO_EXECUTE == 0,
+    })
 }
 
 #[cfg(test)]

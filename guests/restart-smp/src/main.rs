@@ -68,13 +68,7 @@ fn spin_until(what: &str, timeout_ms: u64, done: impl Fn() -> bool) {
 }
 
 fn main() -> ! {
-    let restarts = platform::bootargs()
-        .and_then(|args| {
-            args.split_whitespace()
-                .find_map(|word| word.strip_prefix("bulkhead.restarts="))
-        })
-        .and_then(|count| count.parse::<u32>().ok());
-    let Some(restarts) = restarts else {
+    let Some(restarts) = platform::restarts() else {
         exit_fail("restart-smp: no bulkhead.restarts=N in /chosen/bootargs");
     };
     let run = restarts + 1;

@@ -275,6 +275,15 @@ pub fn bootargs() -> Option<&'static str> {
     tree.find_node("/chosen")?.property("bootargs")?.as_str()
 }
 
+/// How many times Bulkhead restarted this partition: `bulkhead.restarts=N` in the bootargs.
+pub fn restarts() -> Option<u32> {
+    bootargs()?
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("bulkhead.restarts="))?
+        .parse()
+        .ok()
+}
+
 /// Number of `cpu` nodes under `/cpus`.
 pub fn cpu_count() -> Option<usize> {
     let tree = device_tree()?;

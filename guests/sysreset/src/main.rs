@@ -13,13 +13,7 @@ bulkhead_guest::entry!(main);
 const RESETS: u32 = 3;
 
 fn main() -> ! {
-    let restarts = platform::bootargs()
-        .and_then(|args| {
-            args.split_whitespace()
-                .find_map(|word| word.strip_prefix("bulkhead.restarts="))
-        })
-        .and_then(|count| count.parse::<u32>().ok());
-    let Some(restarts) = restarts else {
+    let Some(restarts) = platform::restarts() else {
         exit_fail("sysreset: no bulkhead.restarts=N in /chosen/bootargs");
     };
     if restarts < RESETS {
