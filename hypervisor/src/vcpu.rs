@@ -80,8 +80,9 @@ pub fn run_vcpu(
         stop(partition, vcpu, host);
         backend.halt();
     }
+    let platform = host.platform();
     loop {
-        if step(backend, partition, vcpu, host) == Step::Stopped {
+        if step_on(backend, partition, vcpu, host, platform) == Step::Stopped {
             backend.halt();
         }
     }
@@ -95,9 +96,20 @@ pub fn step(
     vcpu: usize,
     host: &dyn PartitionHost,
 ) -> Step {
+    step_on(backend, partition, vcpu, host, host.platform())
+}
+
+/// [`step`] with the host's platform looked up once by the caller (the loop).
+#[inline(always)]
+fn step_on(
+    backend: &mut impl VcpuBackend,
+    partition: &Partition,
+    vcpu: usize,
+    host: &dyn PartitionHost,
+    platform: &dyn Platform,
+) -> Step {
     let exit = backend.run();
     partition.count_exit(vcpu, classify(&exit));
-    let platform = host.platform();
     match partition.handle_exit(vcpu, exit, platform) {
         action @ (Action::Resume | Action::CompleteRead(_) | Action::ReturnValues(_)) => {
             backend.complete(action);

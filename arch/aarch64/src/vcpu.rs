@@ -174,6 +174,19 @@ struct Access {
     next_due: bool,
 }
 
+/// A single load or store the syndrome described in full (ESR_EL2.ISV = 1: no pair, no
+/// write-back), which is almost every MMIO access: finished without the instruction decoder's
+/// record.
+#[derive(Clone, Copy)]
+struct SyndromeAccess {
+    /// The transfer register (31: the zero register).
+    register: u8,
+    /// Sign extension of a load: 0 none, 32 or 64 bits.
+    sign_to: u8,
+    /// log2 of the access width.
+    size: u8,
+}
+
 /// One vCPU of a partition, run by this CPU for good.
 pub struct Aarch64Vcpu {
     frame: TrapFrame,
@@ -188,6 +201,8 @@ pub struct Aarch64Vcpu {
     underflow: bool,
     /// The list-register images exchanged with the core (kept, so no exit zeroes one).
     entries: ListEntries,
+    /// The syndrome-described access being emulated, if any.
+    simple: Option<SyndromeAccess>,
     access: Option<Access>,
 }
 
@@ -219,6 +234,7 @@ impl Aarch64Vcpu {
             used: 0,
             underflow: false,
             entries: ListEntries::new(),
+            simple: None,
             access: None,
         }
     }
@@ -333,19 +349,17 @@ impl Aarch64Vcpu {
         if syndrome & STAGE1_WALK != 0 {
             return fault;
         }
-        let decoded = match decode::from_syndrome(syndrome) {
-            Some(access) => access,
-            None => {
-                let Some(instruction) =
-                    translate_guest_virtual(frame.elr).and_then(read_instruction)
-                else {
-                    return fault;
-                };
-                match decode::from_instruction(instruction) {
-                    Ok(access) => access,
-                    Err(_) => return fault,
-                }
-            }
+        const ISV: u64 = 1 << 24;
+        if syndrome & ISV != 0 {
+            return self.syndrome_access(syndrome, ipa);
+        }
+        // ISV = 0: a pair, a write-back or a register offset; the instruction says what.
+        let Some(instruction) = translate_guest_virtual(frame.elr).and_then(read_instruction)
+        else {
+            return fault;
+        };
+        let Ok(decoded) = decode::from_instruction(instruction) else {
+            return fault;
         };
         let Ok(width) = AccessWidth::try_from(decoded.width.bytes()) else {
             return Exit::GuestFault {
@@ -382,6 +396,77 @@ impl Aarch64Vcpu {
         };
         self.access = Some(access);
         self.element_exit(&access)
+    }
+
+    /// The exit of an access the syndrome describes (ISV = 1): SAS, SSE, SRT, SF, WnR.
+    #[inline]
+    fn syndrome_access(&mut self, syndrome: u64, ipa: u64) -> Exit {
+        let size = ((syndrome >> 22) & 0b11) as u8;
+        let register = ((syndrome >> 16) & 0x1f) as u8;
+        let width = match size {
+            0 => AccessWidth::Byte,
+            1 => AccessWidth::Half,
+            2 => AccessWidth::Word,
+            _ => AccessWidth::Double,
+        };
+        let address = GuestPhysAddr::new(ipa);
+        if syndrome & (1 << 6) != 0 {
+            self.simple = Some(SyndromeAccess {
+                register: ZERO_REGISTER,
+                sign_to: 0,
+                size,
+            });
+            return Exit::MmioWrite {
+                address,
+                width,
+                value: register_value(&self.frame, register) & width.mask(),
+                syndrome,
+            };
+        }
+        let sign_to = match (syndrome & (1 << 21) != 0, syndrome & (1 << 15) != 0) {
+            (false, _) => 0,
+            (true, true) => 64,
+            (true, false) => 32,
+        };
+        self.simple = Some(SyndromeAccess {
+            register,
+            sign_to,
+            size,
+        });
+        Exit::MmioRead {
+            address,
+            width,
+            syndrome,
+        }
+    }
+
+    /// Finishes a syndrome-described access: the loaded value into its register, the step.
+    #[inline]
+    fn complete_simple(&mut self, access: SyndromeAccess, action: Action) {
+        if let Action::CompleteRead(value) = action
+            && access.register != ZERO_REGISTER
+        {
+            let bits = 8u32 << access.size;
+            let value = if bits >= 64 {
+                value
+            } else {
+                let truncated = value & ((1u64 << bits) - 1);
+                match access.sign_to {
+                    0 => truncated,
+                    to => {
+                        let shift = 64 - bits;
+                        let extended = (((truncated << shift) as i64) >> shift) as u64;
+                        if to == 32 {
+                            extended & 0xffff_ffff
+                        } else {
+                            extended
+                        }
+                    }
+                }
+            };
+            set_register(&mut self.frame, access.register, value);
+        }
+        self.frame.elr = self.frame.elr.wrapping_add(4);
     }
 
     /// The exit of the access's current element.
@@ -468,6 +553,10 @@ impl VcpuBackend for Aarch64Vcpu {
     }
 
     fn complete(&mut self, action: Action) {
+        if let Some(access) = self.simple.take() {
+            self.complete_simple(access, action);
+            return;
+        }
         if self.access.is_some() {
             self.complete_access(action);
             return;
@@ -489,6 +578,7 @@ impl VcpuBackend for Aarch64Vcpu {
     }
 
     fn start(&mut self, start: StartRequest) {
+        self.simple = None;
         self.access = None;
         reset_frame(&mut self.frame, start);
     }
@@ -567,6 +657,15 @@ fn hypercall(frame: &TrapFrame) -> Exit {
     Exit::Hypercall {
         function: x0,
         arguments: [x1, x2, x3, x4],
+    }
+}
+
+/// A transfer register's value (31: the zero register), without a bounds check's branch.
+#[inline]
+fn register_value(frame: &TrapFrame, index: u8) -> u64 {
+    match frame.registers.get(usize::from(index)) {
+        Some(&value) => value,
+        None => 0,
     }
 }
 

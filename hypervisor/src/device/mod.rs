@@ -176,6 +176,8 @@ pub enum DispatchError {
 pub struct DeviceTable {
     /// (base, end, device), sorted by base; the end is kept so that a lookup makes no call.
     entries: Vec<(GuestPhysAddr, u64, Box<dyn MmioDevice>)>,
+    /// Index of the entry the last access hit (checked first).
+    last: usize,
 }
 
 impl DeviceTable {
@@ -183,6 +185,7 @@ impl DeviceTable {
     pub fn new() -> Self {
         Self {
             entries: Vec::new(),
+            last: 0,
         }
     }
 
@@ -211,11 +214,21 @@ impl DeviceTable {
         address: GuestPhysAddr,
         width: AccessWidth,
     ) -> Result<(&mut dyn MmioDevice, u64), DispatchError> {
-        let at = self.entries.partition_point(|(b, ..)| *b <= address);
-        let (base, end, device) = at
-            .checked_sub(1)
-            .and_then(|i| self.entries.get_mut(i))
-            .ok_or(DispatchError::NoDevice)?;
+        // The device hit last (a guest driving one device hits it again and again), else a
+        // binary search.
+        let at = match self.entries.get(self.last) {
+            Some((base, end, _)) if *base <= address && address.as_u64() < *end => self.last,
+            _ => {
+                let at = self
+                    .entries
+                    .partition_point(|(b, ..)| *b <= address)
+                    .checked_sub(1)
+                    .ok_or(DispatchError::NoDevice)?;
+                self.last = at;
+                at
+            }
+        };
+        let (base, end, device) = self.entries.get_mut(at).ok_or(DispatchError::NoDevice)?;
         let offset = address.offset_from(*base).ok_or(DispatchError::NoDevice)?;
         if address.as_u64() >= *end || !device.claims(offset) {
             return Err(DispatchError::NoDevice);

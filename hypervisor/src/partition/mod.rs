@@ -26,7 +26,7 @@ use crate::device::uart16550::Virtual16550;
 use crate::device::{
     ClientId, DeviceTable, DispatchError, Effect, Effects, InterruptLines, SignalTarget,
 };
-use crate::exit::{Action, Exit};
+use crate::exit::{AccessWidth, Action, Exit};
 use crate::guest_layout;
 use crate::pci::doorbell::SharedBoard;
 use crate::pci::{GuestPci, PciBridge};
@@ -646,45 +646,13 @@ impl Partition {
                 address,
                 width,
                 syndrome,
-            } => {
-                let mut effects = Effects::default();
-                let result = self
-                    .inner
-                    .lock()
-                    .devices
-                    .read(vcpu, address, width, &mut effects);
-                self.apply(vcpu, &mut effects, platform);
-                self.wake(vcpu, self.controller.take_wakeups(), platform);
-                match result {
-                    Ok(value) => Action::CompleteRead(value),
-                    Err(error) => self.fault(
-                        vcpu,
-                        access_report("read", address, width.bytes(), syndrome, error),
-                    ),
-                }
-            }
+            } => self.mmio_read(vcpu, address, width, syndrome, platform),
             Exit::MmioWrite {
                 address,
                 width,
                 value,
                 syndrome,
-            } => {
-                let mut effects = Effects::default();
-                let result =
-                    self.inner
-                        .lock()
-                        .devices
-                        .write(vcpu, address, width, value, &mut effects);
-                self.apply(vcpu, &mut effects, platform);
-                self.wake(vcpu, self.controller.take_wakeups(), platform);
-                match result {
-                    Ok(()) => Action::Resume,
-                    Err(error) => self.fault(
-                        vcpu,
-                        access_report("write", address, width.bytes(), syndrome, error),
-                    ),
-                }
-            }
+            } => self.mmio_write(vcpu, address, width, value, syndrome, platform),
             Exit::PortRead { port, width } => self.port_read(vcpu, port, width, platform),
             Exit::PortWrite { port, width, value } => {
                 self.port_write(vcpu, port, width, value, platform)
@@ -698,13 +666,7 @@ impl Partition {
                 arguments,
             } => match Request::decode(function, arguments) {
                 Some(request) => self.psci(vcpu, request, platform),
-                None => self.fault(
-                    vcpu,
-                    format!(
-                        "unknown SMC/HVC function {function:#x} (x1={:#x})",
-                        arguments[0]
-                    ),
-                ),
+                None => self.unknown_call(vcpu, function, arguments[0]),
             },
             Exit::WaitForInterrupt => {
                 let pending = match &self.controller {
@@ -733,12 +695,98 @@ impl Partition {
                 reason,
                 syndrome,
                 address,
-            } => {
-                let at = address.map_or(String::new(), |a| format!(" at {:#x}", a.as_u64()));
-                let what = reason.unwrap_or("unhandled guest exception");
-                self.fault(vcpu, format!("{what}{at} (syndrome {syndrome:#x})"))
-            }
+            } => self.guest_fault(vcpu, reason, syndrome, address),
         }
+    }
+
+    /// A load from a trapped address: the device table answers (out of line, so that the
+    /// dispatch in [`Partition::handle_exit`] keeps a small frame).
+    #[inline(never)]
+    fn mmio_read(
+        &self,
+        vcpu: usize,
+        address: GuestPhysAddr,
+        width: AccessWidth,
+        syndrome: u64,
+        platform: &dyn Platform,
+    ) -> Action {
+        let mut effects = Effects::default();
+        let result = self
+            .inner
+            .lock()
+            .devices
+            .read(vcpu, address, width, &mut effects);
+        self.apply(vcpu, &mut effects, platform);
+        self.wake(vcpu, self.controller.take_wakeups(), platform);
+        match result {
+            Ok(value) => Action::CompleteRead(value),
+            Err(error) => self.access_fault(vcpu, "read", address, width, syndrome, error),
+        }
+    }
+
+    /// A store to a trapped address: the device table takes it.
+    #[inline(never)]
+    fn mmio_write(
+        &self,
+        vcpu: usize,
+        address: GuestPhysAddr,
+        width: AccessWidth,
+        value: u64,
+        syndrome: u64,
+        platform: &dyn Platform,
+    ) -> Action {
+        let mut effects = Effects::default();
+        let result = self
+            .inner
+            .lock()
+            .devices
+            .write(vcpu, address, width, value, &mut effects);
+        self.apply(vcpu, &mut effects, platform);
+        self.wake(vcpu, self.controller.take_wakeups(), platform);
+        match result {
+            Ok(()) => Action::Resume,
+            Err(error) => self.access_fault(vcpu, "write", address, width, syndrome, error),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn access_fault(
+        &self,
+        vcpu: usize,
+        kind: &str,
+        address: GuestPhysAddr,
+        width: AccessWidth,
+        syndrome: u64,
+        error: DispatchError,
+    ) -> Action {
+        self.fault(
+            vcpu,
+            access_report(kind, address, width.bytes(), syndrome, error),
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unknown_call(&self, vcpu: usize, function: u64, x1: u64) -> Action {
+        self.fault(
+            vcpu,
+            format!("unknown SMC/HVC function {function:#x} (x1={x1:#x})"),
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn guest_fault(
+        &self,
+        vcpu: usize,
+        reason: Option<&'static str>,
+        syndrome: u64,
+        address: Option<GuestPhysAddr>,
+    ) -> Action {
+        let at = address.map_or(String::new(), |a| format!(" at {:#x}", a.as_u64()));
+        let what = reason.unwrap_or("unhandled guest exception");
+        self.fault(vcpu, format!("{what}{at} (syndrome {syndrome:#x})"))
     }
 
     /// Applies device effects; `vcpu` is the vCPU whose access caused them (`usize::MAX`
