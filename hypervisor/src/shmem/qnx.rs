@@ -334,14 +334,21 @@ impl QnxShmem {
     pub fn write_window(&self, offset: u64, width: AccessWidth, value: u64, effects: &mut Effects) {
         let mut state = self.state.lock();
         let mut registry = self.registry.lock();
-        self.prune(&mut state, &registry, effects);
+        let pruned = self.prune(&mut state, &registry, effects);
         let Some((mapping, register)) = control_page(&state, offset) else {
+            if pruned {
+                self.update_interrupt(&state, &registry, false, effects);
+            }
             return;
         };
         // The aligned 32-bit notify guests make, decoded directly.
         if width == AccessWidth::Word && register == control::NOTIFY {
             registry.notify_into(mapping.region, mapping.index, value as u32, effects);
-            self.update_interrupt(&state, &registry, false, effects);
+            // A notify never targets the sender, so its own interrupt only changes if a
+            // stale mapping went.
+            if pruned {
+                self.update_interrupt(&state, &registry, false, effects);
+            }
             return;
         }
         let mut mask = [0u8; 4];
@@ -464,14 +471,16 @@ impl QnxShmem {
 
     /// Drops mappings whose registry slot is no longer this client's (the system detached
     /// the partition behind the device's back, [`Registry::detach_all`]).
-    fn prune(&self, state: &mut State, registry: &Registry, effects: &mut Effects) {
+    /// Drops the mappings of regions this client no longer holds; returns whether any went
+    /// (the client's pending state may have changed then).
+    fn prune(&self, state: &mut State, registry: &Registry, effects: &mut Effects) -> bool {
         // The usual case, checked without building anything: every mapping still valid.
         if state
             .mappings
             .iter()
             .all(|mapping| registry.holder(mapping.region, mapping.index) == Some(self.client))
         {
-            return;
+            return false;
         }
         let mut stale = Vec::new();
         state.mappings.retain(|mapping| {
@@ -484,6 +493,7 @@ impl QnxShmem {
         for mapping in &stale {
             self.unmap(mapping, effects);
         }
+        true
     }
 
     fn unmap(&self, mapping: &Mapping, effects: &mut Effects) {
@@ -538,7 +548,10 @@ impl SignalTarget for QnxShmem {
         let mut state = self.state.lock();
         let registry = self.registry.lock();
         self.prune(&mut state, &registry, effects);
-        self.update_interrupt(&state, &registry, true, effects);
+        // A delegated interrupt is the owner's to recompute (it is signalling us now).
+        if state.kind != InterruptKind::Delegated {
+            self.update_interrupt(&state, &registry, true, effects);
+        }
     }
 }
 

@@ -313,12 +313,12 @@ impl Registry {
             return;
         }
         let sender = bit(usize::from(from));
-        for (index, slot) in found.clients.iter_mut().enumerate() {
-            let wanted = u32::from(bit(index)) & mask != 0;
-            if let Some(client) = slot
-                && wanted
-                && index != usize::from(from)
-            {
+        // Only the slots the mask names (usually one), not every slot.
+        let mut wanted = mask & ((1u32 << MAX_CLIENTS) - 1) & !u32::from(sender);
+        while wanted != 0 {
+            let index = wanted.trailing_zeros() as usize;
+            wanted &= wanted - 1;
+            if let Some(Some(client)) = found.clients.get_mut(index) {
                 client.notified_by |= sender;
                 target(client.id);
             }
