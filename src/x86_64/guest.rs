@@ -252,7 +252,7 @@ mod kind {
 
 /// What the partition's guest finds where: its x86 counterpart of a device tree.
 fn devices(partition: &PartitionConfig) -> impl Iterator<Item = Device> + '_ {
-    let pci = GuestPci::X86;
+    let pci = GuestPci::X86.placed(&partition.windows);
     let ioapic = partition.ioapic.map(|base| Device {
         kind: kind::IOAPIC,
         number: u32::from(hypervisor::device::ioapic::PINS),
