@@ -2,7 +2,8 @@
 //! - picks the linker script for bare-metal targets;
 //! - compiles the system configuration named by `BULKHEAD_CONFIG` (a board file, see
 //!   hypervisor/config/README.md) into static tables (`OUT_DIR/system.rs`), embedding each
-//!   partition's guest image. A bad configuration fails the build with `file:line: message`.
+//!   partition's guest image and the guest-physical windows the validator placed around its
+//!   RAM and `loc`s. A bad configuration fails the build with `file:line: message`.
 //!   Without `BULKHEAD_CONFIG` the image has no partitions.
 
 use std::fmt::Write as _;
@@ -56,43 +57,6 @@ fn main() {
 /// `hypervisor::guest_layout`).
 const FIRST_SPI: u32 = 32;
 const SPI_COUNT: u32 = 96;
-/// What an x86 partition's platform places at fixed guest-physical addresses
-/// (hypervisor::guest_layout::x86 and ::PCI_MMIO64, ::SHMEM_WINDOWS): RAM and MMIO vdevs must
-/// stay clear of them.
-const X86_FIXED: [(&str, u64, u64); 4] = [
-    ("the PCI 32-bit window", 0xc000_0000, 0x2000_0000),
-    ("the PCI ECAM", 0xe000_0000, 0x10_0000),
-    ("the shared-memory windows", 0x60_0000_0000, 0x20_0000_0000),
-    ("the PCI 64-bit window", 0x80_0000_0000, 0x80_0000_0000),
-];
-
-/// What an aarch64 partition's platform places at fixed guest-physical addresses
-/// (hypervisor::guest_layout, hypervisor::pci::V2M_FRAME; the GICv3 redistributors take
-/// 128 KiB per vCPU, up to 64): RAM and MMIO vdevs must stay clear of them.
-const AARCH64_FIXED: [(&str, u64, u64); 8] = [
-    ("the GIC distributor", 0x0800_0000, 0x1_0000),
-    ("the GICv2 CPU interface", 0x0801_0000, 0x2000),
-    ("the GICv2m MSI frame", 0x0802_0000, 0x1000),
-    ("the GICv3 redistributors", 0x080a_0000, 0x2_0000 * 64),
-    ("the PCI 32-bit window", 0x1000_0000, 0x2eff_0000),
-    ("the PCI ECAM", 0x3f00_0000, 0x10_0000),
-    ("the shared-memory windows", 0x60_0000_0000, 0x20_0000_0000),
-    ("the PCI 64-bit window", 0x80_0000_0000, 0x80_0000_0000),
-];
-
-/// The fixed range of `fixed` that `[base, base + size)` overlaps, if any.
-fn fixed_overlap(
-    fixed: &[(&'static str, u64, u64)],
-    base: u64,
-    size: u64,
-) -> Option<(&'static str, u64, u64)> {
-    let end = base.saturating_add(size);
-    fixed
-        .iter()
-        .copied()
-        .find(|&(_, start, length)| base < start + length && start < end)
-}
-
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
      board: \"none\",\n    source: \"(no configuration: set BULKHEAD_CONFIG or use cargo xtask)\",\n    \
@@ -200,53 +164,6 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
                         ))
                     }
                 }
-            }
-        }
-        let (fixed, arch_name): (&[(&str, u64, u64)], &str) = match arch {
-            Arch::X86_64 => (&X86_FIXED, "x86_64"),
-            Arch::Aarch64 => (&AARCH64_FIXED, "aarch64"),
-        };
-        let mut placed: Vec<(u64, u64, String, &str)> = vm
-            .ram
-            .iter()
-            .map(|r| (r.guest_base, r.size, r.at.to_string(), "ram"))
-            .collect();
-        for vdev in &vm.vdevs {
-            match vdev {
-                Vdev::IoApic(device) => placed.push((
-                    device.base.value,
-                    0x1000,
-                    device.base.at.to_string(),
-                    "vdev ioapic",
-                )),
-                Vdev::Pl011(device) => placed.push((
-                    device.base.value,
-                    0x1000,
-                    device.base.at.to_string(),
-                    "vdev pl011",
-                )),
-                Vdev::Shmem(device) => {
-                    if let Some(mmio) = &device.mmio {
-                        placed.push((
-                            mmio.base.value,
-                            0x1000,
-                            mmio.base.at.to_string(),
-                            "vdev shmem",
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (base, size, at, what) in placed {
-            if let Some((fixed_what, start, length)) = fixed_overlap(fixed, base, size) {
-                errors.push(format!(
-                    "{at}: guest-physical {base:#x}-{:#x} overlaps {fixed_what} \
-                     ({start:#x}-{:#x}), which every {arch_name} partition has (move this \
-                     {what} outside that range)",
-                    base.saturating_add(size),
-                    start + length
-                ));
             }
         }
         let mut shmem: Vec<String> = Vec::new();
@@ -401,6 +318,19 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         let _ = writeln!(code, "            ioapic: {ioapic_base:?},");
         let _ = writeln!(code, "            shmem: &[{}],", shmem.join(", "));
         let _ = writeln!(code, "            ivshmem: &[{}],", ivshmem.join(", "));
+        let layout = &vm.layout;
+        let pair = |range: &bulkhead_config::MemoryRange| {
+            format!("({:#x}, {:#x})", range.base, range.size)
+        };
+        let _ = writeln!(
+            code,
+            "            windows: hypervisor::config::GuestWindows {{ pci_ecam: {}, pci_mmio32: {}, pci_mmio64: {}, msi_frame: {}, shmem_windows: {:#x} }},",
+            pair(&layout.pci_ecam),
+            pair(&layout.pci_mmio32),
+            pair(&layout.pci_mmio64),
+            pair(&layout.msi_frame),
+            layout.shmem_windows.base
+        );
         let _ = writeln!(code, "        }},");
     }
     let _ = writeln!(code, "    ],");

@@ -1,6 +1,8 @@
 //! The system configuration as the image sees it: static tables that build.rs generates
 //! from the board and VM files (see `hypervisor/config`), checked there, used here.
 
+use crate::guest_layout;
+
 /// What happens to a partition when its guest does something it may not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultPolicy {
@@ -55,6 +57,47 @@ pub struct PartitionConfig {
     pub shmem: &'static [ShmemConfig],
     /// QEMU-personality shared-memory devices (`vdev ivshmem-plain|doorbell`), in file order.
     pub ivshmem: &'static [IvshmemConfig],
+    /// Where the windows Bulkhead adds lie (placed around `ram` and every `loc` by build.rs).
+    pub windows: GuestWindows,
+}
+
+/// Where the guest-physical windows Bulkhead places by itself lie in one partition: chosen
+/// at build time around what the configuration places (hypervisor/config/README.md,
+/// "Guest-physical layout"), each `(base, size)`. The PCI bridge, the device tree and the
+/// x86 boot information all describe them from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestWindows {
+    /// PCI configuration space (ECAM, bus 0).
+    pub pci_ecam: (u64, u64),
+    /// The host bridge's 32-bit memory window.
+    pub pci_mmio32: (u64, u64),
+    /// The host bridge's 64-bit prefetchable memory window.
+    pub pci_mmio64: (u64, u64),
+    /// The GICv2m MSI frame (aarch64; `(0, 0)` on x86_64).
+    pub msi_frame: (u64, u64),
+    /// Where `vdev shmem` n (file order) maps its attachments:
+    /// `shmem_windows + n * guest_layout::SHMEM_WINDOW_SIZE`.
+    pub shmem_windows: u64,
+}
+
+impl GuestWindows {
+    /// An aarch64 partition's windows where nothing is in their way (QEMU virt's addresses).
+    pub const QEMU_VIRT: GuestWindows = GuestWindows {
+        pci_ecam: guest_layout::PCI_ECAM,
+        pci_mmio32: guest_layout::PCI_MMIO32,
+        pci_mmio64: guest_layout::PCI_MMIO64,
+        msi_frame: guest_layout::MSI_FRAME,
+        shmem_windows: guest_layout::SHMEM_WINDOWS,
+    };
+
+    /// An x86_64 partition's windows (they do not move on x86_64 yet).
+    pub const X86: GuestWindows = GuestWindows {
+        pci_ecam: guest_layout::x86::PCI_ECAM,
+        pci_mmio32: guest_layout::x86::PCI_MMIO32,
+        pci_mmio64: guest_layout::PCI_MMIO64,
+        msi_frame: (0, 0),
+        shmem_windows: guest_layout::SHMEM_WINDOWS,
+    };
 }
 
 /// One `vdev shmem` (QNX personality).

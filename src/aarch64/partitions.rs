@@ -258,7 +258,7 @@ fn guest_device_tree(
         shmem: &shmem,
         bootargs: &bootargs,
         psci_method: "hvc",
-        pci: Some(GuestPci::QEMU_VIRT),
+        pci: Some(GuestPci::QEMU_VIRT.placed(&partition.windows)),
         initrd,
     };
     guest_device_tree::build(&platform).unwrap_or_else(|e| {

@@ -59,6 +59,8 @@ pub enum LayoutError {
     NotAtZero,
     /// It is smaller than [`MIN_RAM`] or the image does not fit.
     TooSmall,
+    /// Its boot information would list more devices than the list holds ([`MAX_DEVICES`]).
+    TooManyDevices(usize),
 }
 
 impl core::fmt::Display for LayoutError {
@@ -73,6 +75,11 @@ impl core::fmt::Display for LayoutError {
             LayoutError::TooSmall => write!(
                 f,
                 "the first RAM range must hold 4 MiB and the image at {IMAGE_BASE:#x}"
+            ),
+            LayoutError::TooManyDevices(count) => write!(
+                f,
+                "{count} devices (I/O APIC, UART, PCI windows, MMIO vdev shmems) do not fit the \
+                 boot information's list of {MAX_DEVICES}"
             ),
         }
     }
@@ -104,6 +111,10 @@ pub fn load(partition: &PartitionConfig, restarts: usize) -> Result<LongModeStar
     let image_end = IMAGE_BASE.saturating_add(partition.image.len() as u64);
     if ram.size < MIN_RAM || image_end > ram.size {
         return Err(LayoutError::TooSmall);
+    }
+    let device_count = devices(partition).count();
+    if device_count > MAX_DEVICES {
+        return Err(LayoutError::TooManyDevices(device_count));
     }
     for range in partition.ram {
         // SAFETY: the partition's RAM (checked against the memory map at boot) is mapped
@@ -144,7 +155,7 @@ pub fn load(partition: &PartitionConfig, restarts: usize) -> Result<LongModeStar
         BOOT_INFO + COMMAND_LINE_LENGTH_OFFSET,
         command_line.len() as u64,
     );
-    for (index, device) in devices(partition).take(MAX_DEVICES).enumerate() {
+    for (index, device) in devices(partition).enumerate() {
         let at = DEVICE_LIST + 8 + index as u64 * DEVICE_ENTRY_SIZE;
         put_u64(
             host,
@@ -252,7 +263,7 @@ mod kind {
 
 /// What the partition's guest finds where: its x86 counterpart of a device tree.
 fn devices(partition: &PartitionConfig) -> impl Iterator<Item = Device> + '_ {
-    let pci = GuestPci::X86;
+    let pci = GuestPci::X86.placed(&partition.windows);
     let ioapic = partition.ioapic.map(|base| Device {
         kind: kind::IOAPIC,
         number: u32::from(hypervisor::device::ioapic::PINS),

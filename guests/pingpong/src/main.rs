@@ -9,6 +9,9 @@
 //! XORed with 0x5a, its own checksum) and notifies ping. Both wait in WFI for the device
 //! interrupt and check who notified them (signal knowledge).
 //!
+//! The region is `pingpong.region=NAME` from the partition's command line (the VM file's
+//! `cmdline`), else "pingpong".
+//!
 //! Region data: 0x000 ping's client index + 1, 0x004 pong's; mailbox ping → pong at 0x100,
 //! pong → ping at 0x200.
 
@@ -24,8 +27,8 @@ use bulkhead_shmem::{exit_fail_with, exit_pass, println, single_bit, wait};
 
 bulkhead_shmem::entry!(main);
 
-/// Region name.
-const REGION: &str = "pingpong";
+/// Region name unless the command line gives `pingpong.region=NAME`.
+const DEFAULT_REGION: &str = "pingpong";
 /// Data pages asked for (the creator's choice wins).
 const PAGES: u32 = 1;
 /// Round trips: ten, three on x86_64 (its test machine, Bochs, emulates every instruction).
@@ -83,17 +86,20 @@ fn main() -> ! {
         device.location(),
         device.interrupt()
     );
+    println!("{me}: factory page signature {:#018x}", device.signature());
 
     // IRQs are still masked: the region is watched before its interrupt can arrive.
-    let region = device.attach(REGION, PAGES).unwrap_or_else(|status| {
-        exit_fail_with(format_args!("{me}: attach \"{REGION}\": {status}"))
+    let region_name =
+        bulkhead_shmem::command_line_value("pingpong.region").unwrap_or(DEFAULT_REGION);
+    let region = device.attach(region_name, PAGES).unwrap_or_else(|status| {
+        exit_fail_with(format_args!("{me}: attach \"{region_name}\": {status}"))
     });
     let events = region
         .watch()
         .unwrap_or_else(|error| exit_fail_with(format_args!("{me}: watch: {error}")));
     let index = region.index();
     println!(
-        "{me}: attached \"{REGION}\" as client {index}, {} page(s), data at {:#x}",
+        "{me}: attached \"{region_name}\", {} page(s), as client {index}, data at {:#x}",
         region.pages(),
         region.data().address()
     );

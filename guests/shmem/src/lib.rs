@@ -72,6 +72,14 @@ pub fn boot_option(option: &str) -> bool {
     arch::boot_option(option)
 }
 
+/// The value of `KEY=VALUE` on the partition's command line (the VM file's `cmdline`; aarch64
+/// `/chosen/bootargs`, x86_64 the boot information), the first if given twice.
+pub fn command_line_value(key: &str) -> Option<&'static str> {
+    arch::command_line()?
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
 /// Sets up this vCPU's interrupt controller (aarch64 the GIC; x86_64 the IDT and the x2APIC)
 /// and the [`wait`] timer. Interrupts stay masked: turn them on with [`enable_interrupts`]
 /// once the handlers' state is ready.

@@ -35,14 +35,17 @@ use std::path::{Path, PathBuf};
 pub use board::{BOARD_KEYWORDS, CPUS_MAX, parse_board};
 pub use error::{Diagnostic, Errors, Location};
 pub use model::{
-    Arch, Board, Console, Create, FaultPolicy, Image, Interrupt, IoApic, Ivshmem, MemoryRange,
-    Pl011, RamRegion, Region, Rule, Shmem, ShmemMmio, Spanned, Subst, System, Uart8250,
-    UartLocation, Vcpu, Vdev, Vm,
+    Arch, Board, Console, Create, FaultPolicy, GuestLayout, Image, Interrupt, IoApic, Ivshmem,
+    MemoryRange, Pl011, RamRegion, Region, Rule, Shmem, ShmemMmio, Spanned, Subst, System,
+    Uart8250, UartLocation, Vcpu, Vdev, Vm,
 };
 pub use names::NAME_MAX;
 pub use numbers::{LARGE_PAGE_SIZE, PAGE_SIZE};
 pub use validate::{
-    IOAPIC_DEFAULT_BASE, MMIO_WINDOW_SIZE, PL011_DEFAULT_BASE, UART8250_DEFAULT_PORT, validate,
+    AARCH64_ADDRESS_SPACE, AARCH64_GIC_CPU_INTERFACE, AARCH64_GIC_DISTRIBUTOR,
+    AARCH64_GIC_REDISTRIBUTOR_SIZE, AARCH64_GIC_REDISTRIBUTORS, IOAPIC_DEFAULT_BASE,
+    MMIO_WINDOW_SIZE, PL011_DEFAULT_BASE, SHMEM_WINDOW_SIZE, UART8250_DEFAULT_PORT, WindowKind,
+    WindowRule, fixed_ranges, validate, window_rules,
 };
 pub use vm::{CpuSpec, IVSHMEM_VECTORS_MAX, RamSpec, VM_KEYWORDS, VdevSpec, VmFile, parse_vm};
 

@@ -190,6 +190,27 @@ pub struct Vm {
     pub fault_policy: FaultPolicy,
     /// `vdev` items, in file order.
     pub vdevs: Vec<Vdev>,
+    /// Where the windows Bulkhead places by itself lie, around the RAM and `loc`s above.
+    pub layout: GuestLayout,
+}
+
+/// Where the guest-physical windows Bulkhead places by itself lie in one VM: chosen by the
+/// validator around what the VM's file places (RAM, every `loc`) and what the architecture
+/// fixes (the GIC); see README.md, "Guest-physical layout".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLayout {
+    /// PCI configuration space (ECAM) of the VM's host bridge: bus 0, 1 MiB.
+    pub pci_ecam: MemoryRange,
+    /// The host bridge's 32-bit memory window (below 4 GiB).
+    pub pci_mmio32: MemoryRange,
+    /// The host bridge's 64-bit prefetchable memory window.
+    pub pci_mmio64: MemoryRange,
+    /// The GICv2m MSI frame (aarch64, used with a GICv2); empty on x86_64.
+    pub msi_frame: MemoryRange,
+    /// The QNX shared-memory windows: the n-th `vdev shmem` of the file maps its attached
+    /// regions in `SHMEM_WINDOW_SIZE` bytes from `base + n * SHMEM_WINDOW_SIZE`; empty when the
+    /// VM has no `vdev shmem`.
+    pub shmem_windows: MemoryRange,
 }
 
 /// One `ram` line of a VM.

@@ -339,14 +339,17 @@ impl Partition {
                         &mut problems,
                     );
                 }
-                (Controller::Gic(gic), GuestPci::QEMU_VIRT)
+                (
+                    Controller::Gic(gic),
+                    GuestPci::QEMU_VIRT.placed(&config.windows),
+                )
             }
             InterruptModel::Apic => {
                 let bus = Arc::new(ApicBus::new(config.vcpus.len(), config.ioapic.is_some()));
                 if let (Some(base), Some(frame)) = (config.ioapic, bus.ioapic_frame()) {
                     place(&mut devices, GuestPhysAddr::new(base), frame, &mut problems);
                 }
-                (Controller::Apic(bus), GuestPci::X86)
+                (Controller::Apic(bus), GuestPci::X86.placed(&config.windows))
             }
         };
         let gic_version = match model {

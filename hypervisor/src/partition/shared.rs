@@ -117,7 +117,10 @@ pub(super) fn shared_memory_devices(
             .map(|&(name, _, size)| (String::from(name), size))
             .collect();
         let window = GuestPhysAddr::new(
-            guest_layout::SHMEM_WINDOWS + n as u64 * guest_layout::SHMEM_WINDOW_SIZE,
+            config
+                .windows
+                .shmem_windows
+                .saturating_add((n as u64).saturating_mul(guest_layout::SHMEM_WINDOW_SIZE)),
         );
         let intid = match shmem.mmio {
             Some((_, intid)) => intid,

@@ -29,6 +29,7 @@ fn config(policy: FaultPolicy) -> &'static PartitionConfig {
         ioapic: None,
         shmem: &[],
         ivshmem: &[],
+        windows: crate::config::GuestWindows::QEMU_VIRT,
     }))
 }
 
@@ -343,6 +344,7 @@ fn x86_partition_has_ioapic_config_ports_and_apic_bus() {
     let config: &'static PartitionConfig = Box::leak(Box::new(PartitionConfig {
         pl011: None,
         ioapic: Some(0xfec0_0000),
+        windows: crate::config::GuestWindows::X86,
         ram: &[crate::config::RamConfig {
             guest_base: 0,
             host_base: 0x1000_0000,
@@ -443,4 +445,71 @@ fn a_device_that_cannot_be_placed_is_reported_not_dropped() {
         Box::leak(alloc::vec![*config(FaultPolicy::Stop)].into_boxed_slice());
     let system = System::new(fine, InterruptModel::Gic(GicVersion::V3), None);
     assert_eq!(system.check_setup(), Ok(()));
+}
+
+/// The QNX seed's MMIO example (`vdev shmem create TEST1,0xf0000 loc 0x10000000 intr gic:40`):
+/// with the usual windows its factory page lies in the PCI 32-bit window and the partition
+/// reports it (the boot fails naming both); with the windows build.rs places around the
+/// `loc`, it sets up cleanly and the factory page answers at 0x10000000.
+#[test]
+fn the_seed_mmio_shmem_answers_at_its_loc_once_the_windows_move() {
+    struct NoZeroing;
+    impl crate::shmem::ZeroMemory for NoZeroing {
+        fn zero(&self, _range: crate::addr::PhysRange) {}
+    }
+    let pool = crate::addr::PhysRange::from_start_size(0x8000_0000, 0x10_0000).unwrap();
+    let registry = Box::leak(Box::new(Mutex::new(Registry::new(pool, &NoZeroing))));
+    let shared: &'static SharedMemorySystem = Box::leak(Box::new(SharedMemorySystem {
+        registry,
+        board: Arc::new(Mutex::new(crate::pci::doorbell::DoorbellBoard::new())),
+    }));
+    let shmem: &'static [crate::config::ShmemConfig] = &[crate::config::ShmemConfig {
+        rules: &[],
+        substs: &[],
+        creates: &[("TEST1", "TEST1", 0xf0000)],
+        mmio: Some((0x1000_0000, 40)),
+    }];
+    let usual = Box::leak(Box::new(PartitionConfig {
+        shmem,
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(0, usual, InterruptModel::Gic(GicVersion::V3), Some(shared));
+    let problems = partition.setup_problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("at 0x10000000-0x10001000 overlaps pci-mmio32 at 0x10000000-"),
+        "{problems:?}"
+    );
+
+    let moved = Box::leak(Box::new(PartitionConfig {
+        shmem,
+        windows: crate::config::GuestWindows {
+            pci_mmio32: (0x1001_0000, 0x2efe_0000),
+            ..crate::config::GuestWindows::QEMU_VIRT
+        },
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(1, moved, InterruptModel::Gic(GicVersion::V3), Some(shared));
+    assert_eq!(partition.setup_problems(), &[] as &[String]);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let signature = Exit::MmioRead {
+        address: GuestPhysAddr::new(0x1000_0000),
+        width: AccessWidth::Double,
+        syndrome: 0,
+    };
+    assert_eq!(
+        partition.handle_exit(0, signature, &kicks),
+        Action::CompleteRead(0x4d53_4732_474d_5651)
+    );
+    // The moved 32-bit window answers where the device tree says it starts (no BAR there:
+    // all-ones), and the old start is now the factory page, not the window.
+    let window = Exit::MmioRead {
+        address: GuestPhysAddr::new(0x1001_0000),
+        width: AccessWidth::Word,
+        syndrome: 0,
+    };
+    assert_eq!(
+        partition.handle_exit(0, window, &kicks),
+        Action::CompleteRead(0xffff_ffff)
+    );
 }

@@ -274,6 +274,74 @@ mod tests {
         assert_eq!(property(&pci, "msi-parent"), [V2M_PHANDLE]);
     }
 
+    /// The windows build.rs moved around the configuration (here: the QNX seed's MMIO
+    /// `vdev shmem` at 0x10000000, and a `loc` on the usual ECAM and MSI frame) are what the
+    /// host bridge node, its `ranges` and the v2m frame describe, beside the seed's
+    /// `qvm,guest_shm` node.
+    #[test]
+    fn moved_windows_are_described() {
+        let windows = crate::config::GuestWindows {
+            pci_ecam: (0x0810_0000, 0x10_0000),
+            pci_mmio32: (0x1001_0000, 0x2efe_0000),
+            pci_mmio64: (0x90_0000_0000, 0x70_0000_0000),
+            msi_frame: (0x0803_0000, 0x1000),
+            shmem_windows: 0x60_0000_0000,
+        };
+        let pci = GuestPci::QEMU_VIRT.placed(&windows);
+        let seed = [(0x1000_0000, 8)];
+        let mut with_seed = platform(v2(), Some(pci));
+        with_seed.shmem = &seed;
+        let blob = guest_device_tree::build(&with_seed).unwrap();
+        let tree = fdt::Fdt::new(&blob).unwrap();
+        let bridge = tree.find_compatible(&["pci-host-ecam-generic"]).unwrap();
+        assert_eq!(bridge.name, "pcie@8100000");
+        let reg: Vec<_> = bridge
+            .reg()
+            .unwrap()
+            .map(|r| (r.starting_address as u64, r.size))
+            .collect();
+        assert_eq!(reg, [(0x0810_0000, Some(0x10_0000))]);
+        assert_eq!(
+            property(&bridge, "ranges"),
+            [
+                0x0200_0000,
+                0,
+                0x1001_0000,
+                0,
+                0x1001_0000,
+                0,
+                0x2efe_0000, //
+                0x4300_0000,
+                0x90,
+                0,
+                0x90,
+                0,
+                0x70,
+                0,
+            ]
+        );
+        let frame = tree.find_compatible(&["arm,gic-v2m-frame"]).unwrap();
+        assert_eq!(frame.name, "v2m@8030000");
+        let reg: Vec<_> = frame
+            .reg()
+            .unwrap()
+            .map(|r| (r.starting_address as u64, r.size))
+            .collect();
+        assert_eq!(reg, [(0x0803_0000, Some(0x1000))]);
+        let shmem = tree.find_compatible(&["qvm,guest_shm"]).unwrap();
+        assert_eq!(shmem.name, "shmem@10000000");
+        let reg: Vec<_> = shmem
+            .reg()
+            .unwrap()
+            .map(|r| (r.starting_address as u64, r.size))
+            .collect();
+        assert_eq!(reg, [(0x1000_0000, Some(0x1000))]);
+        assert_eq!(property(&shmem, "interrupts"), [0, 8, 4]);
+        // The 32-bit window no longer covers the factory page.
+        let (base, size) = pci.mmio32;
+        assert!(base >= 0x1000_1000 && base + size <= 0x3f00_0000);
+    }
+
     #[test]
     fn without_msi_or_pci() {
         let mut no_msi = GuestPci::QEMU_VIRT;

@@ -30,6 +30,7 @@ mod ivshmem_tests;
 mod tests;
 
 use crate::addr::HostPhysAddr;
+use crate::config::GuestWindows;
 use crate::device::{Effect, Effects};
 use crate::exit::AccessWidth;
 use crate::guest_layout;
@@ -41,8 +42,6 @@ pub use handle::{PciBridge, PciSignalTarget};
 pub const SLOTS: u8 = 32;
 /// BAR registers of a type-0 header.
 pub const BAR_COUNT: usize = 6;
-/// Where a GICv2 partition's v2m MSI frame sits (QEMU virt's address), 4 KiB.
-pub const V2M_FRAME: (u64, u64) = (0x0802_0000, 0x1000);
 
 /// Where a partition's PCI lives and which interrupts it uses: drives both the bridge and the
 /// device tree, so the two cannot disagree.
@@ -76,7 +75,7 @@ impl GuestPci {
         mmio64: guest_layout::PCI_MMIO64,
         intx_first: guest_layout::PCI_INTX_FIRST,
         msi: Some(guest_layout::MSI_INTIDS),
-        v2m_frame: V2M_FRAME,
+        v2m_frame: guest_layout::MSI_FRAME,
         apic: false,
     };
 
@@ -91,6 +90,22 @@ impl GuestPci {
         v2m_frame: (0, 0),
         apic: true,
     };
+
+    /// This platform with the windows a partition's configuration placed: ECAM, both memory
+    /// windows and (with a GIC) the MSI frame.
+    pub fn placed(self, windows: &GuestWindows) -> GuestPci {
+        GuestPci {
+            ecam: windows.pci_ecam,
+            mmio32: windows.pci_mmio32,
+            mmio64: windows.pci_mmio64,
+            v2m_frame: if self.apic {
+                self.v2m_frame
+            } else {
+                windows.msi_frame
+            },
+            ..self
+        }
+    }
 
     /// The INTID slot `slot`'s interrupt pin `pin` (1 = INTA .. 4 = INTD) raises, or `None`
     /// for pin 0 (no interrupt) or a pin above 4.

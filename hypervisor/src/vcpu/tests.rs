@@ -103,6 +103,7 @@ fn partition(policy: FaultPolicy) -> &'static Partition {
         ioapic: None,
         shmem: &[],
         ivshmem: &[],
+        windows: crate::config::GuestWindows::QEMU_VIRT,
     }));
     Box::leak(Box::new(Partition::new(
         0,

@@ -58,6 +58,12 @@ pub fn boot_option(option: &str) -> bool {
         .is_some_and(|args| args.split_whitespace().skip(1).any(|word| word == option))
 }
 
+/// The partition's command line: `/chosen/bootargs` (the VM file's `cmdline`, then
+/// `bulkhead.restarts=N`).
+pub fn command_line() -> Option<&'static str> {
+    platform::bootargs()
+}
+
 /// The partition's RAM (base, size), from the device tree.
 pub fn ram() -> Option<(u64, u64)> {
     platform::ram()

@@ -2,7 +2,7 @@
 //! same items, and the rest of the crate uses only those.
 //!
 //! - The runtime: `runtime` (the arch's guest runtime crate), its `mmio` module, `exit_pass`,
-//!   `exit_fail`, `exit_fail_with`, `partition_name`, `boot_option`, `ram`.
+//!   `exit_fail`, `exit_fail_with`, `partition_name`, `boot_option`, `command_line`, `ram`.
 //! - The memory map: `is_device_range` (where device registers may be), `is_shared_memory_range`
 //!   (where region memory and ivshmem BAR2 may be), `complete_writes` (the barrier before a
 //!   doorbell).

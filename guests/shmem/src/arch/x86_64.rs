@@ -50,6 +50,12 @@ pub fn boot_option(_option: &str) -> bool {
     false
 }
 
+/// The partition's command line from the boot information (the VM file's `cmdline`, then
+/// `bulkhead.restarts=N`).
+pub fn command_line() -> Option<&'static str> {
+    boot_info::command_line()
+}
+
 /// The partition's RAM: from guest-physical 0, the size the boot information gives.
 pub fn ram() -> Option<(u64, u64)> {
     boot_info::ram_size().map(|size| (0, size))

@@ -6,6 +6,7 @@
 
 mod cpus;
 mod devices;
+mod layout;
 mod memory;
 mod shmem;
 #[cfg(test)]
@@ -14,10 +15,18 @@ mod tests;
 pub use devices::{
     IOAPIC_DEFAULT_BASE, MMIO_WINDOW_SIZE, PL011_DEFAULT_BASE, UART8250_DEFAULT_PORT,
 };
+pub use layout::{
+    AARCH64_ADDRESS_SPACE, AARCH64_GIC_CPU_INTERFACE, AARCH64_GIC_DISTRIBUTOR,
+    AARCH64_GIC_REDISTRIBUTOR_SIZE, AARCH64_GIC_REDISTRIBUTORS, SHMEM_WINDOW_SIZE, WindowKind,
+    WindowRule, fixed_ranges, window_rules,
+};
 
 use crate::ImageResolver;
 use crate::error::{Errors, Location};
-use crate::model::{Arch, Board, Console, Image, MemoryRange, RamRegion, System, Vm};
+use crate::model::{
+    Arch, Board, Console, GuestLayout, Image, MemoryRange, RamRegion, System, UartLocation, Vdev,
+    Vm,
+};
 use crate::numbers::PAGE_SIZE;
 use crate::vm::VmFile;
 use memory::RamRequest;
@@ -42,6 +51,7 @@ pub fn validate(
     let mut requests = Vec::new();
     let mut vdevs = Vec::with_capacity(vms.len());
     let mut images = Vec::with_capacity(vms.len());
+    let mut layouts = Vec::with_capacity(vms.len());
     for (index, vm) in vms.iter().enumerate() {
         let vm_requests = guest_ram(arch, index, vm);
         let devices = devices::convert(arch, &vm.vdevs, &mut errors);
@@ -57,6 +67,15 @@ pub fn validate(
             })
             .collect();
         devices::check_guest_map(&ram, &devices, &mut errors);
+        let vcpu_count = vcpus.get(index).map_or(0, Vec::len);
+        layouts.push(guest_layout(
+            arch,
+            vcpu_count,
+            &ram,
+            &devices,
+            &vm.name.at,
+            &mut errors,
+        ));
         let load = &vm.load;
         let image = match resolver.resolve(&load.value) {
             Ok(path) => Some(Image {
@@ -106,11 +125,12 @@ pub fn validate(
 
     let mut ram_regions = requests.into_iter().zip(host_bases).peekable();
     let mut system_vms = Vec::with_capacity(vms.len());
-    for (index, (((vm, vcpus), vdevs), image)) in vms
+    for (index, ((((vm, vcpus), vdevs), image), layout)) in vms
         .into_iter()
         .zip(vcpus)
         .zip(vdevs)
         .zip(images)
+        .zip(layouts)
         .enumerate()
     {
         let mut ram = Vec::new();
@@ -139,6 +159,7 @@ pub fn validate(
             cmdline: vm.cmdline.map(|cmdline| cmdline.value),
             fault_policy: vm.fault_policy,
             vdevs,
+            layout,
         });
     }
     Ok(System {
@@ -147,6 +168,73 @@ pub fn validate(
         regions,
         free_ram: free.ranges().to_vec(),
     })
+}
+
+/// Places the windows Bulkhead adds to one VM around its `ram`s and `loc`s (see
+/// [`layout`]).
+fn guest_layout(
+    arch: Arch,
+    vcpus: usize,
+    ram: &[(MemoryRange, &Location)],
+    vdevs: &[Vdev],
+    system: &Location,
+    errors: &mut Errors,
+) -> GuestLayout {
+    let mut placed: Vec<layout::Placed<'_>> = ram
+        .iter()
+        .map(|(range, at)| layout::Placed {
+            range: *range,
+            what: "ram".to_string(),
+            at,
+        })
+        .collect();
+    let mut shmem_count = 0u64;
+    let mut last_shmem = None;
+    for vdev in vdevs {
+        let (base, what) = match vdev {
+            Vdev::Pl011(device) => (&device.base, "vdev pl011"),
+            Vdev::IoApic(device) => (&device.base, "vdev ioapic"),
+            Vdev::Shmem(device) => {
+                shmem_count = shmem_count.saturating_add(1);
+                last_shmem = Some(&device.at);
+                match &device.mmio {
+                    Some(mmio) => (&mmio.base, "vdev shmem"),
+                    None => continue,
+                }
+            }
+            Vdev::Uart8250(device) => match device.location.value {
+                UartLocation::Mmio(address) => {
+                    placed.push(layout::Placed {
+                        range: MemoryRange {
+                            base: address,
+                            size: MMIO_WINDOW_SIZE,
+                        },
+                        what: "vdev ser8250".to_string(),
+                        at: &device.location.at,
+                    });
+                    continue;
+                }
+                UartLocation::Port(_) => continue,
+            },
+            Vdev::Ivshmem(_) => continue,
+        };
+        placed.push(layout::Placed {
+            range: MemoryRange {
+                base: base.value,
+                size: MMIO_WINDOW_SIZE,
+            },
+            what: what.to_string(),
+            at: &base.at,
+        });
+    }
+    layout::place(
+        arch,
+        vcpus,
+        &placed,
+        (shmem_count, last_shmem),
+        system,
+        errors,
+    )
 }
 
 /// A VM's `ram` lines with guest bases filled in: a `ram` without GPA starts at the

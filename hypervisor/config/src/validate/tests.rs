@@ -297,6 +297,40 @@ fn guest_ram_overlapping_a_vdev_loc() {
 }
 
 #[test]
+fn the_seed_mmio_example_moves_the_pci_window_around_its_loc() {
+    // shared/seeds/000: `vdev shmem create TEST1,0xf0000 loc 0x10000000 intr ...`.
+    let text = vm(
+        "seed",
+        "vdev shmem\n  create TEST1,0xf0000\n  loc 0x10000000\n  intr gic:40\n",
+    );
+    let system = build(ARM, &[&text]).unwrap();
+    let layout = system.vms[0].layout;
+    assert_eq!(
+        layout.pci_mmio32,
+        MemoryRange {
+            base: 0x1001_0000,
+            size: 0x2efe_0000
+        }
+    );
+    assert_eq!(layout.pci_ecam.base, 0x3f00_0000);
+    assert_eq!(layout.shmem_windows.base, 0x60_0000_0000);
+}
+
+#[test]
+fn a_vdev_loc_on_the_gic_fails_at_its_line() {
+    let text = vm(
+        "a",
+        "vdev shmem\n  create A,4K\n  loc 0x08010000\n  intr gic:40\n",
+    );
+    assert_error(
+        ARM,
+        &[&text],
+        "cfg/vm0.qvmconf:7",
+        "guest-physical 0x8010000-0x8011000 overlaps the GICv2 CPU interface (0x8010000-0x8012000)",
+    );
+}
+
+#[test]
 fn vdevs_overlapping_each_other() {
     let text = vm("a", "vdev pl011\nvdev shmem loc 0x09000000 intr gic:40\n");
     assert_error(
