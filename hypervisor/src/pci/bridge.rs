@@ -102,6 +102,9 @@ pub(crate) struct Bridge {
     ram: Vec<(u64, u64)>,
     slots: Vec<Option<Slot>>,
     intx_levels: [bool; 4],
+    /// Per INTx line, the slots asserting it (bit n = slot n): a line's level is one test,
+    /// not a walk over every slot.
+    intx_sources: [u64; 4],
     /// The BARs that decode now, as (start, end, slot, BAR): recomputed whenever
     /// configuration space changes, so that a BAR access does not search every slot.
     decoders: Vec<Decoder>,
@@ -116,6 +119,7 @@ impl Bridge {
             ram: ram.to_vec(),
             slots: (0..SLOTS).map(|_| None).collect(),
             intx_levels: [false; 4],
+            intx_sources: [0; 4],
             decoders: Vec::new(),
             lines: None,
         }
@@ -517,19 +521,23 @@ impl Bridge {
         let Some(line) = pin.checked_sub(1).map(|pin| (number + pin) % 4) else {
             return;
         };
-        let level = self.slots.iter().enumerate().any(|(other, slot)| {
-            slot.as_ref().is_some_and(|slot| {
-                let pin = usize::from(slot.config.interrupt_pin());
-                slot.intx_asserted && pin != 0 && (other + pin - 1) % 4 == line
-            })
-        });
+        let Some(sources) = self.intx_sources.get_mut(line) else {
+            return;
+        };
+        let slot_bit = 1u64.checked_shl(number as u32).unwrap_or(0);
+        if asserted {
+            *sources |= slot_bit;
+        } else {
+            *sources &= !slot_bit;
+        }
+        let level = *sources != 0;
         self.set_intx_line(line, level, effects);
     }
 
     /// Recomputes the four INTx lines (wired-OR of the functions routed to each) and reports
     /// the ones that changed.
     fn update_intx(&mut self, effects: &mut Effects) {
-        let mut levels = [false; 4];
+        let mut sources = [0u64; 4];
         for (number, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
             let pin = usize::from(slot.config.interrupt_pin());
@@ -537,13 +545,14 @@ impl Bridge {
             slot.intx_asserted = asserted;
             if pin != 0
                 && asserted
-                && let Some(level) = levels.get_mut((number + pin - 1) % 4)
+                && let Some(line) = sources.get_mut((number + pin - 1) % 4)
             {
-                *level = true;
+                *line |= 1u64.checked_shl(number as u32).unwrap_or(0);
             }
         }
-        for (line, level) in levels.into_iter().enumerate() {
-            self.set_intx_line(line, level, effects);
+        self.intx_sources = sources;
+        for (line, sources) in sources.into_iter().enumerate() {
+            self.set_intx_line(line, sources != 0, effects);
         }
     }
 
