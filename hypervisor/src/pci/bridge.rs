@@ -630,7 +630,8 @@ impl Bridge {
 /// Whether the function in `slot` drives its INTx pin now (its level, unless INTx Disable or
 /// MSI-X turns INTx off).
 fn slot_asserts_intx(slot: &Slot) -> bool {
-    slot.function.intx_level() && !slot.config.intx_disabled() && !slot.config.msix_enabled()
+    // The cheap tests first: with MSI-X on (the usual case) the function is not asked.
+    !slot.config.msix_enabled() && !slot.config.intx_disabled() && slot.function.intx_level()
 }
 
 /// Whether an access at `register` (inside one function's 4 KiB) stays inside it.
