@@ -137,6 +137,9 @@ pub enum Action {
     ReturnValues([u64; 4]),
     /// Wait until an interrupt is pending for this vCPU, then continue.
     Idle,
+    /// A standby call (PSCI CPU_SUSPEND): return SUCCESS (x0 = 0) from it, then wait as
+    /// [`Action::Idle`] does.
+    Standby,
     /// Turn this vCPU off (PSCI CPU_OFF): park it until a CPU_ON starts it again.
     VcpuOff,
     /// Stop the whole partition; the core has recorded and printed why.

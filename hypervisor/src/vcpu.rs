@@ -118,6 +118,10 @@ fn step_on(
             backend.complete(Action::Resume);
             backend.idle();
         }
+        Action::Standby => {
+            backend.complete(Action::ReturnValues([0; 4]));
+            backend.idle();
+        }
         Action::VcpuOff => {
             backend.complete(Action::Resume);
             if park(backend, partition, vcpu, host) == Step::Stopped {

@@ -973,7 +973,9 @@ impl Partition {
                 },
             ),
             Request::MigrateInfoType => values(2),
-            Request::Suspend => Action::Idle,
+            // Every power state is treated as standby: the call returns SUCCESS once the
+            // vCPU has waited for an interrupt (a wake-up may come at once).
+            Request::Suspend => Action::Standby,
             Request::CpuOff => {
                 if let Some(slot) = self.vcpus.get(vcpu) {
                     slot.state.store(VcpuState::Off as u8, Ordering::Release);

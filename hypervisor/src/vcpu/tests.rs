@@ -161,6 +161,23 @@ fn exits_are_answered_and_counted() {
 }
 
 #[test]
+fn cpu_suspend_returns_success_after_waiting() {
+    let partition = partition(FaultPolicy::Stop);
+    let host = Host::default();
+    // CPU_SUSPEND, SMC64 and SMC32 forms, standby power state 0.
+    let mut mock = Mock::with([call(0xc400_0001, [0; 4]), call(0x8400_0001, [0; 4])]);
+    for _ in 0..2 {
+        assert_eq!(step(&mut mock, partition, 0, &host), Step::Running);
+    }
+    assert_eq!(
+        mock.completed,
+        [Action::ReturnValues([0; 4]), Action::ReturnValues([0; 4])],
+        "x0 = SUCCESS, never the function ID left in place"
+    );
+    assert_eq!(mock.idles, 2);
+}
+
+#[test]
 fn a_fault_stops_the_partition_once() {
     let partition = partition(FaultPolicy::Stop);
     let host = Host::default();
