@@ -388,13 +388,24 @@ impl Bridge {
                 }
             });
         }
-        for (index, original) in originals {
-            let allowed = self
-                .slot(number)
-                .and_then(|slot| slot.config.bar(index))
-                .is_some_and(|next| self.placement_allowed(number, index, next));
-            if !allowed && let Some(bar) = self.bar_mut(number, index) {
-                *bar = original;
+        // Refusing one BAR puts it back where it was, which may be where another BAR of the
+        // same access has just moved: check again until no refusal changes anything (each
+        // pass restores at least one BAR, so this ends; the originals never overlapped).
+        let mut pending = originals;
+        loop {
+            let before_pass = pending.len();
+            pending.retain(|&(index, original)| {
+                let allowed = self
+                    .slot(number)
+                    .and_then(|slot| slot.config.bar(index))
+                    .is_some_and(|next| self.placement_allowed(number, index, next));
+                if !allowed && let Some(bar) = self.bar_mut(number, index) {
+                    *bar = original;
+                }
+                allowed
+            });
+            if pending.len() == before_pass || pending.is_empty() {
+                break;
             }
         }
         let after = self.mappings(number);

@@ -394,6 +394,38 @@ fn bar_moves_refused() {
     assert!(pci.take().is_empty());
 }
 
+fn bar_at(pci: &Harness, bar: usize) -> u64 {
+    pci.bridge
+        .bar_address(0, bar)
+        .map_or(0, |address| address.as_u64())
+}
+
+#[test]
+fn one_store_never_leaves_two_bars_on_one_address() {
+    let mut pci = Harness::new(&[(0x2000_0000, 0x100_0000)]);
+    pci.bridge.add_function(0, probe(1, false).0).unwrap();
+    pci.config_write(0, 4, Half, 2);
+    pci.take();
+    let bar0 = bar_at(&pci, 0);
+    let bar1 = bar_at(&pci, 1);
+    assert_ne!(bar0, bar1);
+    // One 8-byte store: BAR0 onto BAR1's place, BAR1 onto RAM (refused). BAR1 goes back
+    // where it was, so BAR0's move is refused too.
+    let value = (0x2000_0000u64 << 32) | bar1;
+    pci.config_write(0, 0x10, Double, value);
+    assert_eq!(bar_at(&pci, 0), bar0);
+    assert_eq!(bar_at(&pci, 1), bar1);
+    // Both BARs still answer at their own places.
+    assert_eq!(pci.read(bar0 + 0x10, Word), 0x5a10);
+    assert_eq!(pci.read(bar1 + 0x10, Word), 0x5a00 | 1 << 12 | 0x10);
+    // BAR0 onto BAR1's place while BAR1 moves away (allowed): both end up apart.
+    let away = MMIO32 + 0x10_0000;
+    pci.config_write(0, 0x10, Double, (away << 32) | bar1);
+    let (moved0, moved1) = (bar_at(&pci, 0), bar_at(&pci, 1));
+    assert_ne!(moved0, moved1);
+    assert_eq!((moved0, moved1), (bar1, away));
+}
+
 #[test]
 fn windows_master_abort() {
     let mut pci = Harness::new(&[]);
