@@ -267,6 +267,11 @@ impl Aarch64Vcpu {
         }
         self.partition
             .flush_interrupts(self.vcpu, self.slots, &mut self.entries, self.platform);
+        // Linked interrupts the guest deactivated through its distributor or redistributor:
+        // their physical ones too, now that no list register holds them. (Such a write
+        // always ends the GIC's quiet state, so this is never skipped above.)
+        self.partition
+            .take_hardware_deactivations(self.vcpu, crate::gic::deactivate);
         if self.entries.is_unchanged() {
             // The list registers already hold what they should.
             return;

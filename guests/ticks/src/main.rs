@@ -1,5 +1,7 @@
 //! `ticks`: takes ten virtual-timer interrupts 10 ms apart through the GIC, sleeping in WFI
-//! between them, then `PASS`.
+//! between them, then `PASS`. The third one is deactivated through ICACTIVER0 (distributor
+//! or redistributor) instead of the CPU interface: the timer must go on firing (its
+//! physical interrupt is linked to the virtual one).
 
 #![no_std]
 #![no_main]
@@ -19,9 +21,18 @@ const PERIOD_MS: u64 = 10;
 /// Timer interrupts taken so far.
 static TAKEN: AtomicU32 = AtomicU32::new(0);
 
+/// The interrupt deactivated through ICACTIVER0.
+const CLEARED: u32 = 3;
+
 fn on_timer(_intid: u32) {
     let taken = TAKEN.fetch_add(1, Ordering::Relaxed) + 1;
     println!("ticks: interrupt {taken}");
+    if taken == CLEARED {
+        if let Err(error) = gic::clear_active(VIRTUAL_TIMER_INTID) {
+            exit_fail_with(format_args!("ticks: ICACTIVER0 write failed: {error:?}"));
+        }
+        println!("ticks: interrupt {taken} deactivated through ICACTIVER0");
+    }
     if taken < INTERRUPTS {
         timer::arm_virtual_timer(timer::ticks_from_ms(PERIOD_MS));
     } else {

@@ -913,6 +913,15 @@ impl Partition {
         }
     }
 
+    /// Hands `deactivate` the physical INTIDs this vCPU's CPU must deactivate now (see
+    /// [`VirtualGic::take_hardware_deactivations`]); arch code calls it after each flush.
+    #[inline]
+    pub fn take_hardware_deactivations(&self, vcpu: usize, deactivate: impl FnMut(u32)) {
+        if let Controller::Gic(gic) = &self.controller {
+            gic.take_hardware_deactivations(vcpu, deactivate);
+        }
+    }
+
     /// The virtual timer of vCPU `vcpu` fired (the physical PPI stays active until the guest
     /// deactivates the virtual one, through the hardware link).
     pub fn virtual_timer_fired(&self, vcpu: usize) {

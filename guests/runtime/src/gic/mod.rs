@@ -166,6 +166,16 @@ pub fn disable(intid: u32) -> Result<(), GicError> {
     }
 }
 
+/// Clears `intid`'s active state through the distributor (GICv2, SPIs) or this vCPU's
+/// redistributor (GICv3 SGIs and PPIs): ICACTIVER, the way a guest deactivates without its
+/// CPU interface.
+pub fn clear_active(intid: u32) -> Result<(), GicError> {
+    match platform::gic() {
+        GicLayout::V2 { distributor, .. } => v2::clear_active(distributor, intid),
+        GicLayout::V3 { distributor, .. } => v3::clear_active(distributor, intid),
+    }
+}
+
 /// Acknowledges the highest-priority pending interrupt; `None` if there is none (spurious).
 pub fn acknowledge() -> Option<Acknowledged> {
     let raw = match platform::gic() {

@@ -105,6 +105,18 @@ pub(super) fn disable(distributor: usize, intid: u32) -> Result<(), GicError> {
     Ok(())
 }
 
+pub(super) fn clear_active(distributor: usize, intid: u32) -> Result<(), GicError> {
+    const GICD_ICACTIVER: usize = 0x380;
+    if intid >= interrupt_lines(distributor) {
+        return Err(GicError::InvalidIntid(intid));
+    }
+    write(
+        distributor + GICD_ICACTIVER + intid as usize / 32 * 4,
+        1 << (intid % 32),
+    );
+    Ok(())
+}
+
 pub(super) fn acknowledge(cpu_interface: usize) -> u32 {
     read(cpu_interface + GICC_IAR)
 }

@@ -213,6 +213,20 @@ pub(super) fn disable(distributor: usize, intid: u32) -> Result<(), GicError> {
     Ok(())
 }
 
+pub(super) fn clear_active(distributor: usize, intid: u32) -> Result<(), GicError> {
+    const ICACTIVER: usize = 0x0380;
+    let bit = 1u32 << (intid % 32);
+    if intid < 32 {
+        write(current_redistributor()? + SGI_FRAME + ICACTIVER, bit);
+        return Ok(());
+    }
+    if intid >= interrupt_lines(distributor) {
+        return Err(GicError::InvalidIntid(intid));
+    }
+    write(distributor + ICACTIVER + intid as usize / 32 * 4, bit);
+    Ok(())
+}
+
 pub(super) fn acknowledge() -> u32 {
     let raw: u64;
     // SAFETY: reading ICC_IAR1_EL1 acknowledges the pending interrupt; the caller ends it.

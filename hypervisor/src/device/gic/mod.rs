@@ -133,6 +133,9 @@ pub struct VirtualGic {
     /// changed since: their next flush can be skipped without taking the lock. Set by a
     /// flush, cleared by every change, both under the lock.
     quiet: AtomicU64,
+    /// vCPUs (bit n = vCPU n) with physical deactivations due (checked without the lock on
+    /// every guest entry).
+    hardware_due: AtomicU64,
 }
 
 impl VirtualGic {
@@ -152,6 +155,7 @@ impl VirtualGic {
             state: Mutex::new(State::new(version, vcpus, spi_lines, spis)),
             wakeups: AtomicU64::new(0),
             quiet: AtomicU64::new(0),
+            hardware_due: AtomicU64::new(0),
         }
     }
 
@@ -324,6 +328,34 @@ impl VirtualGic {
         self.state.lock().has_deliverable(vcpu)
     }
 
+    /// Hands `deactivate` the physical INTIDs vCPU `vcpu`'s CPU must deactivate because the
+    /// guest deactivated their linked virtual interrupts through the distributor or
+    /// redistributor (ICACTIVER), not through its CPU interface. Call it on that CPU after
+    /// the flush; one atomic load when there are none.
+    #[inline]
+    pub fn take_hardware_deactivations(&self, vcpu: usize, deactivate: impl FnMut(u32)) {
+        let bit = Wakeups::of(vcpu).0;
+        if self.hardware_due.load(Ordering::Acquire) & bit == 0 {
+            return;
+        }
+        self.hardware_due.fetch_and(!bit, Ordering::AcqRel);
+        self.state
+            .lock()
+            .take_hardware_deactivations(vcpu, deactivate);
+    }
+
+    /// Records which vCPUs got physical deactivations due (after a register write).
+    fn note_hardware_due(&self, state: &State) {
+        let due = (0..self.vcpus)
+            .filter(|&vcpu| state.hardware_deactivations_due(vcpu))
+            .fold(0u64, |bits, vcpu| bits | Wakeups::of(vcpu).0);
+        if due != 0 {
+            self.hardware_due.fetch_or(due, Ordering::AcqRel);
+            // Their CPUs exit (and deactivate) at the kick; the caller's own is skipped.
+            self.defer(Wakeups(due));
+        }
+    }
+
     /// Takes the vCPUs that register writes, folds and flushes made something deliverable
     /// to since the last call.
     pub fn take_wakeups(&self) -> Wakeups {
@@ -370,6 +402,7 @@ impl VirtualGic {
                 }
             };
         });
+        self.note_hardware_due(&state);
         drop(state);
         self.defer(wake);
     }

@@ -156,6 +156,10 @@ pub(super) struct Vcpu {
     pub(super) dirty: u32,
     /// Private interrupts that are busy ([`Irq::is_busy`]) as of the last refresh.
     pub(super) busy: u32,
+    /// Hardware-linked private interrupts (bit = INTID) the guest deactivated through the
+    /// distributor or redistributor rather than its CPU interface: their physical
+    /// interrupts must be deactivated on this vCPU's CPU (no list register will do it).
+    pub(super) hardware_deactivate: u32,
 }
 
 /// The whole virtual GIC's state.
@@ -224,6 +228,7 @@ impl State {
                 kept: false,
                 dirty: 0,
                 busy: 0,
+                hardware_deactivate: 0,
             },
         );
         state.spis.resize(spis, Spi::default());
@@ -509,13 +514,49 @@ impl State {
         {
             spi.active_on = owner;
         }
-        self.change(bank, intid, |irq| {
+        let was_active = self.irq(bank, intid).is_some_and(Irq::visible_active);
+        let wake = self.change(bank, intid, |irq| {
             if irq.resident.is_some() {
                 irq.active_override = Some(active);
             } else {
                 irq.active = active;
             }
-        })
+        });
+        // A linked interrupt the guest deactivates here: its physical one is still active
+        // and would never fire again.
+        if was_active
+            && !active
+            && intid < PRIVATE_INTERRUPTS
+            && self
+                .irq(bank, intid)
+                .is_some_and(|irq| irq.hardware.is_some())
+            && let Some(cpu) = self.vcpus.get_mut(bank)
+        {
+            cpu.hardware_deactivate |= 1 << intid;
+        }
+        wake
+    }
+
+    /// Takes the physical INTIDs vCPU `vcpu`'s CPU must deactivate (see
+    /// [`Vcpu::hardware_deactivate`]), as a bitmask of their virtual private INTIDs mapped
+    /// through `each`.
+    pub(super) fn take_hardware_deactivations(&mut self, vcpu: usize, mut each: impl FnMut(u32)) {
+        let Some(cpu) = self.vcpus.get_mut(vcpu) else {
+            return;
+        };
+        let due = core::mem::take(&mut cpu.hardware_deactivate);
+        for intid in set_bits(u64::from(due)) {
+            if let Some(physical) = cpu.private.get(intid as usize).and_then(|irq| irq.hardware) {
+                each(physical);
+            }
+        }
+    }
+
+    /// Whether vCPU `vcpu` has physical deactivations due.
+    pub(super) fn hardware_deactivations_due(&self, vcpu: usize) -> bool {
+        self.vcpus
+            .get(vcpu)
+            .is_some_and(|cpu| cpu.hardware_deactivate != 0)
     }
 
     /// A device drives SPI `intid`'s line: level-sensitive, it is pending while high;

@@ -191,6 +191,40 @@ fn hardware_linked_ppi() {
 }
 
 #[test]
+fn deactivating_a_linked_ppi_through_the_redistributor_reaches_the_hardware() {
+    let mut guest = Guest::v3(2);
+    guest.enable_groups();
+    guest.gic.link_hardware(27, 1, 27);
+    guest.enable_private_v3(1, 1 << 27);
+    let _ = guest.gic.raise(27, 1);
+    assert_eq!(guest.flush(1), [(27, LrState::Pending)]);
+    // The guest acknowledged it, then clears its active state with ICACTIVER0 (vCPU 1's
+    // SGI_base frame) instead of EOI: the physical PPI must be deactivated on its CPU.
+    guest.gic.fold(1, &[lr(27, LrState::Active)]);
+    let mut due = Vec::new();
+    guest
+        .gic
+        .take_hardware_deactivations(1, |physical| due.push(physical));
+    assert!(due.is_empty(), "nothing due while the guest holds it");
+    guest.rwrite(STRIDE + SGI_BASE + 0x380, 1 << 27);
+    assert_eq!(guest.rread(STRIDE + SGI_BASE + 0x300) & (1 << 27), 0);
+    assert!(guest.flush(1).is_empty());
+    guest
+        .gic
+        .take_hardware_deactivations(0, |physical| due.push(physical));
+    assert!(due.is_empty(), "vCPU 0 has nothing to deactivate");
+    guest
+        .gic
+        .take_hardware_deactivations(1, |physical| due.push(physical));
+    assert_eq!(due, [27]);
+    // Taken once.
+    guest
+        .gic
+        .take_hardware_deactivations(1, |physical| due.push(physical));
+    assert_eq!(due, [27]);
+}
+
+#[test]
 fn changes_while_in_a_list_register() {
     let mut guest = Guest::v3(2);
     guest.enable_groups();
