@@ -108,11 +108,17 @@ pub struct Effects {
     inline: [Option<Effect>; INLINE_EFFECTS],
     len: usize,
     spilled: Vec<Effect>,
+    /// A second-stage effect was pushed and not taken yet.
+    memory: bool,
 }
 
 impl Effects {
     /// Records an effect.
     pub fn push(&mut self, effect: Effect) {
+        self.memory |= matches!(
+            effect,
+            Effect::MapMemory { .. } | Effect::UnmapMemory { .. }
+        );
         match self.inline.get_mut(self.len) {
             Some(slot) => {
                 *slot = Some(effect);
@@ -127,9 +133,42 @@ impl Effects {
         self.len == 0 && self.spilled.is_empty()
     }
 
+    /// Takes the second-stage effects ([`Effect::MapMemory`], [`Effect::UnmapMemory`]) out,
+    /// in order, handing each to `each`; the others stay for [`Effects::drain`]. Lets the
+    /// caller apply map changes while it still holds the lock that decided them.
+    pub fn take_memory(&mut self, mut each: impl FnMut(Effect)) {
+        if !core::mem::take(&mut self.memory) {
+            return;
+        }
+        let is_memory = |effect: &Effect| {
+            matches!(
+                effect,
+                Effect::MapMemory { .. } | Effect::UnmapMemory { .. }
+            )
+        };
+        for slot in self.inline.iter_mut().take(self.len) {
+            if slot.as_ref().is_some_and(is_memory)
+                && let Some(effect) = slot.take()
+            {
+                each(effect);
+            }
+        }
+        if self.spilled.iter().any(is_memory) {
+            self.spilled.retain(|effect| {
+                if is_memory(effect) {
+                    each(*effect);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
     /// Takes the recorded effects, in the order they were pushed.
     pub fn drain(&mut self) -> impl Iterator<Item = Effect> + '_ {
         let len = core::mem::take(&mut self.len);
+        self.memory = false;
         let inline = self.inline.iter_mut().take(len).filter_map(Option::take);
         inline.chain(self.spilled.drain(..))
     }

@@ -714,11 +714,10 @@ impl Partition {
         platform: &dyn Platform,
     ) -> Action {
         let mut effects = Effects::default();
-        let result = self
-            .inner
-            .lock()
-            .devices
-            .read(vcpu, address, width, &mut effects);
+        let mut inner = self.inner.lock();
+        let result = inner.devices.read(vcpu, address, width, &mut effects);
+        self.apply_memory(&mut effects, platform);
+        drop(inner);
         self.apply(vcpu, &mut effects, platform);
         self.wake(vcpu, self.controller.take_wakeups(), platform);
         match result {
@@ -739,11 +738,12 @@ impl Partition {
         platform: &dyn Platform,
     ) -> Action {
         let mut effects = Effects::default();
-        let result = self
-            .inner
-            .lock()
+        let mut inner = self.inner.lock();
+        let result = inner
             .devices
             .write(vcpu, address, width, value, &mut effects);
+        self.apply_memory(&mut effects, platform);
+        drop(inner);
         self.apply(vcpu, &mut effects, platform);
         self.wake(vcpu, self.controller.take_wakeups(), platform);
         match result {
@@ -790,6 +790,26 @@ impl Partition {
         let at = address.map_or(String::new(), |a| format!(" at {:#x}", a.as_u64()));
         let what = reason.unwrap_or("unhandled guest exception");
         self.fault(vcpu, format!("{what}{at} (syndrome {syndrome:#x})"))
+    }
+
+    /// Applies the second-stage changes among `effects` now, while the caller still holds the
+    /// lock under which the devices decided them (the partition's `inner`): a map and an
+    /// unmap decided in one order by two vCPUs are applied in that order (an attach's map
+    /// can never land after a racing detach's unmap and keep freed memory mapped).
+    #[inline]
+    pub(super) fn apply_memory(&self, effects: &mut Effects, platform: &dyn Platform) {
+        effects.take_memory(|effect| match effect {
+            Effect::MapMemory { guest, host, size } => {
+                if let Err(reason) = platform.map_memory(self.index, guest, host, size) {
+                    self.report(format_args!(
+                        "stage-2 mapping at {:#x} refused: {reason}",
+                        guest.as_u64()
+                    ));
+                }
+            }
+            Effect::UnmapMemory { guest, size } => platform.unmap_memory(self.index, guest, size),
+            _ => {}
+        });
     }
 
     /// Applies device effects; `vcpu` is the vCPU whose access caused them (`usize::MAX`

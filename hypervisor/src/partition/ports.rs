@@ -18,11 +18,10 @@ impl Partition {
         platform: &dyn Platform,
     ) -> Action {
         let mut effects = Effects::default();
-        let result = self
-            .inner
-            .lock()
-            .ports
-            .read(vcpu, port, width, &mut effects);
+        let mut inner = self.inner.lock();
+        let result = inner.ports.read(vcpu, port, width, &mut effects);
+        self.apply_memory(&mut effects, platform);
+        drop(inner);
         self.apply(vcpu, &mut effects, platform);
         match result {
             Ok(value) => Action::CompleteRead(value),
@@ -40,11 +39,10 @@ impl Partition {
         platform: &dyn Platform,
     ) -> Action {
         let mut effects = Effects::default();
-        let result = self
-            .inner
-            .lock()
-            .ports
-            .write(vcpu, port, width, value, &mut effects);
+        let mut inner = self.inner.lock();
+        let result = inner.ports.write(vcpu, port, width, value, &mut effects);
+        self.apply_memory(&mut effects, platform);
+        drop(inner);
         self.apply(vcpu, &mut effects, platform);
         match result {
             Ok(()) => Action::Resume,

@@ -513,3 +513,130 @@ fn the_seed_mmio_shmem_answers_at_its_loc_once_the_windows_move() {
         Action::CompleteRead(0xffff_ffff)
     );
 }
+
+/// Issue 13: two vCPUs of one partition, one attaching a run-time region through the QNX
+/// factory page while the other detaches it through the control page. The stage-2 map of the
+/// attach is slow (the platform sleeps in it); the detach must not overtake it, or the
+/// partition would keep a mapping of memory the registry has already freed. The platform's
+/// log shows the order in which map and unmap reached the stage 2.
+#[test]
+fn an_attach_racing_a_detach_never_leaves_freed_memory_mapped() {
+    use crate::config::ShmemConfig;
+    use crate::shmem::qnx::{control, factory};
+    use core::sync::atomic::AtomicBool;
+    use std::sync::Mutex as StdMutex;
+    use std::time::Duration;
+
+    struct NoZeroing;
+    impl crate::shmem::ZeroMemory for NoZeroing {
+        fn zero(&self, _range: crate::addr::PhysRange) {}
+    }
+    /// Records map/unmap in the order they reach the stage 2; a map takes 50 ms.
+    #[derive(Default)]
+    struct SlowMaps {
+        log: StdMutex<Vec<(&'static str, u64)>>,
+        mapping: AtomicBool,
+    }
+    impl Platform for SlowMaps {
+        fn kick(&self, _cpu: usize) {}
+        fn map_memory(
+            &self,
+            _partition: usize,
+            guest: GuestPhysAddr,
+            _host: HostPhysAddr,
+            _size: u64,
+        ) -> Result<(), &'static str> {
+            self.mapping.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            self.log.lock().unwrap().push(("map", guest.as_u64()));
+            Ok(())
+        }
+        fn unmap_memory(&self, _partition: usize, guest: GuestPhysAddr, _size: u64) {
+            self.log.lock().unwrap().push(("unmap", guest.as_u64()));
+        }
+    }
+
+    let pool = crate::addr::PhysRange::from_start_size(0x8000_0000, 0x10_0000).unwrap();
+    let registry = Box::leak(Box::new(Mutex::new(Registry::new(pool, &NoZeroing))));
+    let shared: &'static SharedMemorySystem = Box::leak(Box::new(SharedMemorySystem {
+        registry,
+        board: Arc::new(Mutex::new(crate::pci::doorbell::DoorbellBoard::new())),
+    }));
+    const FACTORY: u64 = 0x1000_0000;
+    let shmem: &'static [ShmemConfig] = &[ShmemConfig {
+        rules: &[],
+        substs: &[],
+        creates: &[],
+        mmio: Some((FACTORY, 40)),
+    }];
+    let config = Box::leak(Box::new(PartitionConfig {
+        shmem,
+        windows: crate::config::GuestWindows {
+            pci_mmio32: (0x1001_0000, 0x2efe_0000),
+            ..crate::config::GuestWindows::QEMU_VIRT
+        },
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition: &'static Partition = Box::leak(Box::new(Partition::new(
+        0,
+        config,
+        InterruptModel::Gic(GicVersion::V3),
+        Some(shared),
+    )));
+    assert_eq!(partition.setup_problems(), &[] as &[String]);
+    let platform: &'static SlowMaps = Box::leak(Box::new(SlowMaps::default()));
+    let write = |vcpu: usize, address: u64, value: u64| {
+        let exit = Exit::MmioWrite {
+            address: GuestPhysAddr::new(address),
+            width: AccessWidth::Word,
+            value,
+            syndrome: 0,
+        };
+        assert_eq!(partition.handle_exit(vcpu, exit, platform), Action::Resume);
+    };
+    let read = |vcpu: usize, address: u64| {
+        let exit = Exit::MmioRead {
+            address: GuestPhysAddr::new(address),
+            width: AccessWidth::Double,
+            syndrome: 0,
+        };
+        match partition.handle_exit(vcpu, exit, platform) {
+            Action::CompleteRead(value) => value,
+            other => panic!("read answered {other:?}"),
+        }
+    };
+    // vCPU 0 attaches "RACE" (one page): the name, then the size starts the attach.
+    let attach = move || {
+        write(
+            0,
+            FACTORY + factory::NAME,
+            u64::from(u32::from_le_bytes(*b"RACE")),
+        );
+        write(0, FACTORY + factory::SIZE, 1);
+        read(0, FACTORY + factory::SHMEM)
+    };
+    // Once, in order, to learn where the control page lands; then detached.
+    let control_page = attach();
+    assert_ne!(control_page, 0);
+    write(0, control_page + control::DETACH, 0);
+    platform.log.lock().unwrap().clear();
+    platform.mapping.store(false, Ordering::SeqCst);
+
+    let attacher = std::thread::spawn(attach);
+    // vCPU 1 detaches while vCPU 0's map is in flight.
+    let mut waited = 0;
+    while !platform.mapping.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+        waited += 1;
+        assert!(waited < 5_000, "the attach never reached the stage 2");
+    }
+    write(1, control_page + control::DETACH, 0);
+    assert_eq!(attacher.join().unwrap(), control_page);
+    let log = platform.log.lock().unwrap().clone();
+    let kinds: Vec<&str> = log.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(
+        kinds,
+        ["map", "unmap"],
+        "the detach's unmap overtook the attach's map: {log:x?}"
+    );
+}
