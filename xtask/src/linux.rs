@@ -287,6 +287,41 @@ impl Cpio {
 mod tests {
     use super::*;
 
+    /// FNV-1a (32-bit), the checksum the `linux-*` init scripts store with a block.
+    fn fnv1a(bytes: &[u8]) -> u32 {
+        bytes.iter().fold(0x811c_9dc5, |hash, &byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        })
+    }
+
+    /// The checksums linux-pair-gicv3 expects are those of the blocks its init script means
+    /// to send (byte i = i * 29 + seed, one seed per exchange) and of the replies (reversed,
+    /// XORed with 0xa5), computed here independently of the shell's arithmetic.
+    #[test]
+    fn linux_pair_markers_carry_the_checksums_of_the_blocks() {
+        let path = workspace::root().join("xtask/scenarios/linux-pair-gicv3.toml");
+        let scenario = std::fs::read_to_string(&path).unwrap();
+        for (exchange, seed) in [("mmio shmem", 3u32), ("ivshmem", 5), ("pci shmem", 7)] {
+            let block: Vec<u8> = (0..48u32).map(|i| (i * 29 + seed) as u8).collect();
+            let reply: Vec<u8> = block.iter().rev().map(|byte| byte ^ 0xa5).collect();
+            let sent = format!(
+                "{exchange}: sent 48 bytes to second (checksum {:#010x})",
+                fnv1a(&block)
+            );
+            let replied = format!("{exchange}: replied (checksum {:#010x})", fnv1a(&reply));
+            assert!(
+                scenario.contains(&sent),
+                "{} lacks `{sent}`",
+                path.display()
+            );
+            assert!(
+                scenario.contains(&replied),
+                "{} lacks `{replied}`",
+                path.display()
+            );
+        }
+    }
+
     #[test]
     fn newc_headers_names_and_padding() {
         let mut archive = Cpio::default();
