@@ -5,11 +5,16 @@
 //! partition restarts); only a restart that takes vCPU 0 out of its spin and reloads the
 //! guest gets to the next run. On the third run vCPU 1 sets the flag and turns itself off,
 //! and vCPU 0 passes.
+//!
+//! While it spins, vCPU 0 keeps writing its own RAM (a block of initialised data, which the
+//! restart reloads from the image). Each run first checks that the block holds its initial
+//! pattern: a vCPU still writing after the reload (a restart that did not wait for every vCPU
+//! to leave the guest) would show here.
 
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use bulkhead_guest::{cpu, exit_fail, exit_fail_with, platform, println, psci, timer};
 
@@ -26,6 +31,12 @@ const OFF_TIMEOUT_MS: u64 = 5_000;
 static RESTARTS: AtomicU32 = AtomicU32::new(0);
 /// vCPU 1 ran on the passing run and did not fault.
 static SECOND_DONE: AtomicBool = AtomicBool::new(false);
+/// The initial pattern of [`SCRATCH`] (in the image's initialised data).
+const PATTERN: u64 = 0x5eed_0f_1ead_da7a;
+/// Words vCPU 0 keeps overwriting while it spins.
+const SCRATCH_WORDS: usize = 512;
+/// RAM vCPU 0 writes while waiting; reloaded with the image at each restart.
+static SCRATCH: [AtomicU64; SCRATCH_WORDS] = [const { AtomicU64::new(PATTERN) }; SCRATCH_WORDS];
 
 /// vCPU 1: faults on the early runs, sets the flag on the last.
 fn second(index: usize) -> ! {
@@ -56,14 +67,23 @@ fn second(index: usize) -> ! {
     ))
 }
 
-/// Spins (YIELD, IRQs as they are) until `done` holds, or fails after `timeout_ms` with `what`.
-fn spin_until(what: &str, timeout_ms: u64, done: impl Fn() -> bool) {
+/// Spins (YIELD, IRQs as they are) until `done` holds, or fails after `timeout_ms` with `what`;
+/// overwrites [`SCRATCH`] with `stamp` meanwhile when asked to.
+fn spin_until(what: &str, timeout_ms: u64, stamp: Option<u64>, done: impl Fn() -> bool) {
     let deadline = timer::counter() + timer::ticks_from_ms(timeout_ms);
+    let mut word = 0;
     while !done() {
         if timer::counter() > deadline {
             exit_fail_with(format_args!("restart-smp: {what} within {timeout_ms} ms"));
         }
-        cpu::relax();
+        if let Some(stamp) = stamp {
+            for _ in 0..16 {
+                SCRATCH[word % SCRATCH_WORDS].store(stamp ^ word as u64, Ordering::Relaxed);
+                word += 1;
+            }
+        } else {
+            cpu::relax();
+        }
     }
 }
 
@@ -74,6 +94,17 @@ fn main() -> ! {
     let run = restarts + 1;
     println!("restart-smp: run {run} (restarts so far {restarts})");
     RESTARTS.store(restarts, Ordering::Release);
+    if let Some((index, word)) = SCRATCH
+        .iter()
+        .map(|word| word.load(Ordering::Relaxed))
+        .enumerate()
+        .find(|&(_, word)| word != PATTERN)
+    {
+        exit_fail_with(format_args!(
+            "restart-smp: run {run}: RAM written after the reload: word {index} is {word:#x}"
+        ));
+    }
+    println!("restart-smp: run {run}: RAM as loaded ({SCRATCH_WORDS} words checked)");
     if let Err(error) = cpu::start_vcpu(1, second) {
         exit_fail_with(format_args!(
             "restart-smp: run {run}: CPU_ON of vcpu 1 failed: {error:?}"
@@ -85,6 +116,7 @@ fn main() -> ! {
     spin_until(
         "vcpu 1 neither set its flag nor had the partition restarted",
         SPIN_TIMEOUT_MS,
+        Some(u64::from(run) << 48),
         || SECOND_DONE.load(Ordering::Acquire),
     );
     if restarts < FAULTING_RUNS {
@@ -92,7 +124,7 @@ fn main() -> ! {
             "restart-smp: run {run}: vcpu 1 set its flag instead of faulting"
         ));
     }
-    spin_until("vcpu 1 did not turn off", OFF_TIMEOUT_MS, || {
+    spin_until("vcpu 1 did not turn off", OFF_TIMEOUT_MS, None, || {
         psci::affinity_info(cpu::mpidr_of(1)) == psci::AFFINITY_OFF
     });
     println!(
