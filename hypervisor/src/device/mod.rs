@@ -78,6 +78,10 @@ pub enum Effect {
     /// Tell a shared-memory device (possibly of another partition) that its state changed
     /// (a notify or a membership change): its [`SignalTarget::signalled`] runs.
     Signal(ClientId),
+    /// A shared-memory region was released: once the partition's second stage no longer
+    /// maps it (the unmaps pushed before this run first), zero its memory outside the
+    /// registry's lock and return it to the pool ([`crate::shmem::registry::scrub`]).
+    Scrub,
 }
 
 /// A partition's interrupt lines, for devices whose line level is computed under their own

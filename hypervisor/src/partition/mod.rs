@@ -189,6 +189,8 @@ pub struct Partition {
     releasers: Vec<Arc<dyn SignalTarget>>,
     /// The virtual PCI host bridge.
     pci: PciBridge,
+    /// The shared-memory registry (for [`Effect::Scrub`]), if the system has one.
+    registry: Option<&'static Mutex<Registry>>,
     /// Configured devices that could not be set up (the image fails the boot on them).
     problems: Vec<String>,
 }
@@ -389,6 +391,7 @@ impl Partition {
             releasers: shared_devices.releasers,
             problems,
             pci,
+            registry: shared.map(|shared| shared.registry),
             inner: Mutex::new(Inner {
                 devices,
                 ports,
@@ -861,6 +864,13 @@ impl Partition {
                     self.signal_device_from(client.device, vcpu, platform);
                 }
                 Effect::Signal(client) => platform.signal(client),
+                // After the unmaps before it (applied under the device lock, or above): no
+                // partition maps the memory any more.
+                Effect::Scrub => {
+                    if let Some(registry) = self.registry {
+                        crate::shmem::registry::scrub(registry);
+                    }
+                }
             }
         }
     }

@@ -174,6 +174,12 @@ impl QnxShmem {
         self
     }
 
+    /// The registry the device attaches through (host tests carry out [`Effect::Scrub`] on it).
+    #[cfg(test)]
+    pub(crate) fn registry(&self) -> &'static Mutex<Registry> {
+        self.registry
+    }
+
     /// Its registry client id.
     pub fn client(&self) -> ClientId {
         self.client
@@ -373,6 +379,7 @@ impl QnxShmem {
                 .detach(mapping.region, mapping.index)
                 .push_effects(effects);
             self.unmap(&mapping, effects);
+            scrub_after(&registry, effects);
         }
         self.update_interrupt(&state, &registry, false, effects);
     }
@@ -389,6 +396,7 @@ impl QnxShmem {
             }
             self.unmap(&mapping, effects);
         }
+        scrub_after(&registry, effects);
         state.name = [0; NAME_FIELD_SIZE];
         state.status = Status::Ok;
         state.shmem = 0;
@@ -448,6 +456,7 @@ impl QnxShmem {
             registry
                 .detach(attachment.region, attachment.index)
                 .push_effects(effects);
+            scrub_after(registry, effects);
             return Err(Status::NoMemory);
         };
         let mapping = Mapping {
@@ -552,6 +561,14 @@ impl SignalTarget for QnxShmem {
         if state.kind != InterruptKind::Delegated {
             self.update_interrupt(&state, &registry, true, effects);
         }
+    }
+}
+
+/// After a detach (its unmaps already pushed): memory a released region left behind is
+/// zeroed and returned to the pool when the effects are applied, after those unmaps.
+fn scrub_after(registry: &Registry, effects: &mut Effects) {
+    if registry.has_dirty() {
+        effects.push(Effect::Scrub);
     }
 }
 

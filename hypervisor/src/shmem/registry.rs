@@ -118,8 +118,30 @@ struct Entry {
 /// All shared-memory regions of the system and the pool they come from.
 pub struct Registry {
     zeroer: &'static dyn ZeroMemory,
+    /// Free memory, all of it zeroed (so taking a region from it needs no zeroing).
     pool: PhysRangeSet,
     entries: Vec<Entry>,
+    /// Memory of released run-time regions still to be zeroed before it goes back to the
+    /// pool: in no region and not in the pool meanwhile. Zeroed by [`scrub`], outside the
+    /// registry's lock, so no guest decides how long that lock is held.
+    dirty: Vec<PhysRange>,
+}
+
+/// Zeroes the memory of released run-time regions and returns it to the pool, one range at
+/// a time, without holding `registry`'s lock while it writes (the lock is only taken to take
+/// a range and to give it back). Call it after the released region's mappings are gone.
+pub fn scrub(registry: &spin::Mutex<Registry>) {
+    loop {
+        let taken = {
+            let mut locked = registry.lock();
+            locked.dirty.pop().map(|memory| (memory, locked.zeroer))
+        };
+        let Some((memory, zeroer)) = taken else {
+            return;
+        };
+        zeroer.zero(memory);
+        registry.lock().pool.insert(memory);
+    }
 }
 
 /// Bit `index` of a 16-bit client mask (0 for an index out of range).
@@ -141,10 +163,16 @@ impl Registry {
                 pool.insert(PhysRange { start, end });
             }
         }
+        // Zeroed once, at boot, before any guest runs: from then on memory enters the pool
+        // only zeroed.
+        for range in pool.ranges() {
+            zeroer.zero(*range);
+        }
         Registry {
             zeroer,
             pool,
             entries: Vec::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -237,8 +265,8 @@ impl Registry {
     }
 
     /// Detaches client `index` from `region`: frees the slot, marks a membership change at
-    /// the other clients and lists them. A run-time region whose last client left is zeroed
-    /// and its memory returned to the pool; a start-up region stays. Nothing if the slot is
+    /// the other clients and lists them. A run-time region whose last client left goes, its
+    /// memory waiting for [`scrub`] (see [`Registry::has_dirty`]); a start-up region stays. Nothing if the slot is
     /// empty or the region gone.
     pub fn detach(&mut self, region: RegionId, index: u8) -> Signals {
         let Some(found) = self.get_mut(region) else {
@@ -436,8 +464,13 @@ impl Registry {
         Ok(region.attachment(id, index))
     }
 
+    /// Whether released memory waits for [`scrub`].
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Takes `size` bytes from the pool (2 MiB-aligned when at least 2 MiB and such room
-    /// exists, else page-aligned), zeroed.
+    /// exists, else page-aligned); pool memory is zeroed already.
     fn allocate(&mut self, size: u64) -> Result<PhysRange, Status> {
         let aligned = if size >= BLOCK {
             self.pool.allocate(size, BLOCK)
@@ -447,7 +480,6 @@ impl Registry {
         let memory = aligned
             .or_else(|| self.pool.allocate(size, PAGE_SIZE))
             .ok_or(Status::NoMemory)?;
-        self.zeroer.zero(memory);
         Ok(memory)
     }
 
@@ -477,8 +509,8 @@ impl Registry {
         }
     }
 
-    /// Removes run-time region `id` if it has no client left: zeroes its memory, returns it
-    /// to the pool, and retires the id.
+    /// Removes run-time region `id` if it has no client left: retires the id and leaves its
+    /// memory for [`scrub`] (zeroed outside the lock, then back to the pool).
     fn release_if_unused(&mut self, id: RegionId) {
         let Some(entry) = usize::try_from(id.slot)
             .ok()
@@ -496,8 +528,7 @@ impl Registry {
         }
         if let Some(region) = entry.region.take() {
             entry.generation = entry.generation.wrapping_add(1);
-            self.zeroer.zero(region.memory);
-            self.pool.insert(region.memory);
+            self.dirty.push(region.memory);
         }
     }
 }

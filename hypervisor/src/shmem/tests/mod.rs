@@ -40,7 +40,13 @@ fn range(start: u64, size: u64) -> PhysRange {
 /// A registry over `size` bytes at [`POOL`], and its zero recorder.
 fn registry(size: u64) -> (Registry, &'static Zeroes) {
     let zeroes: &'static Zeroes = Box::leak(Box::default());
-    (Registry::new(range(POOL, size), zeroes), zeroes)
+    let registry = Registry::new(range(POOL, size), zeroes);
+    // All of it zeroed once, up front: the pool only ever holds zeroed memory.
+    if size != 0 && size.is_multiple_of(crate::addr::PAGE_SIZE) {
+        assert_eq!(zeroes.take(), [range(POOL, size)]);
+    }
+    zeroes.take();
+    (registry, zeroes)
 }
 
 /// The same, shared as the system shares it.
