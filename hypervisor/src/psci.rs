@@ -71,6 +71,15 @@ pub enum Request {
     SystemReset,
     /// PSCI_FEATURES for a function ID.
     Features(u32),
+    /// A function ID of the PSCI ranges Bulkhead does not implement (MIGRATE,
+    /// SYSTEM_SUSPEND, CPU_FREEZE, the statistics ...): answered NOT_SUPPORTED.
+    NotSupported,
+}
+
+/// Whether `function` lies in a PSCI function-ID range (SMC32 0x8400_0000..=0x8400_001f,
+/// SMC64 0xc400_0000..=0xc400_001f).
+fn in_psci_range(function: u32) -> bool {
+    matches!(function, 0x8400_0000..=0x8400_001f | 0xc400_0000..=0xc400_001f)
 }
 
 impl Request {
@@ -100,6 +109,7 @@ impl Request {
             SYSTEM_OFF => Request::SystemOff,
             SYSTEM_RESET => Request::SystemReset,
             FEATURES => Request::Features(u32::try_from(argument(0)).unwrap_or(0)),
+            f if in_psci_range(f) => Request::NotSupported,
             _ => return None,
         })
     }
@@ -107,7 +117,8 @@ impl Request {
 
 /// Whether PSCI_FEATURES reports `function` as implemented.
 pub fn implemented(function: u32) -> bool {
-    Request::decode(u64::from(function), [0; 4]).is_some()
+    Request::decode(u64::from(function), [0; 4])
+        .is_some_and(|request| request != Request::NotSupported)
 }
 
 /// The MPIDR a partition's vCPU `index` sees (Aff0 = index, Aff1 = index / 16 as GICv3

@@ -1012,6 +1012,7 @@ impl Partition {
                 },
             ),
             Request::MigrateInfoType => values(2),
+            Request::NotSupported => values(status::NOT_SUPPORTED),
             // Every power state is treated as standby: the call returns SUCCESS once the
             // vCPU has waited for an interrupt (a wake-up may come at once).
             Request::Suspend => Action::Standby,

@@ -178,6 +178,27 @@ fn cpu_suspend_returns_success_after_waiting() {
 }
 
 #[test]
+fn psci_functions_not_implemented_answer_not_supported() {
+    let partition = partition(FaultPolicy::Stop);
+    let host = Host::default();
+    // MIGRATE, MIGRATE_INFO_UP_CPU, SYSTEM_SUSPEND (SMC64), PSCI_STAT_COUNT (SMC64).
+    let functions = [0x8400_0005, 0x8400_0007, 0xc400_000e, 0xc400_0011];
+    let mut mock = Mock::with(functions.map(|function| call(function, [0; 4])));
+    for _ in functions {
+        assert_eq!(step(&mut mock, partition, 0, &host), Step::Running);
+    }
+    let not_supported = Action::ReturnValues([psci::status::NOT_SUPPORTED as u64, 0, 0, 0]);
+    assert_eq!(mock.completed, [not_supported; 4]);
+    assert!(!partition.is_stopped());
+    // PSCI_FEATURES says so too; a function outside the PSCI ranges is still a fault.
+    let mut mock = Mock::with([call(psci::FEATURES, [0xc400_000e, 0, 0, 0])]);
+    assert_eq!(step(&mut mock, partition, 0, &host), Step::Running);
+    assert_eq!(mock.completed, [not_supported]);
+    let mut mock = Mock::with([call(0x8600_0000, [0; 4])]);
+    assert_eq!(step(&mut mock, partition, 0, &host), Step::Stopped);
+}
+
+#[test]
 fn a_fault_stops_the_partition_once() {
     let partition = partition(FaultPolicy::Stop);
     let host = Host::default();
