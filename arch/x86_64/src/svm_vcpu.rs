@@ -780,8 +780,9 @@ impl VcpuBackend for SvmVcpu {
     }
 
     /// HLT: the physical CPU halts until an interrupt is deliverable or the vCPU must leave,
-    /// woken by a kick or by the host APIC's TSC-deadline timer armed at the virtual timer's
-    /// deadline (without TSC-deadline mode it spins with PAUSE instead).
+    /// woken by a kick or by the host APIC's timer armed at the virtual timer's deadline
+    /// ([`crate::apic::HostTimer`]: TSC-deadline mode, else the one-shot count-down, as on
+    /// QEMU's TCG CPUs).
     fn idle(&mut self) {
         self.guest.idle(|guest| guest.apic.deliverable().is_some());
     }

@@ -501,9 +501,8 @@ impl VcpuBackend for VmxVcpu {
 
     /// HLT: the physical CPU halts (`sti; hlt`) until an interrupt is deliverable or the
     /// vCPU must leave (the partition stops or restarts, the vCPU is turned off), woken by a
-    /// kick (an IPI posted, the partition stopped) or by the host APIC's TSC-deadline timer
-    /// armed at the virtual timer's deadline (without TSC-deadline mode it spins with PAUSE
-    /// instead); the next entry injects it.
+    /// kick (an IPI posted, the partition stopped) or by the host APIC's timer armed at the
+    /// virtual timer's deadline ([`crate::apic::HostTimer`]); the next entry injects it.
     fn idle(&mut self) {
         let Self {
             guest,
