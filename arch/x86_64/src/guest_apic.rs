@@ -63,12 +63,11 @@ impl GuestApic {
         }
     }
 
-    /// Back to reset state for a (re)start, dropping what was posted meanwhile.
+    /// Back to reset state for a (re)start. What was posted to the vCPU stays posted: the
+    /// core dropped what came before the start (CPU_ON, a partition restart), and an IPI
+    /// sent since, before this CPU got to the start, is the new vCPU's.
     pub(crate) fn reset(&mut self) {
         self.apic = VirtualX2apic::new(self.vcpu as u32);
-        if let Some(bus) = self.partition.apic_bus() {
-            let _dropped = bus.take_posted(self.vcpu);
-        }
     }
 
     /// Moves what others posted (IPIs, device interrupts) into the model and lets its timer
