@@ -36,7 +36,8 @@
 //! instruction: the guest's intercepted one at each exit, and each host access to the
 //! xAPIC page, which QEMU logs, re-translates as I/O and runs again. With those taken off the
 //! trace agrees to the instruction with both guests' counts and with the machine's TSC, in
-//! both windows (README's bench section has the figures and the command).
+//! both windows (README's bench section has the figures; `xtask/tools/svm-trace-count.py`
+//! counts such a trace).
 //!
 //! The figure includes what the counting costs the hypervisor on every exit: the two RDTSCs
 //! with their stores in the stub and the sum in the backend (about 20 instructions); the
