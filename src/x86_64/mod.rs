@@ -136,6 +136,15 @@ extern "C" fn bulkhead_x86_primary_main(boot_information: u64, entry_path: u64) 
     unsafe { mmu::activate(&table) };
     local_apic.enable();
     arch_x86_64::pit::mask_legacy_pic();
+    // Enabled first: a software-disabled APIC masks its timer.
+    if !LocalApic::has_tsc_deadline() {
+        let timer_hz = local_apic.calibrate_one_shot(tsc_hz);
+        println!(
+            "local APIC timer: no TSC-deadline mode, one-shot at {}.{:03} MHz (measured against the TSC)",
+            timer_hz / 1_000_000,
+            timer_hz / 1000 % 1000
+        );
+    }
 
     let apic_id = cpu::apic_id();
     let boot_cpu = platform.cpu_index(apic_id).unwrap_or_else(|| {

@@ -78,7 +78,7 @@ extern "C" fn bulkhead_x86_secondary_main(context: &'static SecondaryContext) ->
     descriptors::install_this_cpu();
     exception::install();
     mmu::enable_protection();
-    // Software-enabled, so that its timer (TSC deadline for halted vCPUs) and kicks work here
+    // Software-enabled, so that its timer (waking halted vCPUs) and kicks work here
     // as on the boot CPU.
     LocalApic::current().enable();
     let per_cpu: &'static PerCpu = Box::leak(Box::new(PerCpu::new(context.index, context.apic_id)));

@@ -15,8 +15,9 @@
 //! every profile of [`ICOUNT_MACHINES`] (and `--machine`), and those figures are stored by
 //! machine under keys such as `el2.one_way_doorbell.qnx`.
 //!
-//! Then, unless `--no-x86`, the x86_64 figure: VM exits per one-way doorbell on Bochs
-//! ([`x86`]).
+//! Then, unless `--no-x86`, the x86_64 figures: VM exits per one-way doorbell on Bochs VMX
+//! ([`x86`]), and the hypervisor's exact instructions and exits by class per one-way doorbell
+//! on QEMU's AMD SVM under icount ([`svm`], keys `svm.*`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -35,6 +36,7 @@ use crate::{setup, workspace};
 mod hypervisor;
 mod json;
 mod results;
+mod svm;
 mod x86;
 
 use json::Json;
@@ -70,7 +72,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
-    /// Skip the x86_64 figure (VM exits per one-way doorbell, counted on Bochs).
+    /// Skip the x86_64 figures (VM exits per one-way doorbell on Bochs VMX; instructions and
+    /// exits per one-way doorbell on QEMU SVM under icount).
     #[arg(long)]
     no_x86: bool,
 }
@@ -306,6 +309,24 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         println!("  bochs: $ {command}");
         x86_exits = Some((figures, command));
     }
+    let mut svm_figures = None;
+    if !args.no_x86 {
+        println!();
+        println!(
+            "==> x86_64 AMD SVM: hypervisor instructions per one-way doorbell (QEMU q35-svm, icount)"
+        );
+        let (figures, commands) = svm::measure(&directory)?;
+        for figure in &figures {
+            for check in figure.checks() {
+                println!("warning (svm): {check}");
+            }
+        }
+        print!("{}", render(&svm_table(&figures), 2));
+        for command in &commands {
+            println!("  qemu: $ {command}");
+        }
+        svm_figures = Some((figures, commands));
+    }
 
     let machines: Vec<(String, hypervisor::Figures)> = icount_runs
         .iter()
@@ -339,6 +360,9 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         fields.extend(hypervisor::json_fields(&machines));
         if let Some((figures, command)) = &x86_exits {
             fields.extend(x86::json_fields(figures, command));
+        }
+        if let Some((figures, commands)) = &svm_figures {
+            fields.extend(svm::json_fields(figures, commands));
         }
         fields.push((
             "icount_other_machines".to_string(),
@@ -392,6 +416,17 @@ fn hypervisor_table(
         }
     }
     render(&rows, 2)
+}
+
+/// The SVM figures as table rows, under a header.
+fn svm_table(figures: &[svm::Measured]) -> Vec<Vec<String>> {
+    let mut rows = vec![vec![
+        "figure".to_string(),
+        "unit".to_string(),
+        svm::MACHINE.to_string(),
+    ]];
+    rows.extend(svm::rows(figures));
+    rows
 }
 
 /// Boots the bench image once (with `-icount` if asked), waits for both guests' `PASS` and the

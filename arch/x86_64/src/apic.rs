@@ -1,10 +1,15 @@
 //! The local APIC of this CPU (xAPIC through MMIO, or x2APIC through MSRs when firmware left it
 //! on): enabling it, starting other CPUs with INIT-SIPI-SIPI, kick IPIs between CPUs and the
-//! TSC-deadline timer that wakes a halted CPU.
+//! timer that wakes a halted CPU or ends a guest's run at a TSC value ([`HostTimer`]: the
+//! TSC-deadline mode where the CPU has it, else a one-shot count-down calibrated against the
+//! TSC at boot, as on QEMU's TCG CPUs).
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::Msr;
 
-use crate::cpu::{read_msr, write_msr};
+use crate::cpu::{self, read_msr, write_msr};
+use crate::host_timer::{HostTimer, one_shot_count};
 use crate::pit;
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -24,8 +29,18 @@ const SPURIOUS: u32 = 0xff;
 const END_OF_INTERRUPT: u32 = 0xb0;
 const LVT_TIMER: u32 = 0x320;
 const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
+const LVT_MASKED: u32 = 1 << 16;
+const TIMER_INITIAL_COUNT: u32 = 0x380;
+const TIMER_CURRENT_COUNT: u32 = 0x390;
+const TIMER_DIVIDE: u32 = 0x3e0;
+/// Divide configuration value for "divide by 1".
+const DIVIDE_BY_1: u32 = 0b1011;
 const IA32_TSC_DEADLINE: u32 = 0x6e0;
-/// The host's own vector for kicks between CPUs and its TSC-deadline timer: its handler only
+/// One-shot timer ticks per TSC tick, 32.32 fixed point, as [`LocalApic::calibrate_one_shot`]
+/// measured it on the boot CPU (every local APIC timer runs from the same clock); 0 until
+/// then.
+static ONE_SHOT_RATE: AtomicU64 = AtomicU64::new(0);
+/// The host's own vector for kicks between CPUs and its timer: its handler only
 /// sends EOI; whoever halted looks at its state again.
 pub const KICK_VECTOR: u8 = 0xf0;
 
@@ -128,6 +143,55 @@ impl LocalApic {
         unsafe { write_msr(IA32_TSC_DEADLINE, deadline.map_or(0, |d| d.max(1))) };
     }
 
+    /// Measures the one-shot timer's rate against the TSC across a 10 ms PIT delay (divide by
+    /// 1, masked, so nothing fires) and keeps it for [`host_timer`]; returns the
+    /// timer's ticks per second for `tsc_hz` TSC ticks per second (0 if it did not count).
+    /// Call on the boot CPU before the others start.
+    pub fn calibrate_one_shot(self, tsc_hz: u64) -> u64 {
+        self.write(TIMER_DIVIDE, DIVIDE_BY_1);
+        self.write(LVT_TIMER, LVT_MASKED | u32::from(KICK_VECTOR));
+        self.write(TIMER_INITIAL_COUNT, u32::MAX);
+        let start = cpu::tsc();
+        pit::delay_milliseconds(10);
+        let remaining = self.read(TIMER_CURRENT_COUNT);
+        let elapsed = cpu::tsc().wrapping_sub(start);
+        self.write(TIMER_INITIAL_COUNT, 0);
+        let counted = u64::from(u32::MAX - remaining);
+        // A timer that ran out (more than 2^32 ticks in 10 ms) or did not move is not used.
+        if remaining == 0 || counted == 0 || elapsed == 0 {
+            return 0;
+        }
+        let rate = ((u128::from(counted) << 32) / u128::from(elapsed)) as u64;
+        ONE_SHOT_RATE.store(rate, Ordering::Relaxed);
+        ((u128::from(tsc_hz) * u128::from(rate)) >> 32) as u64
+    }
+
+    /// Arms this CPU's timer (in `timer`'s mode) to raise [`KICK_VECTOR`] when the TSC
+    /// reaches `deadline`, or disarms it (`None`); returns the TSC value from which it fires
+    /// (a one-shot count-down is at most 2^32 - 1 ticks long: a later deadline needs arming
+    /// again then), `None` when disarmed or without a timer.
+    pub fn arm(self, timer: HostTimer, deadline: Option<u64>) -> Option<u64> {
+        match (timer, deadline) {
+            (HostTimer::TscDeadline, _) => {
+                self.set_deadline(deadline);
+                deadline
+            }
+            (HostTimer::OneShot { .. }, None) => {
+                self.write(TIMER_INITIAL_COUNT, 0);
+                None
+            }
+            (HostTimer::OneShot { ticks_per_tsc }, Some(deadline)) => {
+                let now = cpu::tsc();
+                let (count, fires) = one_shot_count(now, deadline, ticks_per_tsc);
+                self.write(TIMER_DIVIDE, DIVIDE_BY_1);
+                self.write(LVT_TIMER, u32::from(KICK_VECTOR));
+                self.write(TIMER_INITIAL_COUNT, count);
+                Some(fires)
+            }
+            (HostTimer::Absent, _) => None,
+        }
+    }
+
     fn send(self, destination: u32, command: u32) {
         match self {
             LocalApic::Xapic { .. } => {
@@ -162,5 +226,18 @@ impl LocalApic {
             self.send(apic_id, DELIVERY_STARTUP | u32::from(vector_page));
             pit::delay_microseconds(200);
         }
+    }
+}
+
+/// How this CPU's local APIC timer wakes it at a TSC value: TSC-deadline mode where the CPU
+/// has it, else the one-shot count-down at the rate [`LocalApic::calibrate_one_shot`]
+/// measured.
+pub fn host_timer() -> HostTimer {
+    if LocalApic::has_tsc_deadline() {
+        return HostTimer::TscDeadline;
+    }
+    match ONE_SHOT_RATE.load(Ordering::Relaxed) {
+        0 => HostTimer::Absent,
+        ticks_per_tsc => HostTimer::OneShot { ticks_per_tsc },
     }
 }

@@ -8,9 +8,10 @@ use hypervisor::config::PartitionConfig;
 use hypervisor::exit::{AccessWidth, Exit};
 use hypervisor::partition::{Partition, Platform, Runnable};
 
-use crate::apic::LocalApic;
+use crate::apic::{self, LocalApic};
 use crate::cpu;
 use crate::decode::{self, MmioInstruction, Operation};
+use crate::host_timer::HostTimer;
 use crate::vmcs::GuestRegisters;
 use crate::vx2apic::{self, Destination, VirtualX2apic, Written};
 
@@ -24,8 +25,13 @@ pub(crate) struct GuestApic {
     /// The TSC deadline this CPU's timer is armed at while the guest runs (its virtual
     /// timer's), so that a guest that never halts still takes its timer interrupt on time.
     armed: Option<u64>,
-    /// Whether this CPU's local APIC has TSC-deadline mode.
-    tsc_deadline: bool,
+    /// The TSC value from which the armed host timer fires (the deadline, or earlier where a
+    /// one-shot count-down cannot reach that far): past it, the timer is armed again.
+    fires: Option<u64>,
+    /// This CPU's local APIC.
+    local_apic: LocalApic,
+    /// How its timer wakes this CPU at a TSC value.
+    timer: HostTimer,
 }
 
 /// What an x2APIC MSR access came to.
@@ -51,16 +57,17 @@ impl GuestApic {
             vcpu,
             apic: VirtualX2apic::new(vcpu as u32),
             armed: None,
-            tsc_deadline: LocalApic::has_tsc_deadline(),
+            fires: None,
+            local_apic: LocalApic::current(),
+            timer: apic::host_timer(),
         }
     }
 
-    /// Back to reset state for a (re)start, dropping what was posted meanwhile.
+    /// Back to reset state for a (re)start. What was posted to the vCPU stays posted: the
+    /// core dropped what came before the start (CPU_ON, a partition restart), and an IPI
+    /// sent since, before this CPU got to the start, is the new vCPU's.
     pub(crate) fn reset(&mut self) {
         self.apic = VirtualX2apic::new(self.vcpu as u32);
-        if let Some(bus) = self.partition.apic_bus() {
-            let _dropped = bus.take_posted(self.vcpu);
-        }
     }
 
     /// Moves what others posted (IPIs, device interrupts) into the model and lets its timer
@@ -80,35 +87,36 @@ impl GuestApic {
     }
 
     /// Before entry: the host timer (external-interrupt exiting is on) ends the guest's run
-    /// at its virtual timer's deadline; the next entry delivers the interrupt.
+    /// at its virtual timer's deadline; the next entry delivers the interrupt. The timer is
+    /// written only when the deadline changed, or when a one-shot count-down that could not
+    /// reach it has run out.
     pub(crate) fn arm_timer(&mut self) {
         let deadline = self.apic.deadline();
-        if deadline != self.armed && self.tsc_deadline {
-            LocalApic::current().set_deadline(deadline);
+        let ran_out = self.fires.is_some_and(|fires| cpu::tsc() >= fires);
+        if deadline != self.armed || (ran_out && deadline.is_some()) {
+            self.fires = self.local_apic.arm(self.timer, deadline);
             self.armed = deadline;
         }
     }
 
     /// HLT: the physical CPU halts (`sti; hlt`) until `deliverable` says an interrupt can be
     /// taken or the vCPU must leave (its partition stops or restarts, it is turned off), woken
-    /// by a kick or by the host APIC's TSC-deadline timer armed at the virtual timer's
-    /// deadline (without TSC-deadline mode it spins with PAUSE instead).
+    /// by a kick or by the host timer armed at the virtual timer's deadline (TSC-deadline
+    /// mode, or the one-shot count-down where the CPU has no TSC-deadline mode). The timer
+    /// stays armed for the guest's run that follows.
     pub(crate) fn idle(&mut self, mut deliverable: impl FnMut(&mut Self) -> bool) {
         loop {
             self.collect();
             if deliverable(self) || self.partition.runnable(self.vcpu) != Runnable::Run {
                 break;
             }
-            if self.tsc_deadline {
-                LocalApic::current().set_deadline(self.apic.deadline());
-                cpu::wait_for_interrupt();
-            } else {
+            if self.timer == HostTimer::Absent && self.apic.deadline().is_some() {
+                // Nothing would wake this CPU at the deadline.
                 core::hint::spin_loop();
+                continue;
             }
-        }
-        if self.tsc_deadline {
-            LocalApic::current().set_deadline(None);
-            self.armed = None;
+            self.arm_timer();
+            cpu::wait_for_interrupt();
         }
     }
 

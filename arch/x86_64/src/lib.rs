@@ -27,6 +27,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod decode;
+pub mod host_timer;
 pub mod msr_bitmap;
 pub mod paging;
 pub mod sleep_state;

@@ -42,7 +42,7 @@ use crate::svm::{
 };
 use crate::vmcs::{GuestRegisters, LongModeStart};
 use crate::vmx_exit::merge_input;
-use crate::vmx_vcpu::{EXIT_COUNT_MSR, GuestLayout};
+use crate::vmx_vcpu::{EXIT_CLASS_MSRS, EXIT_COUNT_MSR, GUEST_TIME_MSR, GuestLayout};
 
 const IA32_EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
@@ -155,13 +155,17 @@ global_asm!(
     ".global bulkhead_svm_run",
     "bulkhead_svm_run:",
     // rdi = &mut GuestRegisters, rsi = the VMCB's physical address, rdx = the host's
-    // VMSAVE area. VMRUN saves and #VMEXIT restores the host's RSP, RIP and RAX (= the VMCB).
+    // VMSAVE area, rcx = &mut [u64; 2] for the TSC right before and right after the guest's
+    // run. VMRUN saves and #VMEXIT restores the host's RSP, RIP and RAX (= the VMCB).
+    // Between the two RDTSCs the host runs exactly `RUN_WINDOW_HOST_INSTRUCTIONS`
+    // instructions (no branch): keep that constant in step with this code.
     "    push rbp",
     "    push rbx",
     "    push r12",
     "    push r13",
     "    push r14",
     "    push r15",
+    "    push rcx",
     "    push rdi",
     "    push rdx",
     "    push rsi",
@@ -170,6 +174,12 @@ global_asm!(
     "    vmsave rax",
     "    mov rax, [rsp]",
     "    vmload rax",
+    "    rdtsc",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov rdx, [rsp + 24]",
+    "    mov [rdx], rax",
+    "    mov rax, [rsp]",
     "    mov rbx, [rdi + 8]",
     "    mov rcx, [rdi + 16]",
     "    mov rdx, [rdi + 24]",
@@ -206,10 +216,16 @@ global_asm!(
     "    mov [rdi + 112], r15",
     "    pop rax",
     "    mov [rdi + 40], rax",
+    "    rdtsc",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov rdx, [rsp + 24]",
+    "    mov [rdx + 8], rax",
     "    pop rax",
     "    pop rax",
     "    vmload rax",
     "    pop rdi",
+    "    pop rcx",
     "    cli",
     "    stgi",
     "    pop r15",
@@ -222,8 +238,21 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    fn bulkhead_svm_run(registers: *mut GuestRegisters, vmcb: u64, host_save: u64);
+    fn bulkhead_svm_run(
+        registers: *mut GuestRegisters,
+        vmcb: u64,
+        host_save: u64,
+        stamps: *mut [u64; 2],
+    );
 }
+
+/// Host instructions `bulkhead_svm_run` executes between its two RDTSCs: after the first,
+/// 5 to store the stamp, 1 to reload RAX, 13 + 1 guest-register loads, STI and VMRUN (21);
+/// after the #VMEXIT, VMSAVE, PUSH, 1 + 13 register stores, POP, the last store and the
+/// second RDTSC (19). Under QEMU's `-icount shift=0` a TSC tick is one instruction of the
+/// machine, so the TSC between the stamps less these is exactly what the guest executed
+/// (checked against a one-instruction-per-block QEMU trace: see xtask's bench module).
+pub const RUN_WINDOW_HOST_INSTRUCTIONS: u64 = 40;
 
 /// What a partition's vCPUs share on the SVM side, kept by the image.
 #[derive(Debug)]
@@ -330,6 +359,42 @@ pub struct SvmVcpu {
     npt_seen: u64,
     /// #VMEXITs of this vCPU so far (read by the guest through [`EXIT_COUNT_MSR`]).
     exits: u64,
+    /// Of those, by [`ExitClass`] (read through [`EXIT_CLASS_MSRS`]).
+    exits_by_class: [u64; ExitClass::COUNT],
+    /// TSC ticks this vCPU spent in its guest (read through [`GUEST_TIME_MSR`]).
+    guest_time: u64,
+}
+
+/// The classes of #VMEXIT a guest can count through [`EXIT_CLASS_MSRS`] (MSR
+/// `EXIT_CLASS_MSRS.start + class`): the doorbell path's exits, then the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitClass {
+    /// Nested page fault (an MMIO access).
+    Mmio = 0,
+    /// HLT.
+    Hlt = 1,
+    /// A physical interrupt (a kick, the host timer).
+    Interrupt = 2,
+    /// RDMSR/WRMSR (the x2APIC: EOI, ICR, timer).
+    Msr = 3,
+    /// Any other (interrupt window, I/O port, CPUID, hypercall, ...).
+    Other = 4,
+}
+
+impl ExitClass {
+    /// How many classes there are.
+    pub const COUNT: usize = 5;
+
+    /// The class of SVM exit code `code`.
+    fn of(code: u64) -> Self {
+        match code {
+            exit::NPF => Self::Mmio,
+            exit::HLT => Self::Hlt,
+            exit::INTR => Self::Interrupt,
+            exit::MSR => Self::Msr,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl core::fmt::Debug for SvmVcpu {
@@ -366,6 +431,8 @@ impl SvmVcpu {
             setup_failed: None,
             npt_seen: 0,
             exits: 0,
+            exits_by_class: [0; ExitClass::COUNT],
+            guest_time: 0,
         })
     }
 
@@ -507,10 +574,25 @@ impl SvmVcpu {
     /// the x2APIC refuses, gets #GP(0) injected.
     fn msr(&mut self, write: bool) {
         let msr = self.registers.rcx as u32;
-        if msr == EXIT_COUNT_MSR && !write {
-            let before = self.exits.saturating_sub(1);
-            self.registers.rax = before & 0xffff_ffff;
-            self.registers.rdx = before >> 32;
+        // The counters, as of before this RDMSR's exit.
+        let counter = match msr {
+            _ if write => None,
+            EXIT_COUNT_MSR => Some(self.exits.saturating_sub(1)),
+            GUEST_TIME_MSR => Some(self.guest_time),
+            _ if EXIT_CLASS_MSRS.contains(&msr) => {
+                let class = (msr - EXIT_CLASS_MSRS.start) as usize;
+                let count = self.exits_by_class.get(class).copied().unwrap_or(0);
+                Some(if class == ExitClass::Msr as usize {
+                    count.saturating_sub(1)
+                } else {
+                    count
+                })
+            }
+            _ => None,
+        };
+        if let Some(value) = counter {
+            self.registers.rax = value & 0xffff_ffff;
+            self.registers.rdx = value >> 32;
             self.advance(2);
             return;
         }
@@ -547,6 +629,9 @@ impl SvmVcpu {
         let v = &self.vmcb;
         let code = v.read(vmcb::EXIT_CODE);
         self.exits = self.exits.wrapping_add(1);
+        if let Some(count) = self.exits_by_class.get_mut(ExitClass::of(code) as usize) {
+            *count = count.wrapping_add(1);
+        }
         if let Some(count) = svm::exit_slot(code).and_then(|slot| self.shared.exits.get(slot)) {
             count.fetch_add(1, Ordering::Relaxed);
         }
@@ -735,13 +820,26 @@ impl VcpuBackend for SvmVcpu {
                 self.vmcb.write_u8(vmcb::TLB_CONTROL, 1);
             }
             self.vmcb.write(vmcb::RAX, self.registers.rax);
+            let mut stamps = [0u64; 2];
             // SAFETY: the VMCB is set up for this vCPU (`set_up`) with the VMRUN intercept, a
             // non-zero ASID and nested paging over the partition's RAM only, so the guest
             // reaches none of the hypervisor's memory; SVM is on here (EFER.SVME, host save
             // area); the stub saves and restores the host's callee-saved registers and its
-            // FS/GS/TR/LDTR state (VMSAVE/VMLOAD). FP/SIMD state is not switched: neither the
-            // hypervisor nor Bulkhead's x86 guests use it.
-            unsafe { bulkhead_svm_run(&mut self.registers, self.vmcb.page, self.host_save) };
+            // FS/GS/TR/LDTR state (VMSAVE/VMLOAD) and writes only `stamps`, a local. FP/SIMD
+            // state is not switched: neither the hypervisor nor Bulkhead's x86 guests use it.
+            unsafe {
+                bulkhead_svm_run(
+                    &mut self.registers,
+                    self.vmcb.page,
+                    self.host_save,
+                    &mut stamps,
+                );
+            };
+            let [entered, left] = stamps;
+            self.guest_time = self.guest_time.wrapping_add(
+                left.wrapping_sub(entered)
+                    .saturating_sub(RUN_WINDOW_HOST_INSTRUCTIONS),
+            );
             self.registers.rax = self.vmcb.read(vmcb::RAX);
             self.vmcb.write_u8(vmcb::TLB_CONTROL, 0);
             if let Some(exit) = self.decode() {
@@ -780,8 +878,9 @@ impl VcpuBackend for SvmVcpu {
     }
 
     /// HLT: the physical CPU halts until an interrupt is deliverable or the vCPU must leave,
-    /// woken by a kick or by the host APIC's TSC-deadline timer armed at the virtual timer's
-    /// deadline (without TSC-deadline mode it spins with PAUSE instead).
+    /// woken by a kick or by the host APIC's timer armed at the virtual timer's deadline
+    /// ([`crate::apic::HostTimer`]: TSC-deadline mode, else the one-shot count-down, as on
+    /// QEMU's TCG CPUs).
     fn idle(&mut self) {
         self.guest.idle(|guest| guest.apic.deliverable().is_some());
     }

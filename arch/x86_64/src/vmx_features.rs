@@ -195,8 +195,7 @@ impl VmxProbe {
         if !self.cpuid_vmx {
             let mut reason = String::from("CPUID.1:ECX.VMX is clear (the CPU has no VMX)");
             if self.cpuid_svm {
-                reason
-                    .push_str("; it offers AMD SVM instead, which Bulkhead has no backend for yet");
+                reason.push_str("; it offers SVM, which Bulkhead runs only on AMD and Hygon CPUs");
             }
             return Err(VmxRefusal {
                 missing: alloc::vec![reason],
@@ -352,7 +351,10 @@ mod tests {
         };
         let refusal = probe.evaluate().unwrap_err().to_string();
         assert!(refusal.contains("CPUID.1:ECX.VMX is clear"), "{refusal}");
-        assert!(refusal.contains("AMD SVM"), "{refusal}");
+        assert!(
+            refusal.contains("it offers SVM, which Bulkhead runs only on AMD and Hygon CPUs"),
+            "{refusal}"
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub const EXIT_REASONS: usize = 80;
 /// Hyper-V's and KVM's; Bulkhead uses 0x4000_0100+): this vCPU's VM exits before the RDMSR.
 /// Benchmarks read it around an exchange to count the exits a doorbell costs.
 pub const EXIT_COUNT_MSR: u32 = 0x4000_0100;
+/// Read-only: the TSC ticks this vCPU spent in its guest, less the hypervisor's own
+/// instructions around the world switch (under QEMU's `-icount shift=0`: exactly the
+/// instructions the guest executed). SVM only: VMX reads all-ones (not counted).
+pub const GUEST_TIME_MSR: u32 = 0x4000_0101;
+/// Read-only: this vCPU's exits by class (SVM: [`crate::svm_vcpu::ExitClass`]), before the
+/// RDMSR. VMX reads all-ones (not counted).
+pub const EXIT_CLASS_MSRS: core::ops::Range<u32> = 0x4000_0102..0x4000_0107;
 
 /// The general-protection exception's vector.
 const GENERAL_PROTECTION: u8 = 13;
@@ -199,10 +206,17 @@ impl VmxVcpu {
     /// the x2APIC refuses, gets #GP(0) injected.
     fn msr(&mut self, write: bool) {
         let msr = self.registers.rcx as u32;
-        if msr == EXIT_COUNT_MSR && !write {
-            let before = self.exits.saturating_sub(1);
-            self.registers.rax = before & 0xffff_ffff;
-            self.registers.rdx = before >> 32;
+        let counter = match msr {
+            _ if write => None,
+            EXIT_COUNT_MSR => Some(self.exits.saturating_sub(1)),
+            // Not counted here.
+            GUEST_TIME_MSR => Some(u64::MAX),
+            _ if EXIT_CLASS_MSRS.contains(&msr) => Some(u64::MAX),
+            _ => None,
+        };
+        if let Some(value) = counter {
+            self.registers.rax = value & 0xffff_ffff;
+            self.registers.rdx = value >> 32;
             self.vmcs.skip_instruction();
             return;
         }
@@ -501,9 +515,8 @@ impl VcpuBackend for VmxVcpu {
 
     /// HLT: the physical CPU halts (`sti; hlt`) until an interrupt is deliverable or the
     /// vCPU must leave (the partition stops or restarts, the vCPU is turned off), woken by a
-    /// kick (an IPI posted, the partition stopped) or by the host APIC's TSC-deadline timer
-    /// armed at the virtual timer's deadline (without TSC-deadline mode it spins with PAUSE
-    /// instead); the next entry injects it.
+    /// kick (an IPI posted, the partition stopped) or by the host APIC's timer armed at the
+    /// virtual timer's deadline ([`crate::apic::HostTimer`]); the next entry injects it.
     fn idle(&mut self) {
         let Self {
             guest,

@@ -19,7 +19,7 @@
 
 use core::sync::atomic::{Ordering, fence};
 
-use bulkhead_shmem::exchange::{Pattern, QUIET_ROUNDS, QuietExits, Role};
+use bulkhead_shmem::exchange::{Pattern, QUIET_ROUNDS, QuietWindows, Role};
 use bulkhead_shmem::ivshmem::{DoorbellEvents, FIRST_MSI_INTERRUPT, Ivshmem};
 use bulkhead_shmem::mailbox::{Letter, Mailbox};
 use bulkhead_shmem::pci::Bus;
@@ -192,7 +192,7 @@ fn main() -> ! {
 fn ping(link: Link) -> ! {
     let outbox = link.mailbox(TO_PONG);
     let inbox = link.mailbox(TO_PING);
-    let mut quiet = QuietExits::default();
+    let mut quiet = QuietWindows::default();
     for round in 1..=ROUNDS + QUIET_ROUNDS {
         let loud = round <= ROUNDS;
         quiet.round(round, ROUNDS);
@@ -240,7 +240,7 @@ fn pong(link: Link) -> ! {
     let outbox = link.mailbox(TO_PING);
     let memory = link.device.memory();
     let mut seen = 0;
-    let mut quiet = QuietExits::default();
+    let mut quiet = QuietWindows::default();
     for round in 1..=ROUNDS + QUIET_ROUNDS {
         let loud = round <= ROUNDS;
         quiet.round(round, ROUNDS);

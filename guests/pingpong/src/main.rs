@@ -18,7 +18,7 @@
 #![no_std]
 #![no_main]
 
-use bulkhead_shmem::exchange::{Pattern, QUIET_ROUNDS, QuietExits, Role};
+use bulkhead_shmem::exchange::{Pattern, QUIET_ROUNDS, QuietWindows, Role};
 use bulkhead_shmem::mailbox::{Letter, Mailbox};
 use bulkhead_shmem::memory::SharedMemory;
 use bulkhead_shmem::pci::Bus;
@@ -142,7 +142,7 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let outbox = mailbox(role, region.data(), TO_PONG);
     let inbox = mailbox(role, region.data(), TO_PING);
 
-    let mut quiet = QuietExits::default();
+    let mut quiet = QuietWindows::default();
     for round in 1..=ROUNDS + QUIET_ROUNDS {
         let loud = round <= ROUNDS;
         quiet.round(round, ROUNDS);
@@ -196,7 +196,7 @@ fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let inbox = mailbox(role, region.data(), TO_PONG);
     let outbox = mailbox(role, region.data(), TO_PING);
 
-    let mut quiet = QuietExits::default();
+    let mut quiet = QuietWindows::default();
     for round in 1..=ROUNDS + QUIET_ROUNDS {
         let loud = round <= ROUNDS;
         quiet.round(round, ROUNDS);

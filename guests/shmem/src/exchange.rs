@@ -7,33 +7,112 @@ use crate::{exit_fail_with, partition_name};
 /// Payload bytes per message.
 pub const PAYLOAD_LEN: usize = 48;
 
-/// Round trips the exchange programs add after their printed ones, printing nothing (x86_64):
-/// the VM exits both vCPUs take during them ([`QuietExits`]) are what a doorbell round trip
-/// costs. None on aarch64, where `cargo xtask bench` counts instructions instead.
-pub const QUIET_ROUNDS: u32 = if cfg!(target_arch = "x86_64") { 5 } else { 0 };
+/// Quiet round trips: round trips the exchange programs add after their printed ones,
+/// printing nothing (x86_64), to count what a doorbell round trip costs the hypervisor
+/// ([`QuietWindows`]): [`WARMUP`] to settle, a window of [`SHORT_WINDOW`], one of
+/// [`LONG_WINDOW`], and one more so that both ends take their last reading. None on aarch64,
+/// where `cargo xtask bench` counts with the PMU instead.
+pub const QUIET_ROUNDS: u32 = if cfg!(target_arch = "x86_64") {
+    WARMUP + SHORT_WINDOW + LONG_WINDOW + 1
+} else {
+    0
+};
+/// Quiet round trips before the first reading.
+pub const WARMUP: u32 = 2;
+/// Round trips in the first and the second window: the second less the first is
+/// [`MEASURED_ROUNDS`] round trips with no reading's cost in them.
+pub const SHORT_WINDOW: u32 = 3;
+pub const LONG_WINDOW: u32 = 8;
+pub const MEASURED_ROUNDS: u32 = LONG_WINDOW - SHORT_WINDOW;
 
-/// The VM-exit counter as read before the quiet round trips.
+/// The exit classes of [`Counters::classes`], as printed.
+pub const EXIT_CLASSES: [&str; 5] = ["mmio", "hlt", "interrupt", "msr", "other"];
+
+/// One reading of the hypervisor's counters (x86_64: Bulkhead's MSRs).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct QuietExits(Option<u64>);
+pub struct Counters {
+    /// The TSC: under QEMU's `-icount shift=0` the instructions the whole machine executed.
+    pub tsc: u64,
+    /// This vCPU's VM exits.
+    pub exits: u64,
+    /// TSC ticks this vCPU spent in its guest, where the hypervisor counts them.
+    pub guest_time: Option<u64>,
+    /// Its exits by class ([`EXIT_CLASSES`]), where counted.
+    pub classes: Option<[u64; 5]>,
+}
 
-impl QuietExits {
-    /// Call at the start of each round: at the first quiet one it reads the counter.
+/// The readings at the start of the two windows and after them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuietWindows([Option<Counters>; 3]);
+
+impl QuietWindows {
+    /// Call at the start of each round (both ends, before waiting): at the windows' edges
+    /// it reads the counters. Both ends read in the same rounds, so each window holds one
+    /// reading of each end, and the second window less the first holds none.
     pub fn round(&mut self, round: u32, loud_rounds: u32) {
-        if round == loud_rounds + 1 {
-            self.0 = crate::vm_exits();
+        let first = loud_rounds + WARMUP + 1;
+        let edges = [first, first + SHORT_WINDOW, first + SHORT_WINDOW + LONG_WINDOW];
+        if let Some(slot) = edges
+            .iter()
+            .position(|&edge| edge == round)
+            .and_then(|index| self.0.get_mut(index))
+        {
+            *slot = crate::arch::hypervisor_counters();
         }
     }
 
-    /// Prints the VM exits this vCPU took during the quiet round trips, where the hypervisor
-    /// exposes the count.
+    /// Prints the exits this vCPU took in [`MEASURED_ROUNDS`] round trips (the second window
+    /// less the first), and, where the hypervisor counts them, each counter over each
+    /// window: `NAME: quiet windows 3,8 round trips: tsc=A,B guest=A,B exits=A,B mmio=A,B
+    /// ...` (`cargo xtask bench` reads it).
     pub fn report(self, me: &str) {
-        if let (Some(start), Some(end)) = (self.0, crate::vm_exits()) {
-            // `end` counts the first read's own exit too.
-            let exits = end.saturating_sub(start).saturating_sub(1);
+        let [Some(start), Some(middle), Some(end)] = self.0 else {
+            return;
+        };
+        let windows = |value: fn(&Counters) -> Option<u64>| {
+            Some((
+                value(&middle)?.wrapping_sub(value(&start)?),
+                value(&end)?.wrapping_sub(value(&middle)?),
+            ))
+        };
+        if let Some((short, long)) = windows(|c| Some(c.exits)) {
             crate::println!(
-                "{me}: {QUIET_ROUNDS} quiet round trips: {exits} VM exits on this vCPU"
+                "{me}: {MEASURED_ROUNDS} quiet round trips: {} VM exits on this vCPU",
+                long.wrapping_sub(short)
             );
         }
+        let (Some(tsc), Some(guest)) = (windows(|c| Some(c.tsc)), windows(|c| c.guest_time))
+        else {
+            return;
+        };
+        let exits = windows(|c| Some(c.exits)).unwrap_or_default();
+        let class = |index: usize| {
+            let read = |c: &Counters| c.classes.and_then(|classes| classes.get(index).copied());
+            let (Some(a), Some(b), Some(c)) = (read(&start), read(&middle), read(&end)) else {
+                return (0, 0);
+            };
+            (b.wrapping_sub(a), c.wrapping_sub(b))
+        };
+        let [mmio, hlt, interrupt, msr, other] = [0, 1, 2, 3, 4].map(class);
+        crate::println!(
+            "{me}: quiet windows {SHORT_WINDOW},{LONG_WINDOW} round trips: tsc={},{} guest={},{} exits={},{} mmio={},{} hlt={},{} interrupt={},{} msr={},{} other={},{}",
+            tsc.0,
+            tsc.1,
+            guest.0,
+            guest.1,
+            exits.0,
+            exits.1,
+            mmio.0,
+            mmio.1,
+            hlt.0,
+            hlt.1,
+            interrupt.0,
+            interrupt.1,
+            msr.0,
+            msr.1,
+            other.0,
+            other.1
+        );
     }
 }
 

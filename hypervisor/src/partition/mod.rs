@@ -1038,6 +1038,14 @@ impl Partition {
                     .compare_exchange(off, pending, Ordering::AcqRel, Ordering::Acquire)
                 {
                     Ok(_) => {
+                        // What was posted to it while it was off is dropped now, before the
+                        // caller learns it starts: an IPI sent after CPU_ON returned reaches
+                        // the new vCPU however late its CPU takes the start.
+                        if let (Controller::Apic(bus), Some(index)) =
+                            (&self.controller, psci::vcpu_index(target))
+                        {
+                            let _stale = bus.take_posted(index);
+                        }
                         *slot.start.lock() = Some(StartRequest { entry, context });
                         platform.kick(slot.physical_cpu);
                         values(status::SUCCESS)

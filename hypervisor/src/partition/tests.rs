@@ -640,3 +640,25 @@ fn an_attach_racing_a_detach_never_leaves_freed_memory_mapped() {
         "the detach's unmap overtook the attach's map: {log:x?}"
     );
 }
+
+/// An IPI posted to an x86 vCPU that is off is dropped when CPU_ON starts it; one posted after
+/// CPU_ON returned stays posted for the new vCPU, however late its CPU takes the start.
+#[test]
+fn cpu_on_drops_stale_ipis_and_keeps_later_ones() {
+    let config: &'static PartitionConfig = Box::leak(Box::new(PartitionConfig {
+        pl011: None,
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(0, config, InterruptModel::Apic, None);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let bus = partition.apic_bus().unwrap();
+    partition.post_interrupt(0, 1, 0x30, &kicks);
+    assert_eq!(
+        partition.handle_exit(0, call(psci::CPU_ON[1], [1, 0x20_0000, 0, 0]), &kicks),
+        Action::ReturnValues([0, 0, 0, 0])
+    );
+    assert!(!bus.has_posted(1));
+    partition.post_interrupt(0, 1, 0x21, &kicks);
+    assert!(partition.take_start(1).is_some());
+    assert_eq!(bus.take_posted(1)[0], 1 << 0x21);
+}

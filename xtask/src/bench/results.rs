@@ -3,8 +3,9 @@
 //! [`results_json`] makes the timing part (`machine`, `date`, `git`, `git_dirty`,
 //! `configuration`, `icount`, `wallclock`); `cargo xtask bench` then adds the hypervisor keys
 //! (`el2.*`, `exits.*`, see [`super::hypervisor::json_fields`]), the x86_64 ones
-//! (`x86.exits.*`, see [`super::x86::json_fields`]) and `icount_other_machines` (the raw
-//! figures of the icount runs on the other profiles).
+//! (`x86.exits.*`, see [`super::x86::json_fields`]; `svm.*`, see
+//! [`super::svm::json_fields`]) and `icount_other_machines` (the raw figures of the icount
+//! runs on the other profiles).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,8 +1,10 @@
 //! The x86_64 doorbell figure: VM exits per one-way doorbell. Bochs emulates VMX but has no
 //! instruction counter worth quoting, so the figure is counted exits instead: the exchange
 //! guests (`guests/pingpong`, `guests/ivpingpong` built for x86_64) play quiet round trips
-//! after their printed ones and read Bulkhead's exit-count MSR (0x4000_0100) around them,
-//! printing `NAME: R quiet round trips: E VM exits on this vCPU`. A round trip costs both ends'
+//! after their printed ones and read Bulkhead's exit-count MSR (0x4000_0100) at the edges of
+//! a 3- and an 8-round window, printing the second less the first (5 round trips, the
+//! readings' own exits cancelled; until the SVM bench it was one 5-round window with one
+//! reading's exit taken off) as `NAME: R quiet round trips: E VM exits on this vCPU`. A round trip costs both ends'
 //! exits divided by R, a one-way doorbell half of that (results keys
 //! `x86.exits.one_way_doorbell.qnx` / `.ivshmem`; until commit 39ce36e the results file had
 //! the per-round-trip figure, twice as large, as `x86_vm_exits.exchanges[].per_round_trip`,

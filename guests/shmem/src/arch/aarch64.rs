@@ -335,6 +335,11 @@ pub fn vm_exits() -> Option<u64> {
     None
 }
 
+/// Nor are the hypervisor's counters of [`crate::exchange::Counters`].
+pub fn hypervisor_counters() -> Option<crate::exchange::Counters> {
+    None
+}
+
 /// The virtual counter.
 pub fn counter() -> u64 {
     timer::counter()

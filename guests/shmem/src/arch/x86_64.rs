@@ -385,6 +385,34 @@ pub fn vm_exits() -> Option<u64> {
     Some(x2apic::read(EXIT_COUNT_MSR))
 }
 
+/// Bulkhead's read-only MSR with the TSC ticks this vCPU spent in its guest (SVM; all-ones
+/// where not counted), then five with its exits by class (NPF, HLT, physical interrupt,
+/// RDMSR/WRMSR, other).
+const GUEST_TIME_MSR: u32 = 0x4000_0101;
+const EXIT_CLASS_MSRS: u32 = 0x4000_0102;
+
+/// The TSC (the whole machine's instructions under QEMU's `-icount shift=0`), this vCPU's
+/// exits, its time in the guest and its exits by class, read in that order; the last two
+/// `None` where the hypervisor does not count them.
+pub fn hypervisor_counters() -> Option<crate::exchange::Counters> {
+    let tsc = time::tsc();
+    let exits = x2apic::read(EXIT_COUNT_MSR);
+    let guest_time = Some(x2apic::read(GUEST_TIME_MSR)).filter(|&time| time != u64::MAX);
+    let classes = guest_time.map(|_| {
+        let mut classes = [0; crate::exchange::EXIT_CLASSES.len()];
+        for (msr, count) in (EXIT_CLASS_MSRS..).zip(classes.iter_mut()) {
+            *count = x2apic::read(msr);
+        }
+        classes
+    });
+    Some(crate::exchange::Counters {
+        tsc,
+        exits,
+        guest_time,
+        classes,
+    })
+}
+
 /// The time-stamp counter.
 pub fn counter() -> u64 {
     time::tsc()
