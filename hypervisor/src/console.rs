@@ -75,6 +75,37 @@ impl Console {
 }
 
 /// Prints to the hypervisor console.
+/// Limits a diagnostic a guest can repeat at will (an unknown MSR it keeps probing): the
+/// first [`ReportLimit::FIRST`] are printed, then every [`ReportLimit::EVERY`]th, so a guest
+/// cannot fill the console (and keep its lock busy) with one line per exit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReportLimit {
+    count: u64,
+}
+
+impl ReportLimit {
+    /// Reports printed before thinning out.
+    pub const FIRST: u64 = 8;
+    /// After the first ones, one report in this many is printed.
+    pub const EVERY: u64 = 1024;
+
+    /// Counts one occurrence; `Some(n)` (its number, from 1) when it should be printed.
+    pub fn note(&mut self) -> Option<u64> {
+        self.count = self.count.saturating_add(1);
+        (self.count <= Self::FIRST || self.count.is_multiple_of(Self::EVERY)).then_some(self.count)
+    }
+
+    /// What to append to report `n`: a word that the next ones are thinned out, on the last
+    /// one printed in full, and the running count on the later ones.
+    pub fn suffix(n: u64) -> &'static str {
+        match n {
+            Self::FIRST => " (further ones: every 1024th reported)",
+            n if n > Self::FIRST => " (one of many)",
+            _ => "",
+        }
+    }
+}
+
 #[macro_export]
 macro_rules! print {
     ($($arg:tt)*) => { $crate::console::CONSOLE.print(format_args!($($arg)*)) };
@@ -127,6 +158,15 @@ mod tests {
         fn write_bytes(&self, bytes: &[u8]) {
             self.0.lock().extend_from_slice(bytes);
         }
+    }
+
+    #[test]
+    fn repeated_reports_thin_out() {
+        let mut limit = ReportLimit::default();
+        let printed: Vec<u64> = (0..5000).filter_map(|_| limit.note()).collect();
+        assert_eq!(printed, [1, 2, 3, 4, 5, 6, 7, 8, 1024, 2048, 3072, 4096]);
+        assert_eq!(ReportLimit::suffix(3), "");
+        assert!(ReportLimit::suffix(8).contains("1024th"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::decode::{self, MmioInstruction, Operation};
 use crate::host_timer::HostTimer;
 use crate::vmcs::GuestRegisters;
 use crate::vx2apic::{self, Destination, VirtualX2apic, Written};
+use hypervisor::console::ReportLimit;
 
 /// A vCPU's virtual x2APIC and the partition it posts to.
 pub(crate) struct GuestApic {
@@ -32,6 +33,9 @@ pub(crate) struct GuestApic {
     local_apic: LocalApic,
     /// How its timer wakes this CPU at a TSC value.
     timer: HostTimer,
+    /// Reports of MSRs the guest touched that are not emulated (thinned out: a guest can
+    /// probe one in a loop).
+    pub(crate) msr_reports: ReportLimit,
 }
 
 /// What an x2APIC MSR access came to.
@@ -60,6 +64,7 @@ impl GuestApic {
             fires: None,
             local_apic: LocalApic::current(),
             timer: apic::host_timer(),
+            msr_reports: ReportLimit::default(),
         }
     }
 

@@ -25,6 +25,7 @@
 use alloc::alloc::{Layout, alloc_zeroed};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
+use hypervisor::console::ReportLimit;
 
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::exit::{AccessWidth, Action, Exit};
@@ -611,12 +612,15 @@ impl SvmVcpu {
             MsrAccess::Refused => {}
         }
         let what = if write { "WRMSR" } else { "RDMSR" };
-        println!(
-            "bulkhead: partition {} vcpu {}: {what} of MSR {msr:#x} at {:#x} not emulated: #GP injected",
-            self.partition.name(),
-            self.vcpu,
-            self.vmcb.read(vmcb::RIP)
-        );
+        if let Some(n) = self.guest.msr_reports.note() {
+            println!(
+                "bulkhead: partition {} vcpu {}: {what} of MSR {msr:#x} at {:#x} not emulated: #GP injected{}",
+                self.partition.name(),
+                self.vcpu,
+                self.vmcb.read(vmcb::RIP),
+                ReportLimit::suffix(n)
+            );
+        }
         self.vmcb.write(
             vmcb::EVENT_INJECTION,
             svm::inject_exception(GENERAL_PROTECTION, Some(0)),

@@ -26,6 +26,7 @@
 //! naming what happened.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use hypervisor::console::ReportLimit;
 
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::exit::{AccessWidth, Action, Exit};
@@ -241,12 +242,15 @@ impl VmxVcpu {
         // What hardware does with an MSR it lacks: #GP(0) into the guest, which may handle it
         // (an OS probing MSRs does); a guest without a handler triple-faults and is stopped.
         let what = if write { "WRMSR" } else { "RDMSR" };
-        println!(
-            "bulkhead: partition {} vcpu {}: {what} of MSR {msr:#x} at {:#x} not emulated: #GP injected",
-            self.partition.name(),
-            self.vcpu,
-            vmcs::read(field::GUEST_RIP)
-        );
+        if let Some(n) = self.guest.msr_reports.note() {
+            println!(
+                "bulkhead: partition {} vcpu {}: {what} of MSR {msr:#x} at {:#x} not emulated: #GP injected{}",
+                self.partition.name(),
+                self.vcpu,
+                vmcs::read(field::GUEST_RIP),
+                ReportLimit::suffix(n)
+            );
+        }
         self.vmcs.inject_exception(GENERAL_PROTECTION, Some(0));
     }
 
