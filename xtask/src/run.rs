@@ -18,7 +18,7 @@ pub struct RunArgs {
     arch: Arch,
     /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2, bochs-vmx, q35-tcg,
     /// q35-kvm) or the path of a profile file [default: virt-gicv3 on aarch64; on x86_64
-    /// q35-kvm when the host's KVM offers nested VMX, else bochs-vmx; q35-tcg with --boot uefi].
+    /// q35-kvm when the host's KVM offers nested VMX or SVM, else bochs-vmx; q35-tcg with --boot uefi].
     #[arg(long, value_name = "PROFILE")]
     machine: Option<String>,
     /// Boot method: `image` (aarch64: QEMU -kernel; x86_64: GRUB ISO with the Multiboot2 image)
@@ -52,31 +52,58 @@ pub struct RunArgs {
     cargo_profile: CargoProfileArgs,
 }
 
-/// The x86_64 profile `run` picks when the host's KVM offers nested VMX.
-const NESTED_VMX_PROFILE: &str = "q35-kvm";
+/// The x86_64 profile `run` picks when the host's KVM offers nested virtualization (`-cpu
+/// host`: an Intel host gives Bulkhead VMX, an AMD one SVM, and the image picks its backend
+/// by the CPU's vendor).
+const NESTED_KVM_PROFILE: &str = "q35-kvm";
 
-/// Whether this host can run Bulkhead under KVM with nested VMX: an Intel CPU with VMX,
-/// `kvm_intel` loaded with `nested` on, and `/dev/kvm` readable and writable; else why not.
-fn nested_vmx() -> std::result::Result<(), &'static str> {
+/// Whether this host can run Bulkhead under KVM with nested VMX or SVM: the CPU flag, the
+/// vendor's KVM module loaded with `nested` on, and `/dev/kvm` readable and writable; else
+/// why not. Returns the extension found.
+fn nested_kvm() -> std::result::Result<&'static str, String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let has_vmx = cpuinfo
-        .lines()
-        .filter(|line| line.starts_with("flags"))
-        .any(|line| line.split_whitespace().any(|flag| flag == "vmx"));
-    if !has_vmx {
-        return Err("the CPU shows no vmx flag");
-    }
-    let nested = std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
-        .map_err(|_| "kvm_intel is not loaded")?;
-    if !matches!(nested.trim(), "Y" | "y" | "1") {
-        return Err("kvm_intel has nested=N (modprobe kvm_intel nested=1)");
-    }
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let extension = nested_choice(
+        &cpuinfo,
+        read("/sys/module/kvm_intel/parameters/nested").as_deref(),
+        read("/sys/module/kvm_amd/parameters/nested").as_deref(),
+    )?;
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .map_err(|_| "/dev/kvm is not usable by this user")?;
-    Ok(())
+        .map_err(|_| String::from("/dev/kvm is not usable by this user"))?;
+    Ok(extension)
+}
+
+/// The decision of [`nested_kvm`] from `/proc/cpuinfo` and the `nested` parameters of
+/// `kvm_intel` and `kvm_amd` (`None`: the module is not loaded).
+fn nested_choice(
+    cpuinfo: &str,
+    intel_nested: Option<&str>,
+    amd_nested: Option<&str>,
+) -> std::result::Result<&'static str, String> {
+    let has_flag = |wanted: &str| {
+        cpuinfo
+            .lines()
+            .filter(|line| line.starts_with("flags"))
+            .any(|line| line.split_whitespace().any(|flag| flag == wanted))
+    };
+    let on = |value: &str| matches!(value.trim(), "Y" | "y" | "1");
+    let (extension, module, nested) = if has_flag("vmx") {
+        ("VMX", "kvm_intel", intel_nested)
+    } else if has_flag("svm") {
+        ("SVM", "kvm_amd", amd_nested)
+    } else {
+        return Err(String::from("the CPU shows neither a vmx nor an svm flag"));
+    };
+    match nested {
+        None => Err(format!("{module} is not loaded")),
+        Some(value) if !on(value) => Err(format!(
+            "{module} has nested=N (modprobe {module} nested=1)"
+        )),
+        Some(_) => Ok(extension),
+    }
 }
 
 /// The configuration `cargo xtask run` boots unless told otherwise.
@@ -96,13 +123,15 @@ pub fn default_config(arch: Arch) -> &'static str {
 pub fn command(args: &RunArgs) -> Result<ExitCode> {
     setup::toolchain()?;
     let default = match (args.arch, args.boot) {
-        (Arch::X86_64, BootMethod::Image) => match nested_vmx() {
-            Ok(()) => {
-                println!("==> this host's KVM offers nested VMX: booting under QEMU with KVM");
-                NESTED_VMX_PROFILE
+        (Arch::X86_64, BootMethod::Image) => match nested_kvm() {
+            Ok(extension) => {
+                println!(
+                    "==> this host's KVM offers nested {extension}: booting under QEMU with KVM"
+                );
+                NESTED_KVM_PROFILE
             }
             Err(why) => {
-                println!("==> Bochs (VMX emulated): no KVM with nested VMX here ({why})");
+                println!("==> Bochs (VMX emulated): no KVM with nested VMX or SVM here ({why})");
                 args.arch.default_profile(args.boot)
             }
         },
@@ -237,5 +266,29 @@ fn print_gdb_instructions(elf: &std::path::Path) {
     );
     if workspace::find_program("gdb-multiarch").is_none() {
         println!("    (gdb-multiarch is not installed: sudo apt-get install gdb-multiarch)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nested_choice;
+
+    #[test]
+    fn nested_kvm_is_found_for_either_vendor() {
+        let intel = "processor : 0\nflags : fpu vmx sse\n";
+        let amd = "processor : 0\nflags : fpu svm sse\n";
+        assert_eq!(nested_choice(intel, Some("Y\n"), None), Ok("VMX"));
+        assert_eq!(nested_choice(amd, None, Some("1\n")), Ok("SVM"));
+        assert!(
+            nested_choice(amd, None, Some("0\n"))
+                .unwrap_err()
+                .contains("kvm_amd")
+        );
+        assert!(
+            nested_choice(amd, Some("Y"), None)
+                .unwrap_err()
+                .contains("not loaded")
+        );
+        assert!(nested_choice("flags : fpu\n", Some("Y"), Some("Y")).is_err());
     }
 }
