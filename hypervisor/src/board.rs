@@ -187,7 +187,7 @@ impl Board {
     /// Parses the board description from a flattened device tree blob.
     pub fn from_device_tree(blob: &[u8]) -> Result<Board, BoardError> {
         let fdt = Fdt::new(blob).map_err(|_| BoardError::InvalidDeviceTree)?;
-        let root = fdt.find_node("/").ok_or(BoardError::Missing("root node"))?;
+        let root = root_node(&fdt).ok_or(BoardError::Missing("root node"))?;
         let model = root
             .property("model")
             .and_then(|p| p.as_str())
@@ -210,16 +210,14 @@ impl Board {
             .memory_reservations()
             .filter_map(|r| PhysRange::from_start_size(r.address() as u64, r.size() as u64))
             .collect();
-        if let Some(node) = fdt.find_node("/reserved-memory") {
+        if let Some(node) = find_path(&fdt, "/reserved-memory") {
             for child in node.children() {
                 reserved.extend(reg_ranges(&child));
             }
         }
         reserved.sort();
 
-        let cpus_node = fdt
-            .find_node("/cpus")
-            .ok_or(BoardError::Missing("/cpus node"))?;
+        let cpus_node = find_path(&fdt, "/cpus").ok_or(BoardError::Missing("/cpus node"))?;
         let mut cpus = Vec::new();
         for node in cpus_node.children() {
             let is_cpu = node.property("device_type").and_then(|p| p.as_str()) == Some("cpu");
@@ -236,12 +234,11 @@ impl Board {
             return Err(BoardError::Missing("cpu node"));
         }
 
-        let stdout = fdt
-            .find_node("/chosen")
+        let stdout = find_path(&fdt, "/chosen")
             .and_then(|chosen| chosen.property("stdout-path"))
             .and_then(|p| p.as_str())
             .map(|path| path.split(':').next().unwrap_or(path))
-            .and_then(|path| fdt.find_node(path))
+            .and_then(|path| find_path(&fdt, path))
             .and_then(|node| UartKind::of_node(&node).map(|kind| (node, kind)));
         let first_pl011 = || {
             fdt.all_nodes()
@@ -255,7 +252,7 @@ impl Board {
         });
 
         let gic = parse_gic(&fdt)?;
-        let psci = match fdt.find_node("/psci") {
+        let psci = match find_path(&fdt, "/psci") {
             Some(node) => match node.property("method").and_then(|p| p.as_str()) {
                 Some("smc") => Some(PsciConduit::Smc),
                 Some("hvc") => Some(PsciConduit::Hvc),
@@ -263,8 +260,7 @@ impl Board {
             },
             None => None,
         };
-        let bootargs = fdt
-            .find_node("/chosen")
+        let bootargs = find_path(&fdt, "/chosen")
             .and_then(|chosen| chosen.property("bootargs"))
             .and_then(|p| p.as_str())
             .unwrap_or("")
@@ -327,6 +323,38 @@ fn parse_gic(fdt: &Fdt<'_>) -> Result<Option<Gic>, BoardError> {
         }));
     }
     Ok(None)
+}
+
+fn root_node<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
+    fdt.all_nodes().next()
+}
+
+/// The node at `path` (`/axi/serial@ff000000`; a component without a unit address matches a
+/// node with one, as in `/memory`), or the node an alias names (`serial0`).
+///
+/// Written here rather than using `Fdt::find_node`: fdt 0.1.5's path walk loses its place on
+/// the NOP tokens a device tree carries after firmware edited it (QEMU's `-dtb` of the ZCU102
+/// hid `/chosen` and `/aliases`, and an alias lookup hit an assertion), while walking
+/// `children()` reads such a tree correctly.
+fn find_path<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+    let Some(relative) = path.strip_prefix('/') else {
+        let aliases = find_path(fdt, "/aliases")?;
+        let target = aliases.property(path)?.as_str()?;
+        return if target.starts_with('/') {
+            find_path(fdt, target)
+        } else {
+            None
+        };
+    };
+    let mut node = root_node(fdt)?;
+    for component in relative.split('/').filter(|c| !c.is_empty()) {
+        let matches = |name: &str| {
+            name == component
+                || (!component.contains('@') && name.split('@').next() == Some(component))
+        };
+        node = node.children().find(|child| matches(child.name))?;
+    }
+    Some(node)
 }
 
 fn node_enabled(node: &FdtNode<'_, '_>) -> bool {
@@ -557,5 +585,27 @@ mod tests {
             Board::from_device_tree(&[]),
             Err(BoardError::InvalidDeviceTree)
         );
+    }
+
+    /// A real board's device tree after QEMU edited it (xlnx-zcu102 with Debian's
+    /// zynqmp-zcu102-rev1.0.dtb), when one is at hand: not part of the repository (it is
+    /// Linux's), so the test only runs where `BULKHEAD_ZCU102_DTB` names it.
+    #[test]
+    fn zcu102_device_tree_from_qemu() {
+        let Some(path) = std::env::var_os("BULKHEAD_ZCU102_DTB") else {
+            return;
+        };
+        let blob = std::fs::read(path).unwrap();
+        let board = Board::from_device_tree(&blob).unwrap();
+        assert_eq!(
+            board.uart,
+            Some(Uart {
+                kind: UartKind::Cadence,
+                registers: range(0xff00_0000, 0x1000)
+            })
+        );
+        assert_eq!(board.cpus.len(), 4);
+        assert_eq!(board.psci, Some(PsciConduit::Smc));
+        assert!(matches!(board.gic, Some(Gic::V2 { .. })));
     }
 }
