@@ -19,6 +19,12 @@ fn main() {
             "cargo:rustc-link-arg=-T{}",
             root.join("boot/aarch64.ld").display()
         );
+        // A static PIE: the entry code applies its own R_AARCH64_RELATIVE relocations, so the
+        // image runs wherever a loader puts it (boot/src/aarch64.rs).
+        println!("cargo:rustc-link-arg=-pie");
+        println!("cargo:rustc-link-arg=--no-dynamic-linker");
+        println!("cargo:rustc-link-arg=-z");
+        println!("cargo:rustc-link-arg=notext");
         println!("cargo:rerun-if-changed=boot/aarch64.ld");
     }
     if target == "x86_64-unknown-none" {
