@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use bulkhead_config::{Arch, FaultPolicy, System, UartLocation, Vdev};
+use bulkhead_config::{Arch, Console, FaultPolicy, System, UartLocation, Vdev};
 
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -19,6 +19,12 @@ fn main() {
             "cargo:rustc-link-arg=-T{}",
             root.join("boot/aarch64.ld").display()
         );
+        // A static PIE: the entry code applies its own R_AARCH64_RELATIVE relocations, so the
+        // image runs wherever a loader puts it (boot/src/aarch64.rs).
+        println!("cargo:rustc-link-arg=-pie");
+        println!("cargo:rustc-link-arg=--no-dynamic-linker");
+        println!("cargo:rustc-link-arg=-z");
+        println!("cargo:rustc-link-arg=notext");
         println!("cargo:rerun-if-changed=boot/aarch64.ld");
     }
     if target == "x86_64-unknown-none" {
@@ -60,7 +66,7 @@ const SPI_COUNT: u32 = 96;
 fn empty_system() -> String {
     "pub static SYSTEM: hypervisor::config::SystemConfig = hypervisor::config::SystemConfig {\n    \
      board: \"none\",\n    source: \"(no configuration: set BULKHEAD_CONFIG or use cargo xtask)\",\n    \
-     hypervisor_memory: (0, 0),\n    partitions: &[],\n    regions: &[],\n    shmem_pool: 0,\n};\n"
+     hypervisor_memory: (0, 0),\n    partitions: &[],\n    regions: &[],\n    shmem_pool: 0,\n    console: None,\n};\n"
         .into()
 }
 
@@ -345,6 +351,19 @@ fn generate(system: &System, board_path: &Path) -> Result<String, Vec<String>> {
         "    shmem_pool: {:#x},",
         system.board.shmem_pool_size()
     );
+    let console = match system.board.console.as_ref().map(|console| console.value) {
+        None => "None".to_string(),
+        Some(Console::Pl011 { base }) => {
+            format!("Some(hypervisor::config::ConsoleConfig::Pl011 {{ base: {base:#x} }})")
+        }
+        Some(Console::Cadence { base }) => {
+            format!("Some(hypervisor::config::ConsoleConfig::Cadence {{ base: {base:#x} }})")
+        }
+        Some(Console::Uart8250 { port }) => {
+            format!("Some(hypervisor::config::ConsoleConfig::Uart8250 {{ port: {port:#x} }})")
+        }
+    };
+    let _ = writeln!(code, "    console: {console},");
     let _ = writeln!(code, "}};");
     if errors.is_empty() {
         Ok(code)

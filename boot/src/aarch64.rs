@@ -3,6 +3,13 @@
 //! The image is entered at EL2 with the MMU off: by a Linux-style loader (QEMU `-kernel`,
 //! U-Boot `booti`, the UEFI loader in `boot/uefi`) with x0 = the device tree's address, or by
 //! PSCI CPU_ON with x0 = a [`SecondaryContext`].
+//!
+//! The image is a static PIE (build.rs, `.cargo/config.toml`): code addresses everything
+//! PC-relative, and the only absolute addresses are data words listed as R_AARCH64_RELATIVE
+//! relocations. The boot CPU's first instructions add (load address - link address) to each
+//! of them, before any Rust code runs, so a loader may put the image at any 2 MiB-aligned base
+//! plus text_offset (header flags bit 3). A relocation of another type stops the boot (the
+//! linker produces none; a hang is all that can be said before a console exists).
 
 use core::arch::global_asm;
 
@@ -36,7 +43,7 @@ _start:
     .long   0                       // code1
     .quad   0x200000                // text_offset: load at RAM base + 2 MiB
     .quad   __image_size            // image_size, .bss and boot stack included
-    .quad   0x2                     // flags: little-endian, 4 KiB pages, placed at the offset
+    .quad   0xa                     // flags: little-endian, 4 KiB pages, any 2 MiB-aligned base
     .quad   0                       // res2
     .quad   0                       // res3
     .quad   0                       // res4
@@ -47,6 +54,27 @@ _start:
 bulkhead_primary_entry:
     mov     x19, x0                 // device tree address
     mov     x20, x1                 // 0, or UEFI_HANDOFF_MAGIC from Bulkhead's UEFI loader
+    adrp    x1, __image_start       // where the loader put the image
+    add     x1, x1, :lo12:__image_start
+    ldr     x2, =__image_link_address // an absolute symbol: no relocation of its own
+    sub     x3, x1, x2              // x3 = load address - link address (also at 0: the
+                                    // linker leaves relocated words zero, RELA keeps addends)
+    adrp    x4, __rela_start
+    add     x4, x4, :lo12:__rela_start
+    adrp    x5, __rela_end
+    add     x5, x5, :lo12:__rela_end
+6:  cmp     x4, x5
+    b.hs    7f
+    ldp     x6, x7, [x4], #16       // r_offset, r_info
+    ldr     x8, [x4], #8            // r_addend
+    cmp     x7, #0x403              // R_AARCH64_RELATIVE (symbol 0)
+    b.ne    8f
+    add     x8, x8, x3
+    str     x8, [x6, x3]            // *(r_offset + delta) = r_addend + delta
+    b       6b
+8:  wfe                             // a relocation this code cannot apply
+    b       8b
+7:
     adrp    x1, __boot_stack_top
     add     x1, x1, :lo12:__boot_stack_top
     mov     sp, x1

@@ -91,8 +91,34 @@ pub struct Cpu {
 /// The kind of UART the console is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UartKind {
-    /// Arm PrimeCell PL011.
+    /// Arm PrimeCell PL011 (`arm,pl011`).
     Pl011,
+    /// Cadence UART (`cdns,uart-r1p12`, `xlnx,xuartps`): the Xilinx Zynq and ZynqMP UARTs.
+    Cadence,
+}
+
+impl UartKind {
+    /// The device-tree `compatible` strings of each kind, in the order the kinds are tried.
+    const COMPATIBLE: [(UartKind, &'static [&'static str]); 2] = [
+        (UartKind::Pl011, &["arm,pl011"]),
+        (UartKind::Cadence, &["cdns,uart-r1p12", "xlnx,xuartps"]),
+    ];
+
+    /// The kind a device-tree node is compatible with, if Bulkhead has a driver for it.
+    fn of_node(node: &FdtNode<'_, '_>) -> Option<UartKind> {
+        Self::COMPATIBLE
+            .iter()
+            .find(|(_, names)| names.iter().any(|name| is_compatible(node, name)))
+            .map(|&(kind, _)| kind)
+    }
+
+    /// A name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            UartKind::Pl011 => "PL011",
+            UartKind::Cadence => "Cadence UART",
+        }
+    }
 }
 
 /// The console UART.
@@ -115,7 +141,8 @@ pub struct Board {
     pub reserved: Vec<PhysRange>,
     /// CPUs in device-tree order; index = Bulkhead's CPU index.
     pub cpus: Vec<Cpu>,
-    /// The console UART (`/chosen/stdout-path`, else the first PL011).
+    /// The console UART: the node `/chosen/stdout-path` names (a path or an alias) when
+    /// Bulkhead has a driver for it, else the first enabled PL011.
     pub uart: Option<Uart>,
     /// The interrupt controller.
     pub gic: Option<Gic>,
@@ -160,7 +187,7 @@ impl Board {
     /// Parses the board description from a flattened device tree blob.
     pub fn from_device_tree(blob: &[u8]) -> Result<Board, BoardError> {
         let fdt = Fdt::new(blob).map_err(|_| BoardError::InvalidDeviceTree)?;
-        let root = fdt.find_node("/").ok_or(BoardError::Missing("root node"))?;
+        let root = root_node(&fdt).ok_or(BoardError::Missing("root node"))?;
         let model = root
             .property("model")
             .and_then(|p| p.as_str())
@@ -183,16 +210,14 @@ impl Board {
             .memory_reservations()
             .filter_map(|r| PhysRange::from_start_size(r.address() as u64, r.size() as u64))
             .collect();
-        if let Some(node) = fdt.find_node("/reserved-memory") {
+        if let Some(node) = find_path(&fdt, "/reserved-memory") {
             for child in node.children() {
                 reserved.extend(reg_ranges(&child));
             }
         }
         reserved.sort();
 
-        let cpus_node = fdt
-            .find_node("/cpus")
-            .ok_or(BoardError::Missing("/cpus node"))?;
+        let cpus_node = find_path(&fdt, "/cpus").ok_or(BoardError::Missing("/cpus node"))?;
         let mut cpus = Vec::new();
         for node in cpus_node.children() {
             let is_cpu = node.property("device_type").and_then(|p| p.as_str()) == Some("cpu");
@@ -209,24 +234,25 @@ impl Board {
             return Err(BoardError::Missing("cpu node"));
         }
 
-        let stdout = fdt
-            .find_node("/chosen")
+        let stdout = find_path(&fdt, "/chosen")
             .and_then(|chosen| chosen.property("stdout-path"))
             .and_then(|p| p.as_str())
             .map(|path| path.split(':').next().unwrap_or(path))
-            .and_then(|path| fdt.find_node(path));
-        let uart_node = stdout
-            .filter(|node| is_compatible(node, "arm,pl011"))
-            .or_else(|| fdt.find_compatible(&["arm,pl011"]));
-        let uart = uart_node.and_then(|node| {
-            reg_ranges(&node).first().map(|&registers| Uart {
-                kind: UartKind::Pl011,
-                registers,
-            })
+            .and_then(|path| find_path(&fdt, path))
+            .and_then(|node| UartKind::of_node(&node).map(|kind| (node, kind)));
+        let first_pl011 = || {
+            fdt.all_nodes()
+                .find(|node| is_compatible(node, "arm,pl011") && node_enabled(node))
+                .map(|node| (node, UartKind::Pl011))
+        };
+        let uart = stdout.or_else(first_pl011).and_then(|(node, kind)| {
+            reg_ranges(&node)
+                .first()
+                .map(|&registers| Uart { kind, registers })
         });
 
         let gic = parse_gic(&fdt)?;
-        let psci = match fdt.find_node("/psci") {
+        let psci = match find_path(&fdt, "/psci") {
             Some(node) => match node.property("method").and_then(|p| p.as_str()) {
                 Some("smc") => Some(PsciConduit::Smc),
                 Some("hvc") => Some(PsciConduit::Hvc),
@@ -234,8 +260,7 @@ impl Board {
             },
             None => None,
         };
-        let bootargs = fdt
-            .find_node("/chosen")
+        let bootargs = find_path(&fdt, "/chosen")
             .and_then(|chosen| chosen.property("bootargs"))
             .and_then(|p| p.as_str())
             .unwrap_or("")
@@ -298,6 +323,38 @@ fn parse_gic(fdt: &Fdt<'_>) -> Result<Option<Gic>, BoardError> {
         }));
     }
     Ok(None)
+}
+
+fn root_node<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
+    fdt.all_nodes().next()
+}
+
+/// The node at `path` (`/axi/serial@ff000000`; a component without a unit address matches a
+/// node with one, as in `/memory`), or the node an alias names (`serial0`).
+///
+/// Written here rather than using `Fdt::find_node`: fdt 0.1.5's path walk loses its place on
+/// the NOP tokens a device tree carries after firmware edited it (QEMU's `-dtb` of the ZCU102
+/// hid `/chosen` and `/aliases`, and an alias lookup hit an assertion), while walking
+/// `children()` reads such a tree correctly.
+fn find_path<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+    let Some(relative) = path.strip_prefix('/') else {
+        let aliases = find_path(fdt, "/aliases")?;
+        let target = aliases.property(path)?.as_str()?;
+        return if target.starts_with('/') {
+            find_path(fdt, target)
+        } else {
+            None
+        };
+    };
+    let mut node = root_node(fdt)?;
+    for component in relative.split('/').filter(|c| !c.is_empty()) {
+        let matches = |name: &str| {
+            name == component
+                || (!component.contains('@') && name.split('@').next() == Some(component))
+        };
+        node = node.children().find(|child| matches(child.name))?;
+    }
+    Some(node)
 }
 
 fn node_enabled(node: &FdtNode<'_, '_>) -> bool {
@@ -403,6 +460,121 @@ mod tests {
         assert_eq!(device_tree_size(&[0; 8]), None);
     }
 
+    /// A device tree shaped like the ZynqMP ZCU102's as QEMU hands it over (`xlnx-zcu102`
+    /// with the board DTB): RAM at 0, a GIC-400, two Cadence UARTs and `stdout-path` naming
+    /// an alias with options. `extra_pl011` adds a PL011 that is not the console.
+    fn zynqmp_like(stdout_path: Option<&str>, extra_pl011: bool) -> Vec<u8> {
+        let mut w = crate::fdt_writer::FdtWriter::new();
+        w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.property_string("model", "ZynqMP-like test board")
+            .unwrap();
+        w.begin_node("chosen").unwrap();
+        if let Some(path) = stdout_path {
+            w.property_string("stdout-path", path).unwrap();
+        }
+        w.end_node().unwrap();
+        w.begin_node("aliases").unwrap();
+        w.property_string("serial0", "/axi/serial@ff000000")
+            .unwrap();
+        w.property_string("serial1", "/axi/serial@ff010000")
+            .unwrap();
+        w.end_node().unwrap();
+        w.begin_node("memory@0").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_u64_list("reg", &[0, 0x8000_0000]).unwrap();
+        w.end_node().unwrap();
+        w.begin_node("cpus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 0).unwrap();
+        for cpu in 0..4u32 {
+            w.begin_node(&alloc::format!("cpu@{cpu}")).unwrap();
+            w.property_string("device_type", "cpu").unwrap();
+            w.property_u32("reg", cpu).unwrap();
+            w.end_node().unwrap();
+        }
+        w.end_node().unwrap();
+        w.begin_node("psci").unwrap();
+        w.property_string("method", "smc").unwrap();
+        w.end_node().unwrap();
+        w.begin_node("axi").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.begin_node("interrupt-controller@f9010000").unwrap();
+        w.property_string("compatible", "arm,gic-400").unwrap();
+        let gic = [
+            0xf901_0000,
+            0x1_0000,
+            0xf902_0000,
+            0x2_0000,
+            0xf904_0000,
+            0x2_0000,
+        ];
+        w.property_u64_list("reg", &[gic[0], gic[1], gic[2], gic[3], gic[4], gic[5]])
+            .unwrap();
+        w.end_node().unwrap();
+        for base in [0xff00_0000u64, 0xff01_0000] {
+            w.begin_node(&alloc::format!("serial@{base:x}")).unwrap();
+            w.property_strings("compatible", &["xlnx,zynqmp-uart", "cdns,uart-r1p12"])
+                .unwrap();
+            w.property_u64_list("reg", &[base, 0x1000]).unwrap();
+            w.end_node().unwrap();
+        }
+        if extra_pl011 {
+            w.begin_node("serial@9000000").unwrap();
+            w.property_string("compatible", "arm,pl011").unwrap();
+            w.property_u64_list("reg", &[0x900_0000, 0x1000]).unwrap();
+            w.end_node().unwrap();
+        }
+        w.end_node().unwrap();
+        w.end_node().unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn stdout_path_alias_picks_the_cadence_uart() {
+        let board = Board::from_device_tree(&zynqmp_like(Some("serial1:115200n8"), true)).unwrap();
+        assert_eq!(
+            board.uart,
+            Some(Uart {
+                kind: UartKind::Cadence,
+                registers: range(0xff01_0000, 0x1000)
+            })
+        );
+        assert_eq!(board.memory, [range(0, 0x8000_0000)]);
+        assert_eq!(board.cpus.len(), 4);
+        assert!(matches!(board.gic, Some(Gic::V2 { .. })));
+    }
+
+    #[test]
+    fn stdout_path_as_a_full_path() {
+        let blob = zynqmp_like(Some("/axi/serial@ff000000"), true);
+        let board = Board::from_device_tree(&blob).unwrap();
+        assert_eq!(
+            board.uart.map(|u| u.registers.start.as_u64()),
+            Some(0xff00_0000)
+        );
+    }
+
+    #[test]
+    fn without_a_usable_stdout_path_the_first_pl011_is_the_console() {
+        for stdout in [None, Some("serial7"), Some("/psci")] {
+            let board = Board::from_device_tree(&zynqmp_like(stdout, true)).unwrap();
+            assert_eq!(
+                board.uart,
+                Some(Uart {
+                    kind: UartKind::Pl011,
+                    registers: range(0x900_0000, 0x1000)
+                }),
+                "stdout-path {stdout:?}"
+            );
+        }
+        // No stdout-path and no PL011: no console (a Cadence UART is used only when chosen).
+        let board = Board::from_device_tree(&zynqmp_like(None, false)).unwrap();
+        assert_eq!(board.uart, None);
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert_eq!(
@@ -413,5 +585,27 @@ mod tests {
             Board::from_device_tree(&[]),
             Err(BoardError::InvalidDeviceTree)
         );
+    }
+
+    /// A real board's device tree after QEMU edited it (xlnx-zcu102 with Debian's
+    /// zynqmp-zcu102-rev1.0.dtb), when one is at hand: not part of the repository (it is
+    /// Linux's), so the test only runs where `BULKHEAD_ZCU102_DTB` names it.
+    #[test]
+    fn zcu102_device_tree_from_qemu() {
+        let Some(path) = std::env::var_os("BULKHEAD_ZCU102_DTB") else {
+            return;
+        };
+        let blob = std::fs::read(path).unwrap();
+        let board = Board::from_device_tree(&blob).unwrap();
+        assert_eq!(
+            board.uart,
+            Some(Uart {
+                kind: UartKind::Cadence,
+                registers: range(0xff00_0000, 0x1000)
+            })
+        );
+        assert_eq!(board.cpus.len(), 4);
+        assert_eq!(board.psci, Some(PsciConduit::Smc));
+        assert!(matches!(board.gic, Some(Gic::V2 { .. })));
     }
 }

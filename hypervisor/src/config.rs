@@ -126,6 +126,26 @@ pub struct IvshmemConfig {
     pub vectors: u32,
 }
 
+/// The hypervisor's physical console as the board file's `console` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleConfig {
+    /// `console pl011 loc ADDR`.
+    Pl011 {
+        /// Physical address of the register frame.
+        base: u64,
+    },
+    /// `console cadence loc ADDR`.
+    Cadence {
+        /// Physical address of the register frame.
+        base: u64,
+    },
+    /// `console 8250 port N`.
+    Uart8250 {
+        /// First I/O port.
+        port: u16,
+    },
+}
+
 /// The whole system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SystemConfig {
@@ -142,4 +162,7 @@ pub struct SystemConfig {
     pub regions: &'static [(&'static str, u64)],
     /// Bytes of the pool guests create regions from at run time (`shmem-pool`).
     pub shmem_pool: u64,
+    /// The board file's `console` (None: the firmware's choice, e.g. the device tree's
+    /// `/chosen/stdout-path` on aarch64).
+    pub console: Option<ConsoleConfig>,
 }

@@ -11,13 +11,14 @@ use arch_aarch64::cpu::{self, PerCpu};
 use arch_aarch64::mmu::MmuSettings;
 
 use crate::heap_tables::{IdentityMap, READ_WRITE};
+use arch_aarch64::console_uart::ConsoleUart;
 use arch_aarch64::paging::{El2Stage1, Memory};
-use arch_aarch64::pl011::Pl011;
 use arch_aarch64::{exception, power, psci};
 use boot::aarch64::{ImageLayout, UEFI_HANDOFF_MAGIC};
 use hypervisor::addr::{HostPhysAddr, HumanSize, PAGE_SIZE, PhysRange};
-use hypervisor::board::{Board, Gic, PsciConduit, UartKind, device_tree_size};
+use hypervisor::board::{Board, Gic, PsciConduit, Uart, UartKind, device_tree_size};
 use hypervisor::bootargs::{BootOptions, SelfTest};
+use hypervisor::config::ConsoleConfig;
 use hypervisor::console::CONSOLE;
 use hypervisor::memory::{MemoryMap, PhysRangeSet, Usage};
 use hypervisor::println;
@@ -49,7 +50,35 @@ impl fmt::Display for BootMethod {
     }
 }
 
-static UART: Once<Pl011> = Once::new();
+static UART: Once<ConsoleUart> = Once::new();
+
+/// Who chose the console UART.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConsoleSource {
+    /// The board file's `console` line.
+    BoardFile,
+    /// The device tree (`/chosen/stdout-path`, else its first PL011).
+    DeviceTree,
+}
+
+/// The console UART: the board file's `console` when it names one, else the device tree's.
+fn choose_console(
+    board: &Board,
+    configured: Option<ConsoleConfig>,
+) -> Option<(Uart, ConsoleSource)> {
+    let from_board_file = |kind, base| {
+        PhysRange::from_start_size(base, PAGE_SIZE)
+            .map(|registers| (Uart { kind, registers }, ConsoleSource::BoardFile))
+    };
+    match configured {
+        Some(ConsoleConfig::Pl011 { base }) => from_board_file(UartKind::Pl011, base),
+        Some(ConsoleConfig::Cadence { base }) => from_board_file(UartKind::Cadence, base),
+        // The build refuses an I/O-port console on aarch64.
+        Some(ConsoleConfig::Uart8250 { .. }) | None => {
+            board.uart.map(|uart| (uart, ConsoleSource::DeviceTree))
+        }
+    }
+}
 
 /// Stops the boot with a report (a firmware or configuration problem, not a guest's doing).
 fn boot_failure(args: fmt::Arguments<'_>) -> ! {
@@ -90,12 +119,19 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     let Some((board, device_tree_size)) = read_board(device_tree_address) else {
         cpu::halt()
     };
-    if let Some(uart) = board.uart.filter(|u| u.kind == UartKind::Pl011) {
-        // SAFETY: the device tree names this frame as the console PL011; identity-mapped
-        // (MMU off now, device-mapped once it is on); only the console drives it.
-        let pl011 =
-            UART.call_once(|| unsafe { Pl011::new(uart.registers.start.as_u64() as usize) });
-        CONSOLE.set_sink(pl011);
+    let console = choose_console(&board, partitions::configuration().console);
+    let board = Board {
+        uart: console.map(|(uart, _)| uart),
+        ..board
+    };
+    if let Some((uart, _)) = console {
+        // SAFETY: the board file or the device tree names this frame as the console UART of
+        // this kind; identity-mapped (MMU off now, device-mapped once it is on); only the
+        // console drives it.
+        let driver = UART.call_once(|| unsafe {
+            ConsoleUart::new(uart.kind, uart.registers.start.as_u64() as usize)
+        });
+        CONSOLE.set_sink(driver);
     }
     hypervisor::console::init_logging(log::LevelFilter::Info);
     if let Some(conduit) = board.psci {
@@ -119,7 +155,7 @@ extern "C" fn bulkhead_primary_main(device_tree_address: u64, handoff: u64) -> !
     for word in &options.unknown {
         log::warn!("unknown boot option `{word}` ignored");
     }
-    print_board(&board);
+    print_board(&board, console.map(|(_, source)| source));
     if board.psci != Some(PsciConduit::Smc) {
         boot_failure(format_args!(
             "the device tree offers no PSCI through SMC; Bulkhead needs it"
@@ -231,7 +267,7 @@ fn page_range(start: u64, size: u64) -> PhysRange {
     }
 }
 
-fn print_board(board: &Board) {
+fn print_board(board: &Board, console: Option<ConsoleSource>) {
     let gic = match &board.gic {
         Some(Gic::V2 {
             distributor,
@@ -259,7 +295,15 @@ fn print_board(board: &Board) {
     let (major, minor) = psci::version();
     println!("board: {}; {} CPUs; {gic}", board.model, board.cpus.len());
     if let Some(uart) = board.uart {
-        println!("console: PL011 at {:#x}", uart.registers.start);
+        let source = match console {
+            Some(ConsoleSource::BoardFile) => "board file",
+            _ => "device tree",
+        };
+        println!(
+            "console: {} at {:#x} ({source})",
+            uart.kind.name(),
+            uart.registers.start
+        );
     }
     println!(
         "PSCI {major}.{minor} via {:?}",

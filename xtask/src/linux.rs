@@ -51,6 +51,34 @@ pub fn prepare_for(config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The board device tree `name` (a path below `usr/lib/linux-image-VERSION/` of Debian's arm64
+/// kernel package, e.g. `xilinx/zynqmp-zcu102-rev1.0.dtb`), fetching the package if needed.
+pub fn board_device_tree(name: &str) -> Result<PathBuf> {
+    if name.split('/').any(|part| part.is_empty() || part == "..") {
+        return Err(Error::new(format!(
+            "device tree `{name}`: expected a relative path such as xilinx/zynqmp-zcu102-rev1.0.dtb"
+        )));
+    }
+    let root = fetch(&directory())?;
+    let lib = root.join("usr").join("lib");
+    let entries = std::fs::read_dir(&lib).context(|| format!("cannot list {}", lib.display()))?;
+    let found = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|file| file.to_string_lossy().starts_with("linux-image-"))
+        })
+        .map(|path| path.join(name))
+        .find(|path| path.is_file());
+    found.context(|| {
+        format!(
+            "Debian's kernel package in {} has no device tree {name} below {}/linux-image-*/",
+            directory().display(),
+            lib.display()
+        )
+    })
+}
+
 /// Downloads and unpacks the packages unless done before; returns the unpacked tree.
 fn fetch(linux: &Path) -> Result<PathBuf> {
     let root = linux.join("root");

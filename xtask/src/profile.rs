@@ -64,6 +64,16 @@ pub struct Profile {
     /// Bochs settings (required with `emulator-kind = "bochs"`).
     #[serde(default)]
     pub bochs: Option<bochs::BochsSettings>,
+    /// A board device tree from Debian's arm64 kernel package, by its path below
+    /// `usr/lib/linux-image-VERSION/` (`xilinx/zynqmp-zcu102-rev1.0.dtb`): fetched like the Linux
+    /// guests' kernel and passed with `-dtb` (QEMU then adds its own edits: memory, /psci,
+    /// /chosen/bootargs).
+    #[serde(default)]
+    pub device_tree: Option<String>,
+    /// The board file `cargo xtask run` compiles in on this machine without `--config`
+    /// (relative to the repository; default: the architecture's demo for QEMU virt or x86).
+    #[serde(default)]
+    pub default_config: Option<String>,
 }
 
 /// The UEFI firmware a profile boots with.
@@ -276,6 +286,11 @@ impl Profile {
         }
         if launch.gdb {
             command.args(["-S", "-gdb", "tcp::1234"]);
+        }
+        if let Some(device_tree) = &self.device_tree {
+            command
+                .arg("-dtb")
+                .arg(crate::linux::board_device_tree(device_tree)?);
         }
         match &launch.boot {
             Boot::Image { binary, append } => {

@@ -16,7 +16,7 @@ pub struct RunArgs {
     /// Architecture to build for.
     #[arg(long, value_enum, default_value_t)]
     arch: Arch,
-    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2, bochs-vmx, q35-tcg,
+    /// Machine profile: a name from qemu/ (virt-gicv3, virt-gicv2, zcu102, bochs-vmx, q35-tcg,
     /// q35-kvm) or the path of a profile file [default: virt-gicv3 on aarch64; on x86_64
     /// q35-kvm when the host's KVM offers nested VMX or SVM, else bochs-vmx; q35-tcg with --boot uefi].
     #[arg(long, value_name = "PROFILE")]
@@ -44,8 +44,9 @@ pub struct RunArgs {
     #[arg(long)]
     no_semihosting: bool,
     /// System configuration (a board file, see hypervisor/config/README.md), compiled into
-    /// the image; `none` boots without partitions [default: qemu/systems/demo/board.board on
-    /// aarch64, qemu/systems/x86-shmem-demo/board.board on x86_64].
+    /// the image; `none` boots without partitions [default: the machine profile's
+    /// `default-config`, else qemu/systems/demo/board.board on aarch64,
+    /// qemu/systems/x86-shmem-demo/board.board on x86_64].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -156,8 +157,12 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
         Some(path) if path.as_os_str() == "none" => None,
         path => Some(workspace::absolute_existing(
             &workspace::root().join(
-                path.as_deref()
-                    .unwrap_or(Path::new(default_config(args.arch))),
+                path.as_deref().unwrap_or(Path::new(
+                    profile
+                        .default_config
+                        .as_deref()
+                        .unwrap_or(default_config(args.arch)),
+                )),
             ),
             "configuration file",
         )?),

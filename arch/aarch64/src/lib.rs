@@ -27,6 +27,10 @@ pub mod list_register;
 pub mod paging;
 
 #[cfg(target_arch = "aarch64")]
+pub mod cadence_uart;
+#[cfg(target_arch = "aarch64")]
+pub mod console_uart;
+#[cfg(target_arch = "aarch64")]
 pub mod cpu;
 #[cfg(target_arch = "aarch64")]
 pub mod exception;

@@ -191,9 +191,10 @@ fn parse_range(token: Token<'_>, what: &str) -> Result<MemoryRange, String> {
     Ok(MemoryRange { base, size })
 }
 
-/// `console pl011 loc ADDR` or `console 8250 port N`.
+/// `console pl011 loc ADDR`, `console cadence loc ADDR` or `console 8250 port N`.
 fn parse_console(item: &Item<'_>, errors: &mut FileErrors) -> Option<Console> {
-    const CONSOLES: &str = "`console pl011 loc ADDR` or `console 8250 port N`";
+    const CONSOLES: &str =
+        "`console pl011 loc ADDR`, `console cadence loc ADDR` or `console 8250 port N`";
     let line = item.keyword.line;
     let Some((kind, rest)) = item.args.split_first() else {
         errors.error(line, format!("`console` needs a kind: {CONSOLES}"));
@@ -201,6 +202,7 @@ fn parse_console(item: &Item<'_>, errors: &mut FileErrors) -> Option<Console> {
     };
     let (option, context) = match kind.text {
         "pl011" => ("loc", "console pl011"),
+        "cadence" => ("loc", "console cadence"),
         "8250" => ("port", "console 8250"),
         other => {
             errors.error(
@@ -231,7 +233,11 @@ fn parse_console(item: &Item<'_>, errors: &mut FileErrors) -> Option<Console> {
             value.line,
             errors,
         )?;
-        Some(Console::Pl011 { base })
+        Some(if kind.text == "cadence" {
+            Console::Cadence { base }
+        } else {
+            Console::Pl011 { base }
+        })
     } else {
         let port = parse_number(value.text)
             .map_err(|e| format!("console port: {e}"))

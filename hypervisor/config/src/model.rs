@@ -135,6 +135,11 @@ pub enum Console {
         /// Physical address of the register block.
         base: u64,
     },
+    /// `console cadence loc ADDR`: a Cadence UART (Zynq, ZynqMP) at a physical MMIO address.
+    Cadence {
+        /// Physical address of the register block.
+        base: u64,
+    },
     /// `console 8250 port N`: a 16550-compatible UART at an x86 I/O port.
     Uart8250 {
         /// First I/O port of the register block.

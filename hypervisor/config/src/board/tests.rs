@@ -255,7 +255,7 @@ fn shmem_pool() {
 
 #[test]
 fn console_forms() {
-    let expected = "`console pl011 loc ADDR` or `console 8250 port N`";
+    let expected = "`console pl011 loc ADDR`, `console cadence loc ADDR` or `console 8250 port N`";
     assert_error(&replace("console", "console"), 8, expected);
     assert_error(
         &replace("console", "console virtio"),
@@ -283,6 +283,11 @@ fn console_forms() {
         "duplicate option `loc` of console pl011",
     );
     assert_error(
+        &replace("console", "console cadence"),
+        8,
+        "console cadence needs `loc`",
+    );
+    assert_error(
         &replace("console", "console pl011 loc here"),
         8,
         "console loc: `here` is not a number",
@@ -301,5 +306,14 @@ fn unknown_keyword_lists_board_keywords() {
         &format!("{BOARD}vdev pl011\n"),
         11,
         "unknown keyword `vdev` in a board file",
+    );
+}
+
+#[test]
+fn cadence_console() {
+    let board = parse(&replace("console", "console cadence loc 0xff000000")).unwrap();
+    assert_eq!(
+        board.console.map(|c| c.value),
+        Some(Console::Cadence { base: 0xff00_0000 })
     );
 }

@@ -282,10 +282,21 @@ fn check_console(board: &Board, board_ram: &memory::RangeSet, errors: &mut Error
     match console.value {
         Console::Uart8250 { .. } if board.arch.value == Arch::Aarch64 => {
             let message = "`console 8250 port N` needs I/O ports, which aarch64 does not have; \
-                           use `console pl011 loc ADDR`";
+                           use `console pl011 loc ADDR` or `console cadence loc ADDR`";
             errors.push(&console.at, message);
         }
-        Console::Pl011 { base } => {
+        Console::Pl011 { base } | Console::Cadence { base } => {
+            let kind = if matches!(console.value, Console::Cadence { .. }) {
+                "cadence"
+            } else {
+                "pl011"
+            };
+            if board.arch.value != Arch::Aarch64 {
+                let message = format!(
+                    "`console {kind} loc ADDR` is an aarch64 console; x86_64 uses `console 8250 port N`"
+                );
+                errors.push(&console.at, message);
+            }
             let page = MemoryRange {
                 base: base - base % PAGE_SIZE,
                 size: PAGE_SIZE,
@@ -293,7 +304,7 @@ fn check_console(board: &Board, board_ram: &memory::RangeSet, errors: &mut Error
             if board_ram.ranges().iter().any(|ram| ram.overlaps(&page)) {
                 errors.push(
                     &console.at,
-                    format!("console pl011 at {base:#x} lies inside board RAM"),
+                    format!("console {kind} at {base:#x} lies inside board RAM"),
                 );
             }
         }
