@@ -50,6 +50,22 @@ impl TableMemory for HeapTables {
             unsafe { pointer.write_volatile(value) }
         }
     }
+
+    fn allocate_contiguous(&mut self, count: usize) -> Option<u64> {
+        let size = 4096usize.checked_mul(count)?;
+        let layout = Layout::from_size_align(size, size).ok()?;
+        // SAFETY: the layout has non-zero size: it equals the alignment, which `Layout`
+        // only accepts as a power of two (a count of 0 gives 0 and is refused above). Never
+        // freed, like every table.
+        let block = unsafe { alloc_zeroed(layout) };
+        if block.is_null() {
+            return None;
+        }
+        for index in 0..count {
+            self.tables.push(block as u64 + 4096 * index as u64);
+        }
+        Some(block as u64)
+    }
 }
 
 /// Read-execute: the image's code.

@@ -55,6 +55,19 @@ impl Gic {
         }
     }
 
+    /// Where the second 4 KiB page of a GICv2 CPU interface frame (GICC or GICV) starting at
+    /// `frame` lies: right after the first, or 64 KiB on where the frame is 128 KiB (GIC-400
+    /// wired with each page repeated over 64 KiB, as on ZynqMP; the page at +4 KiB is then
+    /// the first one again, so GICC_DIR there would write GICC_CTLR).
+    pub fn second_page(frame: &PhysRange) -> u64 {
+        let step = if frame.size() >= 0x2_0000 {
+            0x1_0000
+        } else {
+            0x1000
+        };
+        frame.start.as_u64() + step
+    }
+
     /// Every MMIO frame the GIC occupies.
     pub fn frames(&self) -> Vec<PhysRange> {
         match self {

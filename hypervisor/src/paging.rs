@@ -22,6 +22,13 @@ pub trait TableMemory {
     fn read_entry(&self, table: u64, index: usize) -> u64;
     /// Writes entry `index` (< 512) of the table at `table`.
     fn write_entry(&mut self, table: u64, index: usize, value: u64);
+    /// Allocates `count` (a power of two) zeroed tables in one block aligned to its size and
+    /// returns the first one's address: concatenated tables at a walk's first level. `None`
+    /// where the storage cannot.
+    fn allocate_contiguous(&mut self, count: usize) -> Option<u64> {
+        let _ = count;
+        None
+    }
 }
 
 /// What a mapping allows and what memory type it has.
@@ -126,9 +133,37 @@ impl<M: TableMemory, F: EntryFormat> PageTable<M, F> {
         })
     }
 
+    /// An empty tree whose first `count` level-1 tables are allocated together (contiguous,
+    /// aligned to their total size) and entered in the level-0 table: a walk may then start
+    /// at level 1 with those tables concatenated (an aarch64 stage 2 on a CPU whose physical
+    /// range is 40 or 42 bits, where a level-0 start is not allowed). The builder keeps
+    /// walking from level 0; [`PageTable::concatenated_root`] is the hardware's root.
+    pub fn with_concatenated_level1(mut memory: M, count: usize) -> Result<Self, MapError> {
+        let root = memory.allocate_table().ok_or(MapError::OutOfTables)?;
+        let first = memory
+            .allocate_contiguous(count)
+            .ok_or(MapError::OutOfTables)?;
+        for index in 0..count.min(ENTRIES) {
+            let table = first + PAGE * index as u64;
+            memory.write_entry(root, index, F::table_entry(table));
+        }
+        Ok(Self {
+            root,
+            memory,
+            format: PhantomData,
+        })
+    }
+
     /// Physical address of the level-0 table (for TTBR/VTTBR, CR3 or the EPT pointer).
     pub fn root(&self) -> u64 {
         self.root
+    }
+
+    /// The first of the concatenated level-1 tables [`PageTable::with_concatenated_level1`]
+    /// made (the root for a walk that starts at level 1), from the level-0 table's entry 0.
+    pub fn concatenated_root(&self) -> Option<u64> {
+        let entry = self.memory.read_entry(self.root, 0);
+        (F::is_present(entry) && !F::is_leaf(entry, 0)).then_some(entry & F::ADDRESS_MASK)
     }
 
     /// The table storage.
@@ -338,6 +373,27 @@ impl TableMemory for BufferTables {
             *slot = value;
         }
     }
+
+    /// Blocks come from a separate range (from 1 << 40), where single tables never land.
+    fn allocate_contiguous(&mut self, count: usize) -> Option<u64> {
+        if !count.is_power_of_two() {
+            return None;
+        }
+        let size = 0x1000 * count as u64;
+        let above = self
+            .tables
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(1 << 40);
+        let first = above.checked_add(size)? & !(size - 1);
+        for index in 0..count {
+            self.tables
+                .insert(first + 0x1000 * index as u64, alloc::vec![0; ENTRIES]);
+        }
+        Some(first)
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +462,46 @@ mod tests {
         assert_eq!(t.lookup(0x8020_0fff), Some((0x8020_0fff, RW, 0x1000)));
         assert_eq!(t.lookup(0x8020_1000), None);
         assert_eq!(t.memory().tables.len(), 4, "root + L1 + L2 + L3");
+    }
+
+    #[test]
+    fn concatenated_level1_tables_serve_a_walk_from_level_1() {
+        let mut t = PageTable::<BufferTables, TestFormat>::with_concatenated_level1(
+            BufferTables::default(),
+            2,
+        )
+        .unwrap();
+        let first = t.concatenated_root().unwrap();
+        assert_eq!(first % 0x2000, 0, "aligned to the two tables");
+        // A mapping below 512 GiB lands in the first level-1 table, one above in the second
+        // (contiguous with it): a walk starting at level 1 from `first` finds both.
+        t.map(0x4000_0000, 0x4000_0000, 1 << 30, RW).unwrap();
+        t.map(0x80_4000_0000, 0x8000_0000, 1 << 30, RW).unwrap();
+        let memory = t.memory();
+        assert_eq!(memory.read_entry(first, 1) & !0xfff, 0x4000_0000);
+        assert_eq!(memory.read_entry(first + 0x1000, 1) & !0xfff, 0x8000_0000);
+        assert_eq!(t.lookup(0x80_4000_0010), Some((0x8000_0010, RW, 1 << 30)));
+        // A storage without blocks refuses.
+        struct NoBlocks(BufferTables);
+        impl TableMemory for NoBlocks {
+            fn allocate_table(&mut self) -> Option<u64> {
+                self.0.allocate_table()
+            }
+            fn read_entry(&self, table: u64, index: usize) -> u64 {
+                self.0.read_entry(table, index)
+            }
+            fn write_entry(&mut self, table: u64, index: usize, value: u64) {
+                self.0.write_entry(table, index, value)
+            }
+        }
+        assert!(
+            PageTable::<NoBlocks, TestFormat>::with_concatenated_level1(
+                NoBlocks(BufferTables::default()),
+                2
+            )
+            .is_err()
+        );
+        assert_eq!(table().concatenated_root(), None);
     }
 
     #[test]

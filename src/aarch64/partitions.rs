@@ -74,7 +74,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
     let config = configuration();
     let shared =
         shared_memory.map(|memory| shared_memory::create(configuration(), memory, boot_failure));
-    let Some(vtcr) = vcpu::stage2_control() else {
+    let Some(stage2) = vcpu::stage2_control() else {
         boot_failure(format_args!(
             "this CPU's physical address range is below 40 bits"
         ))
@@ -106,8 +106,12 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
                 partition.name
             ));
         }
-        let table = build_stage2(partition, virtual_cpu_interface);
-        let root = table.root();
+        let table = build_stage2(partition, virtual_cpu_interface, stage2.concatenated_level1);
+        // The walk starts at the concatenated level-1 tables where level 0 is not allowed.
+        let root = table
+            .concatenated_root()
+            .filter(|_| stage2.concatenated_level1.is_some());
+        let root = root.unwrap_or_else(|| table.root());
         tables.push(spin::Mutex::new(table));
         let vmid = (index as u64 + 1) & 0xff;
         let entry = load_image(partition, gic_version, 0);
@@ -141,7 +145,7 @@ pub fn load(memory_map: &MemoryMap, board: &Board, shared_memory: Option<PhysRan
         loaded,
         assignment,
         mpidrs,
-        vtcr,
+        vtcr: stage2.vtcr,
     });
 }
 
@@ -167,14 +171,20 @@ fn check_ram(partition: &PartitionConfig, memory_map: &MemoryMap) {
 fn build_stage2(
     partition: &PartitionConfig,
     virtual_cpu_interface: Option<PhysRange>,
+    concatenated_level1: Option<usize>,
 ) -> PageTable<HeapTables, Stage2> {
-    let mut table =
-        PageTable::<HeapTables, Stage2>::new(HeapTables::default()).unwrap_or_else(|e| {
-            boot_failure(format_args!(
-                "partition {}: stage-2 table: {e}",
-                partition.name
-            ))
-        });
+    let table = match concatenated_level1 {
+        None => PageTable::<HeapTables, Stage2>::new(HeapTables::default()),
+        Some(count) => {
+            PageTable::<HeapTables, Stage2>::with_concatenated_level1(HeapTables::default(), count)
+        }
+    };
+    let mut table = table.unwrap_or_else(|e| {
+        boot_failure(format_args!(
+            "partition {}: stage-2 table: {e}",
+            partition.name
+        ))
+    });
     let normal = Memory::Normal {
         write: true,
         execute: true,
@@ -188,12 +198,20 @@ fn build_stage2(
         }
     }
     if let Some(frame) = virtual_cpu_interface {
-        let (base, size) = layout::GIC_CPU_INTERFACE;
-        if let Err(e) = table.map(base, frame.start.as_u64(), size, Memory::Device) {
-            boot_failure(format_args!(
-                "partition {}: stage-2 mapping of GICV: {e}",
-                partition.name
-            ));
+        // The guest's GICC is GICV's two 4 KiB pages side by side, wherever the board put
+        // the second one (see Gic::second_page).
+        let (base, _) = layout::GIC_CPU_INTERFACE;
+        let pages = [
+            (base, frame.start.as_u64()),
+            (base + 0x1000, Gic::second_page(&frame)),
+        ];
+        for (guest, host) in pages {
+            if let Err(e) = table.map(guest, host, 0x1000, Memory::Device) {
+                boot_failure(format_args!(
+                    "partition {}: stage-2 mapping of GICV: {e}",
+                    partition.name
+                ));
+            }
         }
     }
     table

@@ -32,6 +32,8 @@ enum Frames {
     V2 {
         distributor: u64,
         cpu_interface: u64,
+        /// GICC's second page (GICC_DIR), see [`Gic::second_page`].
+        cpu_interface_page1: u64,
         hypervisor_interface: u64,
     },
 }
@@ -93,6 +95,7 @@ pub fn init_distributor(gic: &Gic) -> Result<(), &'static str> {
         } => Frames::V2 {
             distributor: distributor.start.as_u64(),
             cpu_interface: cpu_interface.start.as_u64(),
+            cpu_interface_page1: Gic::second_page(cpu_interface),
             hypervisor_interface: hypervisor_interface
                 .map(|r| r.start.as_u64())
                 .ok_or("the GICv2 has no virtualization extensions (no GICH frame)")?,
@@ -181,6 +184,7 @@ pub fn init_this_cpu(mpidr: u64) -> Result<usize, &'static str> {
             distributor,
             cpu_interface,
             hypervisor_interface,
+            ..
         } => {
             write32(distributor + 0x180, u32::MAX);
             for register in 0..8 {
@@ -245,7 +249,11 @@ pub fn end_of_interrupt(intid: u32) {
 pub fn deactivate(intid: u32) {
     match FRAMES.get() {
         Some(Frames::V3 { .. }) => write_sysreg!("S3_0_C12_C11_1", u64::from(intid)),
-        Some(Frames::V2 { cpu_interface, .. }) => write32(cpu_interface + 0x1000, intid),
+        // GICC_DIR: offset 0x1000, the second page.
+        Some(Frames::V2 {
+            cpu_interface_page1,
+            ..
+        }) => write32(*cpu_interface_page1, intid),
         None => {}
     }
 }

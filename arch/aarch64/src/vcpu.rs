@@ -105,22 +105,43 @@ const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// SPSR_EL2 for entry: EL1h, DAIF masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;
 
-/// VTCR_EL2 for a 4-level stage 2 starting at level 0 (the builder's layout), with the
-/// largest input size the CPU's physical address range allows (40 to 48 bits).
-pub fn stage2_control() -> Option<u64> {
+/// How a partition's stage 2 is walked on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage2Control {
+    /// VTCR_EL2.
+    pub vtcr: u64,
+    /// `None`: the walk starts at level 0 (the builder's root); `Some(n)`: it starts at level
+    /// 1 with `n` concatenated level-1 tables (see
+    /// [`hypervisor::paging::PageTable::with_concatenated_level1`]).
+    pub concatenated_level1: Option<usize>,
+}
+
+/// The stage-2 walk for the largest input size the CPU's physical address range allows (40
+/// to 48 bits), 4 KiB granule. A walk may only start at level 0 where the range is 44 bits
+/// or more; with 40 or 42 bits (Cortex-A53, A57, A72: 40) it starts at level 1 with 2 or 8
+/// concatenated tables, which covers the same input range.
+pub fn stage2_control() -> Option<Stage2Control> {
     use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
     let physical_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
-    let bits = match physical_range {
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        5 | 6 => 48,
+    let (bits, concatenated_level1) = match physical_range {
+        2 => (40, Some(2)),
+        3 => (42, Some(8)),
+        4 => (44, None),
+        5 | 6 => (48, None),
         _ => return None,
     };
     const START_LEVEL_0: u64 = 2 << 6;
+    const START_LEVEL_1: u64 = 1 << 6;
     const WALK_CACHEABLE: u64 = (0b01 << 8) | (0b01 << 10) | (0b11 << 12);
     const RES1: u64 = 1 << 31;
-    Some((64 - bits) | START_LEVEL_0 | WALK_CACHEABLE | (physical_range.min(5) << 16) | RES1)
+    let start = match concatenated_level1 {
+        None => START_LEVEL_0,
+        Some(_) => START_LEVEL_1,
+    };
+    Some(Stage2Control {
+        vtcr: (64 - bits) | start | WALK_CACHEABLE | (physical_range.min(5) << 16) | RES1,
+        concatenated_level1,
+    })
 }
 
 /// Sets up this CPU's EL2 controls for its one guest (stage 2, traps, identity); the vCPU
