@@ -32,7 +32,7 @@ static RESTARTS: AtomicU32 = AtomicU32::new(0);
 /// vCPU 1 ran on the passing run and did not fault.
 static SECOND_DONE: AtomicBool = AtomicBool::new(false);
 /// The initial pattern of [`SCRATCH`] (in the image's initialised data).
-const PATTERN: u64 = 0x5eed_0f_1ead_da7a;
+const PATTERN: u64 = 0x005e_ed0f_1ead_da7a;
 /// Words vCPU 0 keeps overwriting while it spins.
 const SCRATCH_WORDS: usize = 512;
 /// RAM vCPU 0 writes while waiting; reloaded with the image at each restart.
@@ -78,7 +78,9 @@ fn spin_until(what: &str, timeout_ms: u64, stamp: Option<u64>, done: impl Fn() -
         }
         if let Some(stamp) = stamp {
             for _ in 0..16 {
-                SCRATCH[word % SCRATCH_WORDS].store(stamp ^ word as u64, Ordering::Relaxed);
+                if let Some(slot) = SCRATCH.get(word % SCRATCH_WORDS) {
+                    slot.store(stamp ^ word as u64, Ordering::Relaxed);
+                }
                 word += 1;
             }
         } else {

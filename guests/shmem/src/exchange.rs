@@ -51,7 +51,11 @@ impl QuietWindows {
     /// reading of each end, and the second window less the first holds none.
     pub fn round(&mut self, round: u32, loud_rounds: u32) {
         let first = loud_rounds + WARMUP + 1;
-        let edges = [first, first + SHORT_WINDOW, first + SHORT_WINDOW + LONG_WINDOW];
+        let edges = [
+            first,
+            first + SHORT_WINDOW,
+            first + SHORT_WINDOW + LONG_WINDOW,
+        ];
         if let Some(slot) = edges
             .iter()
             .position(|&edge| edge == round)
@@ -81,8 +85,7 @@ impl QuietWindows {
                 long.wrapping_sub(short)
             );
         }
-        let (Some(tsc), Some(guest)) = (windows(|c| Some(c.tsc)), windows(|c| c.guest_time))
-        else {
+        let (Some(tsc), Some(guest)) = (windows(|c| Some(c.tsc)), windows(|c| c.guest_time)) else {
             return;
         };
         let exits = windows(|c| Some(c.exits)).unwrap_or_default();

@@ -64,7 +64,7 @@ fn level_storm() {
             Some(interrupt) if interrupt.intid() == UART_INTID => {
                 gic::end_of_interrupt(interrupt);
                 taken += 1;
-                if taken % 5_000 == 0 {
+                if taken.is_multiple_of(5_000) {
                     println!("storm: level: {taken} acknowledged");
                 }
             }
@@ -121,7 +121,7 @@ fn sgi_storm() {
             }
         }
         taken += seen;
-        if round % 500 == 0 {
+        if round.is_multiple_of(500) {
             println!("storm: sgi: {round} rounds, {taken} acknowledged");
         }
     }
