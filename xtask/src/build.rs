@@ -345,10 +345,16 @@ pub fn loader(arch: Arch, profile: CargoProfile, image: &Image) -> Result<Loader
     let binary = workspace::absolute_existing(&image.uefi_payload, "image for the UEFI loader")?;
     workspace::run(&mut loader_cargo("build", arch, profile, &binary))?;
 
-    let efi = workspace::target_dir()
+    let built = workspace::target_dir()
         .join(target)
         .join(profile.directory())
         .join("bulkhead-uefi.efi");
+    // Cargo writes every loader to the same file; each image's loader is kept beside the
+    // image (`IMAGE.uefi.efi`), so that scenarios built one after the other and run later
+    // each boot their own (the next build would overwrite the shared file).
+    let efi = binary.with_extension("efi");
+    std::fs::copy(&built, &efi)
+        .context(|| format!("cannot copy {} to {}", built.display(), efi.display()))?;
     let esp = workspace::target_dir().join("esp").join(arch.name());
     let boot_directory = esp.join("EFI").join("BOOT");
     std::fs::create_dir_all(&boot_directory)
