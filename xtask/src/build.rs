@@ -1,7 +1,8 @@
 //! `cargo xtask build`: the hypervisor image (ELF, then a flat Image binary on aarch64 or a
-//! Multiboot2 ELF and a GRUB ISO on x86_64) and the UEFI loader.
+//! Multiboot2 ELF and a GRUB ISO on x86_64), the UEFI loader and the U-Boot TFTP directory.
 
 pub mod iso;
+pub mod uboot;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,6 +75,8 @@ impl Arch {
             (Self::Aarch64, _) => "virt-gicv3",
             (Self::X86_64, BootMethod::Image) => "bochs-vmx",
             (Self::X86_64, BootMethod::Uefi) => "q35-tcg",
+            // No x86_64 profile has U-Boot: the profile's check says so.
+            (Self::X86_64, BootMethod::UBoot) => "q35-tcg",
         }
     }
 
@@ -98,6 +101,11 @@ pub enum BootMethod {
     Image,
     /// UEFI firmware starts the loader (BOOTAA64.EFI, BOOTX64.EFI), which carries the image.
     Uefi,
+    /// U-Boot (aarch64) fetches a script over TFTP that loads the arm64 Image at the profile's
+    /// load address, away from its link address, and `booti`s it.
+    #[value(name = "u-boot")]
+    #[serde(rename = "u-boot")]
+    UBoot,
 }
 
 /// Cargo profile of the image and loader.
@@ -148,7 +156,9 @@ pub struct BuildArgs {
     /// Architecture to build for.
     #[arg(long, value_enum, default_value_t)]
     arch: Arch,
-    /// Boot method: `image` builds the image; `uefi` also builds the loader and the ESP.
+    /// Boot method: `image` builds the image; `uefi` also builds the loader and the ESP;
+    /// `u-boot` also lays out the TFTP directory (image and boot script) for the default
+    /// aarch64 machine's load address.
     #[arg(long, value_enum, default_value_t)]
     boot: BootMethod,
     #[command(flatten)]
@@ -189,8 +199,12 @@ pub fn command(args: &BuildArgs) -> Result<ExitCode> {
     let profile = args.cargo_profile.profile();
     let image = image(args.arch, profile, config.as_deref())?;
     let loader = match args.boot {
-        BootMethod::Image => None,
+        BootMethod::Image | BootMethod::UBoot => None,
         BootMethod::Uefi => Some(loader(args.arch, profile, &image)?),
+    };
+    let tftp = match args.boot {
+        BootMethod::UBoot => Some(uboot_directory(args.arch, &image)?),
+        BootMethod::Image | BootMethod::Uefi => None,
     };
     println!("image ELF (symbols): {}", image.elf.display());
     if args.arch == Arch::X86_64 {
@@ -206,7 +220,24 @@ pub fn command(args: &BuildArgs) -> Result<ExitCode> {
         println!("UEFI loader:         {}", loader.efi.display());
         println!("EFI system partition: {}", loader.esp.display());
     }
+    if let Some((directory, load_address)) = tftp {
+        println!(
+            "U-Boot TFTP directory: {} (loads the image at {load_address:#x})",
+            directory.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `target/u-boot/ARCH`: the TFTP directory for the default machine's U-Boot, with no kernel
+/// command line; returns it and the load address.
+fn uboot_directory(arch: Arch, image: &Image) -> Result<(PathBuf, u64)> {
+    let profile = crate::profile::Profile::load(arch.default_profile(BootMethod::UBoot))?;
+    setup::emulators(&profile.requirements(BootMethod::UBoot)?)?;
+    let load_address = profile.uboot_firmware()?.load_address;
+    let directory = workspace::target_dir().join("u-boot").join(arch.name());
+    uboot::make(&image.binary, load_address, "", &directory)?;
+    Ok((directory, load_address))
 }
 
 /// Build the hypervisor image and convert it to a flat binary next to the ELF.

@@ -61,6 +61,9 @@ pub struct Profile {
     /// Firmware for `--boot uefi`; a profile without it cannot boot through UEFI.
     #[serde(default)]
     pub uefi: Option<UefiFirmware>,
+    /// U-Boot for `--boot u-boot`; a profile without it cannot boot through U-Boot.
+    #[serde(default, rename = "u-boot")]
+    pub uboot: Option<UBootFirmware>,
     /// Bochs settings (required with `emulator-kind = "bochs"`).
     #[serde(default)]
     pub bochs: Option<bochs::BochsSettings>,
@@ -95,6 +98,20 @@ pub struct UefiFirmware {
     pub extra_args: Vec<String>,
 }
 
+/// The U-Boot a profile boots with (`-bios`), and where its script loads the image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UBootFirmware {
+    /// U-Boot binary, passed with `-bios`.
+    pub firmware: PathBuf,
+    /// Debian/Ubuntu package that provides it.
+    pub package: String,
+    /// Where the boot script puts the image: 2 MiB-aligned, not the link address, and clear of
+    /// the partitions' RAM of the configurations booted this way (the image refuses to start a
+    /// partition over itself) and of U-Boot's own memory at the top of RAM.
+    pub load_address: u64,
+}
+
 /// How the firmware image reaches QEMU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +135,9 @@ pub enum Boot {
     Uefi { esp: PathBuf },
     /// The BIOS boots GRUB from this CD image, which boots the Multiboot2 image (x86_64).
     Iso { iso: PathBuf },
+    /// U-Boot runs the boot script this directory holds (see `build::uboot`), served by QEMU's
+    /// user-mode network over TFTP.
+    UBootScript { tftp: PathBuf },
 }
 
 /// Where the serial console goes.
@@ -199,6 +219,20 @@ impl Profile {
             }
             EmulatorKind::Qemu => {}
         }
+        if let Some(uboot) = &profile.uboot {
+            if profile.arch != Arch::Aarch64 {
+                return Err(Error::new("[u-boot] is for aarch64 profiles (booti)"));
+            }
+            if !uboot
+                .load_address
+                .is_multiple_of(crate::build::uboot::LOAD_ALIGNMENT)
+            {
+                return Err(Error::new(format!(
+                    "[u-boot] load-address {:#x} is not 2 MiB-aligned",
+                    uboot.load_address
+                )));
+            }
+        }
         Ok(profile)
     }
 
@@ -235,7 +269,25 @@ impl Profile {
                 package: firmware.package.clone(),
             });
         }
+        if boot == BootMethod::UBoot {
+            let firmware = self.uboot_firmware()?;
+            requirements.push(Requirement::File {
+                path: firmware.firmware.clone(),
+                package: firmware.package.clone(),
+            });
+            requirements.extend(crate::build::uboot::requirements());
+        }
         Ok(requirements)
+    }
+
+    /// The profile's U-Boot, or why `--boot u-boot` cannot be used on it.
+    pub fn uboot_firmware(&self) -> Result<&UBootFirmware> {
+        self.uboot.as_ref().context(|| {
+            format!(
+                "machine profile `{}` has no [u-boot] firmware: it cannot boot with --boot u-boot",
+                self.name
+            )
+        })
     }
 
     fn uefi_firmware(&self) -> Result<&UefiFirmware> {
@@ -321,6 +373,14 @@ impl Profile {
             }
             Boot::Iso { iso } => {
                 command.arg("-cdrom").arg(iso);
+            }
+            Boot::UBootScript { tftp } => {
+                command.arg("-bios").arg(&self.uboot_firmware()?.firmware);
+                // QEMU's option syntax: a comma inside a value is written twice.
+                let mut netdev = std::ffi::OsString::from("user,id=net0,tftp=");
+                netdev.push(tftp.to_string_lossy().replace(',', ",,"));
+                command.arg("-netdev").arg(netdev);
+                command.args(["-device", "virtio-net-device,netdev=net0"]);
             }
         }
         Ok(command)
@@ -441,6 +501,49 @@ mod tests {
              -S -gdb tcp::1234 -bios /usr/share/AAVMF/AAVMF_CODE.fd \
              -drive file=fat:rw:/t/esp/aarch64,format=raw -boot menu=on,splash-time=0"
         );
+    }
+
+    #[test]
+    fn uboot_boot_command_line() {
+        let profile = Profile::load("virt-gicv3").unwrap();
+        let command = profile
+            .command(&Launch {
+                boot: Boot::UBootScript {
+                    tftp: PathBuf::from("/t/u-boot,1"),
+                },
+                smp: 4,
+                memory: "512M".to_string(),
+                semihosting: true,
+                console: Console::Captured,
+                gdb: false,
+            })
+            .unwrap();
+        assert_eq!(
+            arguments(&command).join(" "),
+            "-M virt,virtualization=on,gic-version=3 -cpu max -smp 4 -m 512M \
+             -display none -serial stdio -monitor none -no-reboot -semihosting \
+             -bios /usr/lib/u-boot/qemu_arm64/u-boot.bin \
+             -netdev user,id=net0,tftp=/t/u-boot,,1 -device virtio-net-device,netdev=net0"
+        );
+        let requirements = profile.requirements(BootMethod::UBoot).unwrap();
+        for package in ["u-boot-qemu", "u-boot-tools"] {
+            assert!(
+                requirements.iter().any(|requirement| matches!(
+                    requirement,
+                    Requirement::File { package: wanted, .. }
+                        | Requirement::Program { package: wanted, .. } if wanted == package
+                )),
+                "{requirements:?}"
+            );
+        }
+        let uboot = profile.uboot_firmware().unwrap();
+        assert_ne!(uboot.load_address, 0x4020_0000, "the link address");
+        let error = Profile::load("q35-tcg")
+            .unwrap()
+            .requirements(BootMethod::UBoot)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no [u-boot]"), "{error}");
     }
 
     #[test]

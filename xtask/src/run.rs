@@ -21,8 +21,10 @@ pub struct RunArgs {
     /// q35-kvm when the host's KVM offers nested VMX or SVM, else bochs-vmx; q35-tcg with --boot uefi].
     #[arg(long, value_name = "PROFILE")]
     machine: Option<String>,
-    /// Boot method: `image` (aarch64: QEMU -kernel; x86_64: GRUB ISO with the Multiboot2 image)
-    /// or `uefi` (UEFI firmware starts the loader: AAVMF on aarch64, OVMF on x86_64).
+    /// Boot method: `image` (aarch64: QEMU -kernel; x86_64: GRUB ISO with the Multiboot2 image),
+    /// `uefi` (UEFI firmware starts the loader: AAVMF on aarch64, OVMF on x86_64) or `u-boot`
+    /// (aarch64: Debian's U-Boot fetches a boot script over QEMU's TFTP, which loads the image at
+    /// the profile's load address and `booti`s it).
     #[arg(long, value_enum, default_value_t)]
     boot: BootMethod,
     /// Number of CPUs (default: the profile's).
@@ -32,8 +34,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
     /// Kernel command-line words, e.g. "bulkhead.poweroff" (on x86_64 they go on GRUB's
-    /// multiboot2 line, or with --boot uefi into the loader's EFI/BOOT/bulkhead.cmdline; aarch64
-    /// UEFI boot takes none).
+    /// multiboot2 line, or with --boot uefi into the loader's EFI/BOOT/bulkhead.cmdline; with
+    /// --boot u-boot into the script's bootargs; aarch64 UEFI boot takes none).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     append: Option<String>,
     /// Wait for gdb on TCP port 1234 before the first instruction, and print the gdb command.
@@ -203,6 +205,17 @@ pub fn command(args: &RunArgs) -> Result<ExitCode> {
                     binary: image.binary.clone(),
                     append,
                 }
+            }
+        }
+        BootMethod::UBoot => {
+            let load_address = profile.uboot_firmware()?.load_address;
+            let tftp = workspace::target_dir().join("u-boot").join("run");
+            println!(
+                "==> {} (U-Boot script: image at {load_address:#x}, bootargs {append})",
+                tftp.display()
+            );
+            Boot::UBootScript {
+                tftp: build::uboot::make(&image.binary, load_address, &append, &tftp)?,
             }
         }
         BootMethod::Uefi => {

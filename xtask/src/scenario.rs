@@ -225,6 +225,7 @@ mod tests {
             "boot-gicv3-smp8",
             "boot-gicv2-smp4",
             "boot-uefi-gicv3",
+            "boot-uboot-gicv3",
             "panic-reports-location",
             "fault-reports-syndrome",
             "boot-x86-bochs-vmx",

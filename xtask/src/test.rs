@@ -220,7 +220,8 @@ impl Artifacts {
 
     /// How `scenario` boots, or why it cannot. An x86_64 scenario gets its own GRUB ISO (the
     /// command line lives in its grub.cfg) or EFI system partition (the command line lives in
-    /// `EFI/BOOT/bulkhead.cmdline`) in `directory`.
+    /// `EFI/BOOT/bulkhead.cmdline`) in `directory`; a U-Boot scenario its own TFTP directory
+    /// (the command line lives in its boot script).
     fn boot(&self, scenario: &Scenario, directory: &std::path::Path) -> Result<Boot, String> {
         let arch = scenario.profile.arch;
         let key = (arch, scenario.cargo_profile, scenario.config.clone());
@@ -246,6 +247,21 @@ impl Artifacts {
                         binary: image.binary.clone(),
                         append,
                     })
+                }
+                Some(Err(reason)) => Err(reason.clone()),
+                None => missing(),
+            },
+            BootMethod::UBoot => match self.images.get(&key) {
+                Some(Ok(image)) => {
+                    let load_address = scenario
+                        .profile
+                        .uboot_firmware()
+                        .map_err(|error| error.to_string())?
+                        .load_address;
+                    let tftp = directory.join(format!("{}.tftp", scenario.name));
+                    build::uboot::make(&image.binary, load_address, &append, &tftp)
+                        .map(|tftp| Boot::UBootScript { tftp })
+                        .map_err(|error| error.to_string())
                 }
                 Some(Err(reason)) => Err(reason.clone()),
                 None => missing(),
