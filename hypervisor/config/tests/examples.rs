@@ -205,3 +205,34 @@ fn validation_errors_carry_file_and_line() {
         )
     );
 }
+
+/// The board files the README's "On a board" section ships (real boards and QEMU's model of
+/// the ZCU102) are valid configurations: RAM at 0, no console line (the device tree's
+/// stdout-path), the demo's VM files.
+#[test]
+fn shipped_board_files_load() {
+    let systems = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../qemu/systems");
+    for (directory, board, partitions) in [
+        ("demo-zcu102", "zcu102", 4),
+        ("demo-zcu104", "zcu104", 4),
+        ("demo-rpi4", "rpi4", 2),
+        ("partitions-zcu102", "zcu102", 4),
+    ] {
+        let path = systems.join(directory).join("board.board");
+        let system = load_system(&path, &any_image)
+            .unwrap_or_else(|errors| panic!("{}: {errors}", path.display()));
+        assert_eq!(system.board.name.value, board);
+        assert_eq!(system.board.arch.value, Arch::Aarch64);
+        assert_eq!(system.vms.len(), partitions, "{directory}");
+        for vm in &system.vms {
+            for ram in &vm.ram {
+                assert!(
+                    ram.host_base >= 32 << 20,
+                    "{directory}: {} RAM at {:#x} inside the hypervisor's first 32 MiB",
+                    vm.name,
+                    ram.host_base
+                );
+            }
+        }
+    }
+}
