@@ -20,7 +20,7 @@
 //! on QEMU's AMD SVM under icount ([`svm`], keys `svm.*`).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -44,6 +44,17 @@ use results::{figures_json, results_json, results_path};
 
 /// The system configuration the benchmarks boot.
 pub const CONFIG: &str = "qemu/systems/bench/board.board";
+/// The same partitions on a ZynqMP board (RAM at 0), for profiles of QEMU's ZCU102 model.
+pub const CONFIG_ZYNQMP: &str = "qemu/systems/bench-zynqmp/board.board";
+
+/// The bench configuration for a machine profile.
+fn config_for(profile: &Profile) -> &'static str {
+    if profile.machine.starts_with("xlnx-zcu102") {
+        CONFIG_ZYNQMP
+    } else {
+        CONFIG
+    }
+}
 /// The machine profile unless `--machine` says otherwise.
 const DEFAULT_MACHINE: &str = "virt-gicv3";
 /// Profiles the icount run is also made on (for the hypervisor figures), after `--machine`.
@@ -63,7 +74,8 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Machine profile (an aarch64 one: virt-gicv3, virt-gicv2) or the path of a profile file:
+    /// Machine profile (an aarch64 one: virt-gicv3, virt-gicv2, zcu102 (whose bench system is
+    /// qemu/systems/bench-zynqmp, RAM at 0)) or the path of a profile file:
     /// the wall-clock runs and the first icount run; the icount run is also made on
     /// virt-gicv3 and virt-gicv2.
     #[arg(long, value_name = "PROFILE", default_value = DEFAULT_MACHINE)]
@@ -232,8 +244,25 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         profile.check_smp(SMP)?;
         setup::emulators(&profile.requirements(BootMethod::Image)?)?;
     }
-    let config = workspace::absolute_existing(&workspace::root().join(CONFIG), "configuration")?;
-    let image = build::image(profile.arch, CargoProfile::Release, Some(&config))?;
+    // One image per bench configuration the profiles need (the virt boards share one).
+    let mut images: Vec<(&'static str, PathBuf)> = Vec::new();
+    for machine in &icount_profiles {
+        let name = config_for(machine);
+        if images.iter().all(|(built, _)| *built != name) {
+            let config =
+                workspace::absolute_existing(&workspace::root().join(name), "configuration")?;
+            let image = build::image(machine.arch, CargoProfile::Release, Some(&config))?;
+            images.push((name, image.binary));
+        }
+    }
+    let image_for = |machine: &Profile| -> Result<PathBuf> {
+        let name = config_for(machine);
+        images
+            .iter()
+            .find(|(built, _)| *built == name)
+            .map(|(_, binary)| binary.clone())
+            .ok_or_else(|| Error::new(format!("no bench image was built for {name}")))
+    };
     let directory = workspace::target_dir().join("bench");
 
     // The first icount run is on `--machine` (icount.log), the others on the other profiles.
@@ -250,7 +279,7 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         };
         icount_runs.push((
             machine.name.clone(),
-            run(machine, &image.binary, true, &log)?,
+            run(machine, &image_for(machine)?, true, &log)?,
         ));
     }
     let mut wallclock = Vec::new();
@@ -260,7 +289,7 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
             args.runs, profile.name
         );
         let log = directory.join(format!("wallclock-{index}.log"));
-        wallclock.push(run(&profile, &image.binary, false, &log)?);
+        wallclock.push(run(&profile, &image_for(&profile)?, false, &log)?);
     }
     let Some((_, icount)) = icount_runs.first() else {
         return Err(Error::new("no icount run was made"));
