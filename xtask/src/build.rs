@@ -290,13 +290,19 @@ pub fn image(arch: Arch, profile: CargoProfile, config: Option<&Path>) -> Result
     }
     let flat = flatten(&elf, arch).context(|| elf_path.display().to_string())?;
     check_image_header(&flat.bytes).context(|| elf_path.display().to_string())?;
+    check_relocations(&elf).context(|| elf_path.display().to_string())?;
     std::fs::write(&binary_path, &flat.bytes)
         .context(|| format!("cannot write {}", binary_path.display()))?;
     println!(
-        "==> {} ({} bytes, loads at {:#x})",
+        "==> {} ({} bytes, linked at {:#x}{})",
         binary_path.display(),
         flat.bytes.len(),
-        flat.load_address
+        flat.load_address,
+        if arch == Arch::Aarch64 {
+            "; relocates itself to wherever it is loaded"
+        } else {
+            ""
+        }
     );
     Ok(Image {
         elf: elf_path,
@@ -466,6 +472,43 @@ pub fn esp_with_command_line(
 pub struct FlatImage {
     pub bytes: Vec<u8>,
     pub load_address: u64,
+}
+
+/// The aarch64 image relocates itself at entry and applies only R_AARCH64_RELATIVE entries
+/// (boot/src/aarch64: before any Rust runs, nothing else can be resolved); any other dynamic
+/// relocation in the ELF would be left unapplied and the image would stop at entry, so the
+/// build fails instead, naming it.
+pub fn check_relocations(elf_bytes: &[u8]) -> Result<()> {
+    use object::read::elf::SectionHeader;
+    let header = elf::FileHeader64::<object::Endianness>::parse(elf_bytes)
+        .context(|| "not a 64-bit ELF file".to_string())?;
+    let endian = header
+        .endian()
+        .context(|| "unknown ELF byte order".to_string())?;
+    let sections = header
+        .sections(endian, elf_bytes)
+        .context(|| "bad section headers".to_string())?;
+    for section in sections.iter() {
+        let Some((relocations, _)) = section
+            .rela(endian, elf_bytes)
+            .context(|| "bad relocation section".to_string())?
+        else {
+            continue;
+        };
+        if let Some(other) = relocations
+            .iter()
+            .map(|relocation| relocation.r_type(endian, false))
+            .find(|&kind| kind != elf::R_AARCH64_RELATIVE)
+        {
+            return Err(Error::new(format!(
+                "relocation type {other} in {}: the image applies only R_AARCH64_RELATIVE \
+                 ({}) at entry",
+                String::from_utf8_lossy(sections.section_name(endian, section).unwrap_or(b"?")),
+                elf::R_AARCH64_RELATIVE
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Largest flat binary accepted: a bigger one means a stray segment far from the image.
