@@ -33,7 +33,7 @@ use bulkhead_guest::gic::{self as guest_gic};
 use bulkhead_guest::platform::{self, GicLayout};
 use bulkhead_guest::psci;
 use bulkhead_shmem::pci::Bus;
-use bulkhead_shmem::qnx::QnxShmem;
+use bulkhead_shmem::qnx::{Location, QnxShmem};
 use bulkhead_shmem::{command_line_value, exit_fail_with, exit_pass, println};
 
 bulkhead_guest::entry!(main);
@@ -42,6 +42,8 @@ bulkhead_guest::entry!(main);
 const DEFAULT_ACCESSES: u64 = 20_000;
 /// Seed without `regfuzz.seed=N`.
 const DEFAULT_SEED: u64 = 0x5eed;
+/// Where control pages may be: Bulkhead's shared-memory windows (start, end).
+const SHMEM_WINDOWS: (u64, u64) = (0x60_0000_0000, 0x80_0000_0000);
 /// Progress line every this many accesses.
 const PROGRESS: u64 = 5_000;
 
@@ -237,7 +239,27 @@ impl Fuzzer {
         let Some(factory) = self.factories.get(which).copied().flatten() else {
             return;
         };
-        let base = factory.factory_address() as usize;
+        // The PCI factory page is wherever its BAR0 is now (BAR moves): a stale address could
+        // now be another BAR's registers, read as if they were the factory page.
+        let base = match factory.location() {
+            Location::Mmio => factory.factory_address() as usize,
+            Location::Pci(slot) => {
+                let (window, window_size) = bulkhead_shmem::pci::DEFAULT_MMIO32;
+                match self
+                    .bus
+                    .and_then(|bus| bus.device(slot))
+                    .and_then(|device| device.bar(0))
+                {
+                    Some(bar)
+                        if bar.address >= window
+                            && bar.address + 0x1000 <= window + window_size =>
+                    {
+                        bar.address as usize
+                    }
+                    _ => return,
+                }
+            }
+        };
         const NAMES: [&[u8]; 8] = [
             b"fuzz0",
             b"fuzz1",
@@ -287,7 +309,10 @@ impl Fuzzer {
             .windows
             .control_pages()
             .any(|w| w.base == control as usize);
-        if status == 0 && control != 0 && !known {
+        // Control pages lie in the shared-memory windows Bulkhead places from 0x60_0000_0000
+        // (hypervisor/src/guest_layout.rs; the runtime's identity map covers them).
+        let in_windows = (SHMEM_WINDOWS.0..SHMEM_WINDOWS.1).contains(&control);
+        if status == 0 && in_windows && !known {
             self.windows.add(Kind::Control, control as usize, 0x1000);
         }
     }
