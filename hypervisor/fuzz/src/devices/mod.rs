@@ -616,7 +616,20 @@ fn attach(
     let status = guest.read(machine, factory + 0x14, 4, trace)?.unwrap_or(1);
     let control = guest.read(machine, factory + 0x08, 8, trace)?.unwrap_or(0);
     if status == 0 && control != 0 && !guest.control_pages.contains(&control) {
+        // A fresh attachment: my index is a client index, and the active clients include me.
+        let index = guest.read(machine, control + 0x4, 4, trace)?;
+        let active = guest.read(machine, control, 4, trace)?;
+        if let (Some(index), Some(active)) = (index, active)
+            && (index >= 16 || active >> 16 & (1 << index) == 0)
+        {
+            return Err(format!(
+                "partition {}: attached at control page {control:#x} as index {index}, but the \
+                 status {active:#x} does not show it active",
+                guest.partition
+            ));
+        }
         guest.control_pages.push(control);
+        return Ok(done + 6);
     }
     Ok(done + 4)
 }
@@ -1004,6 +1017,20 @@ fn step(
             let Some((base, size)) = guest.bar_of(0x1af4, 0, rng) else {
                 return Ok(1);
             };
+            if rng.chance(1, 8) {
+                // IVPosition: my peer ID (below 16), or -1 before attaching.
+                if let Some(position) = guest.read(machine, base + 0x8, 4, trace)?
+                    && position >= 16
+                    && position != 0xffff_ffff
+                    && guest.in_pci_window(base, 0x100)
+                {
+                    return Err(format!(
+                        "partition {}: ivshmem IVPosition reads {position:#x}",
+                        guest.partition
+                    ));
+                }
+                return Ok(1);
+            }
             if rng.chance(1, 3) {
                 let value = (rng.below(3) << 16) | rng.below(3);
                 let value = if rng.chance(7, 8) { value } else { rng.value() };
