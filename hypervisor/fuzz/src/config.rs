@@ -6,11 +6,18 @@
 //! replaced by edge values in every notation the language has (hex, decimal, K/M/G suffixes,
 //! overflowing), keywords exchanged, statements made up from the grammar, stray bytes.
 //! Invariants: no panic; parsing is deterministic; every diagnostic names one of the files
-//! given, a line that exists in it (0 only for a whole file) and says something.
+//! given, a line that exists in it (0 only for a whole file) and says something. A system
+//! the validator accepts is checked for what isolation rests on: partitions' host RAM inside
+//! board RAM, apart from each other and from the hypervisor's; each physical CPU in one vCPU
+//! at most; in each VM, guest RAM, the windows Bulkhead places, every `loc` and the GIC apart
+//! from one another, with room for every `vdev shmem` in the shared-memory windows.
 
 use std::path::{Path, PathBuf};
 
-use bulkhead_config::{BOARD_KEYWORDS, Errors, VM_KEYWORDS, parse_board, parse_vm, validate};
+use bulkhead_config::{
+    BOARD_KEYWORDS, Errors, MemoryRange, SHMEM_WINDOW_SIZE, System, VM_KEYWORDS, Vdev,
+    fixed_ranges, parse_board, parse_vm, validate,
+};
 
 use crate::random::Rng;
 use crate::{SessionResult, Target, Trace};
@@ -281,10 +288,15 @@ fn mutate(rng: &mut Rng, text: &str, others: &[&str]) -> String {
 /// Every diagnostic must name a file it was given and a line of it.
 fn check_diagnostics(errors: &Errors, files: &[(&Path, &str)]) -> Result<(), String> {
     for diagnostic in errors.iter() {
-        let Some((_, text)) = files.iter().find(|(path, _)| *path == diagnostic.file) else {
+        // A board may name one VM file twice (each gets its own text here): the longest.
+        let Some(lines) = files
+            .iter()
+            .filter(|(path, _)| *path == diagnostic.file)
+            .map(|(_, text)| text.lines().count().max(1) as u32)
+            .max()
+        else {
             return Err(format!("a diagnostic names a file not given: {diagnostic}"));
         };
-        let lines = text.lines().count().max(1) as u32;
         if diagnostic.line > lines {
             return Err(format!(
                 "a diagnostic names line {} of a {lines}-line file: {diagnostic}",
@@ -295,6 +307,119 @@ fn check_diagnostics(errors: &Errors, files: &[(&Path, &str)]) -> Result<(), Str
             return Err(format!(
                 "an empty diagnostic at {}",
                 diagnostic.file.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What isolation rests on, in a system the validator accepted.
+fn check_system(system: &System) -> Result<(), String> {
+    let board = &system.board;
+    let hypervisor = board.hypervisor.value;
+    let mut host: Vec<(String, MemoryRange)> = Vec::new();
+    let mut cpus: Vec<u32> = Vec::new();
+    for vm in &system.vms {
+        for ram in &vm.ram {
+            let range = ram.host();
+            if !board
+                .ram
+                .iter()
+                .any(|board_ram| board_ram.value.contains(&range))
+            {
+                return Err(format!(
+                    "{}: host RAM {range} outside the board's RAM",
+                    vm.name
+                ));
+            }
+            if range.overlaps(&hypervisor) {
+                return Err(format!(
+                    "{}: host RAM {range} overlaps the hypervisor's",
+                    vm.name
+                ));
+            }
+            if let Some((other, _)) = host.iter().find(|(_, other)| other.overlaps(&range)) {
+                return Err(format!("{}: host RAM {range} overlaps {other}'s", vm.name));
+            }
+            host.push((vm.name.clone(), range));
+        }
+        for vcpu in &vm.vcpus {
+            if vcpu.physical_cpu >= board.cpus.value || cpus.contains(&vcpu.physical_cpu) {
+                return Err(format!(
+                    "{}: physical CPU {} given twice or beyond the board's {}",
+                    vm.name, vcpu.physical_cpu, board.cpus.value
+                ));
+            }
+            cpus.push(vcpu.physical_cpu);
+        }
+        // The guest-physical map: RAM, windows, `loc`s, and the GIC, all apart.
+        let mut guest: Vec<(String, MemoryRange)> = vm
+            .ram
+            .iter()
+            .map(|ram| (String::from("RAM"), ram.guest()))
+            .collect();
+        let layout = &vm.layout;
+        for (name, range) in [
+            ("the PCI ECAM", layout.pci_ecam),
+            ("the PCI 32-bit window", layout.pci_mmio32),
+            ("the PCI 64-bit window", layout.pci_mmio64),
+            ("the MSI frame", layout.msi_frame),
+            ("the shared-memory windows", layout.shmem_windows),
+        ] {
+            if range.size > 0 {
+                guest.push((String::from(name), range));
+            }
+        }
+        let mut shmem_devices = 0u64;
+        for vdev in &vm.vdevs {
+            let placed = match vdev {
+                Vdev::Pl011(pl011) => Some(("a vdev pl011", pl011.base.value, 0x1000)),
+                Vdev::IoApic(ioapic) => Some(("a vdev ioapic", ioapic.base.value, 0x1000)),
+                Vdev::Shmem(shmem) => {
+                    shmem_devices += 1;
+                    shmem
+                        .mmio
+                        .as_ref()
+                        .map(|mmio| ("an MMIO vdev shmem", mmio.base.value, 0x1000))
+                }
+                _ => None,
+            };
+            if let Some((name, base, size)) = placed
+                && base != 0
+            {
+                guest.push((String::from(name), MemoryRange { base, size }));
+            }
+        }
+        if layout.shmem_windows.size < shmem_devices.saturating_mul(SHMEM_WINDOW_SIZE) {
+            return Err(format!(
+                "{}: {shmem_devices} vdev shmem but shared-memory windows of {:#x} bytes",
+                vm.name, layout.shmem_windows.size
+            ));
+        }
+        let fixed = fixed_ranges(board.arch.value, vm.vcpus.len());
+        for (index, (name, range)) in guest.iter().enumerate() {
+            let clash = guest
+                .iter()
+                .skip(index + 1)
+                .map(|(other, other_range)| (other.as_str(), *other_range))
+                .chain(
+                    fixed
+                        .iter()
+                        .map(|(other, other_range)| (*other, *other_range)),
+                )
+                .find(|(_, other_range)| other_range.size > 0 && other_range.overlaps(range));
+            if let Some((other, other_range)) = clash {
+                return Err(format!(
+                    "{}: {name} at {range} overlaps {other} at {other_range}",
+                    vm.name
+                ));
+            }
+        }
+    }
+    for free in &system.free_ram {
+        if free.overlaps(&hypervisor) || host.iter().any(|(_, range)| range.overlaps(free)) {
+            return Err(format!(
+                "free RAM {free} overlaps a partition's or the hypervisor's"
             ));
         }
     }
@@ -392,14 +517,17 @@ fn validate_session(seed: u64, steps: u64, trace: &mut Trace) -> SessionResult {
             }
         };
         executed += 1;
-        if let Err(errors) = validate(board, vms, &resolver) {
-            let mut files: Vec<(&Path, &str)> = vec![(board_path.as_path(), &board_text)];
-            files.extend(
-                texts
-                    .iter()
-                    .map(|(path, text)| (path.as_path(), text.as_str())),
-            );
-            check_diagnostics(&errors, &files)?;
+        match validate(board, vms, &resolver) {
+            Ok(system) => check_system(&system)?,
+            Err(errors) => {
+                let mut files: Vec<(&Path, &str)> = vec![(board_path.as_path(), &board_text)];
+                files.extend(
+                    texts
+                        .iter()
+                        .map(|(path, text)| (path.as_path(), text.as_str())),
+                );
+                check_diagnostics(&errors, &files)?;
+            }
         }
     }
     Ok(executed)
@@ -420,7 +548,8 @@ mod tests {
                 .map(|(path, text)| parse_vm(&path.value, text).unwrap())
                 .collect();
             let resolver = |load: &str| -> Result<PathBuf, String> { Ok(PathBuf::from(load)) };
-            validate(board, vms, &resolver).unwrap();
+            let system = validate(board, vms, &resolver).unwrap();
+            check_system(&system).unwrap();
         }
     }
 }
