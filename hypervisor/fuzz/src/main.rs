@@ -61,8 +61,10 @@ fn parse_number(text: &str) -> Result<u64, String> {
 fn replay(target: &Target, seed: u64, session: u64) -> bool {
     let mut trace = Trace::keeping(usize::MAX);
     let result = run_session(target, seed, session, &mut trace);
-    for line in trace.lines() {
-        println!("  {line}");
+    for step in trace.lines() {
+        for line in step.lines() {
+            println!("  | {line}");
+        }
     }
     match result {
         Ok(steps) => {
@@ -140,8 +142,10 @@ fn main() -> ExitCode {
                 "  finding in session {}: {}",
                 finding.session, finding.message
             );
-            for line in &finding.trace {
-                println!("    | {line}");
+            for step in &finding.trace {
+                for line in step.lines() {
+                    println!("    | {line}");
+                }
             }
             println!(
                 "    replay: cargo xtask fuzz {} --seed {:#x} --session {}",
