@@ -151,7 +151,8 @@ pub fn known(stem: &'static str) {
     KNOWN_SEEN.with(|seen| *seen.borrow_mut().entry(stem).or_default() += 1);
 }
 
-fn known_stem(message: &str) -> Option<&'static str> {
+/// The entry of [`KNOWN`] `message` is an occurrence of, if any.
+pub fn known_stem(message: &str) -> Option<&'static str> {
     KNOWN
         .iter()
         .map(|(stem, _)| *stem)

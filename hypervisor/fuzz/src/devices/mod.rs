@@ -211,6 +211,7 @@ fn session(focus: Focus, seed: u64, steps: u64, trace: &mut Trace) -> SessionRes
     guest.discover(&machine, trace)?;
     peer.discover(&machine, trace)?;
     let mut executed = 0;
+    let mut outcome = Ok(());
     while executed < steps {
         // The peer acts now and then: attaches, notifies, rings doorbells.
         let (actor, actor_focus) = if rng.chance(1, 10) {
@@ -225,9 +226,21 @@ fn session(focus: Focus, seed: u64, steps: u64, trace: &mut Trace) -> SessionRes
         } else {
             (&mut guest, focus)
         };
-        let done = step(actor, &machine, actor_focus, &mut rng, trace)?;
+        let done = match step(actor, &machine, actor_focus, &mut rng, trace) {
+            Ok(done) => done,
+            Err(message) => {
+                // A known finding is counted and ends the session like a stop; any other
+                // is the session's result, after the end-of-session checks below.
+                match crate::known_stem(&message) {
+                    Some(stem) => crate::known(stem),
+                    None => outcome = Err(message),
+                }
+                break;
+            }
+        };
         if let Some(problem) = machine.take_problems().into_iter().next() {
-            return Err(problem);
+            outcome = Err(problem);
+            break;
         }
         if done == 0 {
             trace.note(|| String::from("session ends: the partition stopped"));
@@ -245,7 +258,11 @@ fn session(focus: Focus, seed: u64, steps: u64, trace: &mut Trace) -> SessionRes
             break;
         }
     }
-    finish(&machine)?;
+    // Every session ends with every partition releasing its shared memory and the checks of
+    // what that must leave; the registry is reused only when they hold.
+    let finished = finish(&machine);
+    outcome?;
+    finished?;
     machine.recycle();
     Ok(executed.max(1))
 }
