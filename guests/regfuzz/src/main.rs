@@ -6,9 +6,10 @@
 //! (or GICv2m frame), the PL011, PCI ECAM, every BAR of every PCI function (QNX factory
 //! page, ivshmem registers and MSI-X table), the MMIO QNX factory page and the control pages
 //! of the regions it attaches. Between them it moves BARs, writes region names and sizes to
-//! factory pages, notifies with random masks, detaches, rings doorbells and makes PSCI
-//! calls through HVC and SMC. It prints `regfuzz: passed N accesses` every 5,000 accesses and at the end
-//! `regfuzz: N accesses reached (M made), seed S`, then `PASS` and powers off.
+//! factory pages, notifies with random masks, detaches, rings doorbells, makes PSCI calls
+//! through HVC and SMC and (GICv3) writes ICC_SGI1R_EL1. It prints `regfuzz: passed N
+//! accesses` every 5,000 accesses and at the end `regfuzz: N accesses reached (M made),
+//! seed S`, then `PASS` and powers off.
 //!
 //! Left out on purpose (each would end or blind the run, not test the hypervisor):
 //! - writes that reach the PL011 data register (offsets 0-3): random bytes on the console
@@ -468,9 +469,38 @@ impl Fuzzer {
         self.accesses += 1;
     }
 
+    /// GICv3: a write to ICC_SGI1R_EL1 (trapped: Bulkhead delivers SGIs inside the
+    /// partition) with a random target list, affinity, INTID and routing mode; with
+    /// interrupts masked the SGIs to itself stay pending.
+    fn send_sgi(&mut self) {
+        if !matches!(platform::gic(), GicLayout::V3 { .. }) {
+            return self.poke();
+        }
+        let value = if self.rng.chance(3, 4) {
+            // TargetList (bits 15:0), INTID (27:24), IRM (40), Aff1/2/3 mostly 0.
+            self.rng.below(1 << 16)
+                | (self.rng.below(16) << 24)
+                | (self.rng.below(2) << 40)
+                | if self.rng.chance(1, 8) {
+                    self.rng.value() & 0x00ff_00ff_00ff_0000
+                } else {
+                    0
+                }
+        } else {
+            self.rng.value()
+        };
+        // SAFETY: an SGI request changes no memory; the SGIs it makes pending in this
+        // partition stay masked (DAIF.I is set for the whole run).
+        unsafe {
+            core::arch::asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack))
+        };
+        self.accesses += 1;
+    }
+
     fn step(&mut self) {
         match self.rng.below(100) {
-            0..=69 => self.poke(),
+            0..=66 => self.poke(),
+            67..=69 => self.send_sgi(),
             70..=79 => self.factory(),
             80..=87 => self.control(),
             88..=92 => self.move_bar(),
