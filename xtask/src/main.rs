@@ -18,6 +18,7 @@ mod bench;
 mod build;
 mod clippy;
 mod error;
+mod fuzz;
 mod guests;
 mod harness;
 mod linux;
@@ -48,13 +49,17 @@ enum Task {
     Build(build::BuildArgs),
     /// Build, then boot the image in QEMU with the serial console here (Ctrl-A X quits QEMU).
     Run(run::RunArgs),
-    /// Run the host unit tests, clippy and the system-test scenarios; end with
+    /// Run the host unit tests, the short fuzz runs, clippy and the system-test scenarios; end with
     /// `N passed, N failed`.
     Test(test::TestArgs),
     /// Measure doorbell round trips and shared-memory copies in the bench guests, under
     /// -icount (instruction counts) and in wall-clock time; print a table, write
     /// target/bench/results.json.
     Bench(bench::BenchArgs),
+    /// Run the host fuzz targets (config parser and validator, instruction and syndrome
+    /// decoders, device registers driven as a guest would) for a fixed time each; a long
+    /// run: `cargo xtask fuzz --time 600`.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::command(args),
         Task::Test(args) => test::command(args),
         Task::Bench(args) => bench::command(args),
+        Task::Fuzz(args) => fuzz::command(args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: host unit tests, clippy, then every system-test scenario; one
-//! `N passed, N failed`.
+//! `cargo xtask test`: host unit tests, the short fuzz runs, clippy, then every system-test
+//! scenario; one `N passed, N failed`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -12,7 +12,7 @@ use crate::build::{self, Arch, BootMethod, CargoProfile, Image, Loader};
 use crate::error::{Context, Error, Result};
 use crate::profile::{Boot, Console, Launch};
 use crate::scenario::{self, Scenario};
-use crate::{clippy, harness};
+use crate::{clippy, fuzz, harness};
 use crate::{setup, workspace};
 
 /// Options of `cargo xtask test`.
@@ -28,6 +28,9 @@ pub struct TestArgs {
     /// Skip the system-test scenarios.
     #[arg(long)]
     no_system: bool,
+    /// Skip the short fuzz runs (`cargo xtask fuzz`, each target one test named `fuzz-...`).
+    #[arg(long)]
+    no_fuzz: bool,
     /// Skip clippy (host crates, both images, both UEFI loaders; otherwise each is one test,
     /// named `clippy-...` and selected by --filter like a scenario).
     #[arg(long)]
@@ -60,6 +63,9 @@ pub fn command(args: &TestArgs) -> Result<ExitCode> {
     let mut tally = Tally::default();
     if !args.no_host {
         host_tests(args.filter.as_deref(), &mut tally)?;
+    }
+    if !args.no_fuzz {
+        fuzz::run_short(args.filter.as_deref(), &mut tally)?;
     }
     if !args.no_clippy {
         clippy::run(args.filter.as_deref(), &mut tally)?;

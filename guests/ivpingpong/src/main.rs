@@ -13,6 +13,9 @@
 //! peer ID + 1 (0x000 ivping's, 0x004 ivpong's), then reads the other's slot and, if it is
 //! there, rings it; at least one of two racing sides sees the other. Mailbox ivping → ivpong
 //! at 0x100, ivpong → ivping at 0x200.
+//!
+//! `ivpingpong.rounds=N` on the command line (the VM file's `cmdline`) plays N rounds instead
+//! of ten (both ends must be given the same).
 
 #![no_std]
 #![no_main]
@@ -29,6 +32,13 @@ bulkhead_shmem::entry!(main);
 
 /// Round trips: ten, three on x86_64 (its test machine, Bochs, emulates every instruction).
 const ROUNDS: u32 = if cfg!(target_arch = "x86_64") { 3 } else { 10 };
+/// Round trips: `ivpingpong.rounds=N` on the command line (a longer exchange beside another test), else
+/// [`ROUNDS`].
+fn rounds() -> u32 {
+    bulkhead_shmem::command_line_value("ivpingpong.rounds")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(ROUNDS)
+}
 /// Doorbell vector used both ways.
 const VECTOR: u16 = 0;
 /// The interrupt the MSI-X vector is delivered on (aarch64: INTID 96, the first MSI SPI;
@@ -193,9 +203,9 @@ fn ping(link: Link) -> ! {
     let outbox = link.mailbox(TO_PONG);
     let inbox = link.mailbox(TO_PING);
     let mut quiet = QuietWindows::default();
-    for round in 1..=ROUNDS + QUIET_ROUNDS {
-        let loud = round <= ROUNDS;
-        quiet.round(round, ROUNDS);
+    for round in 1..=rounds() + QUIET_ROUNDS {
+        let loud = round <= rounds();
+        quiet.round(round, rounds());
         let payload = PATTERN.message(round);
         let checksum = outbox.post(round, &payload).unwrap_or_else(|error| {
             exit_fail_with(format_args!("ivping: posting {round}: {error}"))
@@ -229,7 +239,7 @@ fn ping(link: Link) -> ! {
     quiet.report("ivping");
     println!(
         "ivping: {} round trips, {} doorbells",
-        ROUNDS + QUIET_ROUNDS,
+        rounds() + QUIET_ROUNDS,
         link.events.doorbells()
     );
     exit_pass()
@@ -241,9 +251,9 @@ fn pong(link: Link) -> ! {
     let memory = link.device.memory();
     let mut seen = 0;
     let mut quiet = QuietWindows::default();
-    for round in 1..=ROUNDS + QUIET_ROUNDS {
-        let loud = round <= ROUNDS;
-        quiet.round(round, ROUNDS);
+    for round in 1..=rounds() + QUIET_ROUNDS {
+        let loud = round <= rounds();
+        quiet.round(round, rounds());
         let timeout = if round == 1 {
             PONG_FIRST_TIMEOUT_MS
         } else {
@@ -281,7 +291,7 @@ fn pong(link: Link) -> ! {
     quiet.report("ivpong");
     println!(
         "ivpong: {} messages answered, {} doorbells",
-        ROUNDS + QUIET_ROUNDS,
+        rounds() + QUIET_ROUNDS,
         link.events.doorbells()
     );
     exit_pass()

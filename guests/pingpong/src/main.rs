@@ -10,7 +10,8 @@
 //! interrupt and check who notified them (signal knowledge).
 //!
 //! The region is `pingpong.region=NAME` from the partition's command line (the VM file's
-//! `cmdline`), else "pingpong".
+//! `cmdline`), else "pingpong"; `pingpong.rounds=N` plays N rounds instead of ten (both ends
+//! must be given the same).
 //!
 //! Region data: 0x000 ping's client index + 1, 0x004 pong's; mailbox ping → pong at 0x100,
 //! pong → ping at 0x200.
@@ -33,6 +34,13 @@ const DEFAULT_REGION: &str = "pingpong";
 const PAGES: u32 = 1;
 /// Round trips: ten, three on x86_64 (its test machine, Bochs, emulates every instruction).
 const ROUNDS: u32 = if cfg!(target_arch = "x86_64") { 3 } else { 10 };
+/// Round trips: `pingpong.rounds=N` on the command line (a longer exchange beside another test), else
+/// [`ROUNDS`].
+fn rounds() -> u32 {
+    bulkhead_shmem::command_line_value("pingpong.rounds")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(ROUNDS)
+}
 /// Time the peer has to show up.
 const STARTUP_TIMEOUT_MS: u64 = 30_000;
 /// Time one message or reply may take.
@@ -143,9 +151,9 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let inbox = mailbox(role, region.data(), TO_PING);
 
     let mut quiet = QuietWindows::default();
-    for round in 1..=ROUNDS + QUIET_ROUNDS {
-        let loud = round <= ROUNDS;
-        quiet.round(round, ROUNDS);
+    for round in 1..=rounds() + QUIET_ROUNDS {
+        let loud = round <= rounds();
+        quiet.round(round, rounds());
         let payload = PATTERN.message(round);
         let checksum = outbox
             .post(round, &payload)
@@ -184,7 +192,7 @@ fn ping(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     quiet.report("ping");
     println!(
         "ping: {} round trips, {} device interrupts",
-        ROUNDS + QUIET_ROUNDS,
+        rounds() + QUIET_ROUNDS,
         events.interrupts()
     );
     exit_pass()
@@ -197,9 +205,9 @@ fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     let outbox = mailbox(role, region.data(), TO_PING);
 
     let mut quiet = QuietWindows::default();
-    for round in 1..=ROUNDS + QUIET_ROUNDS {
-        let loud = round <= ROUNDS;
-        quiet.round(round, ROUNDS);
+    for round in 1..=rounds() + QUIET_ROUNDS {
+        let loud = round <= rounds();
+        quiet.round(round, rounds());
         let timeout = if round == 1 {
             STARTUP_TIMEOUT_MS
         } else {
@@ -246,7 +254,7 @@ fn pong(region: &Region, events: &'static RegionEvents, index: u32) -> ! {
     quiet.report("pong");
     println!(
         "pong: {} messages answered, {} device interrupts",
-        ROUNDS + QUIET_ROUNDS,
+        rounds() + QUIET_ROUNDS,
         events.interrupts()
     );
     exit_pass()

@@ -5,7 +5,9 @@
 //! The rules (README.md, "Guest-physical layout"):
 //! - What the file places may not overlap what the architecture fixes (aarch64: the GIC;
 //!   x86_64: Bulkhead's windows, which do not move there yet): an error at the file's line
-//!   naming both ranges.
+//!   naming both ranges. Windows that do not move may not overlap one another either (x86_64:
+//!   more than two `vdev shmem` reach the PCI 64-bit window): an error at the last
+//!   `vdev shmem`.
 //! - Each movable window, in [`window_rules`] order, keeps its usual place (QEMU virt's) when
 //!   nothing is there; else, if it may shrink, the largest free part of that place that is
 //!   still large enough; else the lowest free place of its full size in its area; else, if it
@@ -224,6 +226,28 @@ pub(crate) fn place(
             .filter(|rule| !rule.movable && rule.usual.size > 0)
             .map(|rule| (rule.name, rule.usual)),
     );
+    // Windows that do not move (x86_64) must not overlap one another: only the shared-memory
+    // windows grow (64 GiB per `vdev shmem`), so that is reported at the last `vdev shmem`.
+    let unmovable: Vec<&WindowRule> = rules
+        .iter()
+        .filter(|rule| !rule.movable && rule.usual.size > 0)
+        .collect();
+    for (index, window) in unmovable.iter().enumerate() {
+        for other in unmovable.iter().skip(index + 1) {
+            if window.usual.overlaps(&other.usual) {
+                let message = format!(
+                    "{} ({}, {} per vdev shmem) would overlap {} ({}), and {arch} windows do \
+                     not move: use fewer vdev shmem",
+                    window.name,
+                    span(&window.usual),
+                    format_size(SHMEM_WINDOW_SIZE),
+                    other.name,
+                    span(&other.usual),
+                );
+                errors.push(shmem.1.unwrap_or(system), message);
+            }
+        }
+    }
     for item in placed {
         for (name, range) in &fixed {
             if item.range.overlaps(range) {

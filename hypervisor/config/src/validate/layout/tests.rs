@@ -238,3 +238,36 @@ fn x86_windows_stay_and_refuse_what_overlaps_them() {
     assert_eq!(layout.pci_ecam, range(0xe000_0000, MIB));
     assert_eq!(layout.msi_frame.size, 0);
 }
+
+/// Found by `cargo xtask fuzz` (config-validate): on x86_64 the windows do not move, and a
+/// third `vdev shmem` made the shared-memory windows (0x60_0000_0000 + 64 GiB each) reach the
+/// PCI 64-bit window at 0x80_0000_0000, where ivshmem's BAR2 maps its region: the third
+/// device's attachments would have landed on it. Refused at the last `vdev shmem`.
+#[test]
+fn x86_shmem_windows_never_reach_the_64_bit_window() {
+    let system = at(1);
+    let shmem_line = at(9);
+    for (devices, refused) in [(2, false), (3, true), (4, true)] {
+        let mut errors = Errors::new();
+        let layout = place(
+            Arch::X86_64,
+            1,
+            &[],
+            (devices, Some(&shmem_line)),
+            &system,
+            &mut errors,
+        );
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        if refused {
+            assert_eq!(errors.len(), 1, "{devices}: {errors:?}");
+            assert!(
+                errors[0].starts_with("cfg/vm.qvmconf:9: the shared-memory windows (0x6000000000-")
+                    && errors[0].contains("would overlap the PCI 64-bit window"),
+                "{errors:?}"
+            );
+        } else {
+            assert_eq!(errors, Vec::<String>::new());
+            assert!(!layout.shmem_windows.overlaps(&layout.pci_mmio64));
+        }
+    }
+}
