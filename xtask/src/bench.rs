@@ -47,6 +47,27 @@ pub const CONFIG: &str = "qemu/systems/bench/board.board";
 /// The same partitions on a ZynqMP board (RAM at 0), for profiles of QEMU's ZCU102 model.
 pub const CONFIG_ZYNQMP: &str = "qemu/systems/bench-zynqmp/board.board";
 
+/// The bench partitions beside a neighbour that prints console lines without a pause (the
+/// console-isolation ratio; virt boards only).
+pub const CONFIG_NOISY: &str = "qemu/systems/bench-noisy/board.board";
+
+/// The round trips compared between the quiet and the noisy runs.
+const NEIGHBOUR_METRICS: [(&str, &str); 2] =
+    [("qnx", "roundtrip qnx"), ("ivshmem", "roundtrip ivshmem")];
+
+/// The median of the noisy runs' medians of `metric` (ns) over that of the quiet runs.
+fn neighbour_ratio(quiet: &[Run], noisy: &[Run], metric: &str) -> Option<(f64, f64, f64)> {
+    let medians = |runs: &[Run]| -> Vec<f64> {
+        runs.iter()
+            .filter_map(|run| find(&run.figures, metric, "ns")?.get("median"))
+            .map(|value| value as f64)
+            .collect()
+    };
+    let alone = median(&medians(quiet))?;
+    let beside = median(&medians(noisy))?;
+    (alone > 0.0).then(|| (alone, beside, beside / alone))
+}
+
 /// The bench configuration for a machine profile.
 fn config_for(profile: &Profile) -> &'static str {
     if profile.machine.starts_with("xlnx-zcu102") {
@@ -282,7 +303,18 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
             run(machine, &image_for(machine)?, true, &log)?,
         ));
     }
+    // The console-isolation case (virt boards): each wall-clock run is followed by one of the
+    // same partitions beside a neighbour printing without a pause, run for run, so that both
+    // see the same host load; the ratio of their round-trip medians is reported.
+    let noisy_image = if config_for(&profile) == CONFIG {
+        let config =
+            workspace::absolute_existing(&workspace::root().join(CONFIG_NOISY), "configuration")?;
+        Some(build::image(profile.arch, CargoProfile::Release, Some(&config))?.binary)
+    } else {
+        None
+    };
     let mut wallclock = Vec::new();
+    let mut noisy = Vec::new();
     for index in 1..=args.runs {
         println!(
             "==> wall-clock run {index} of {} on {} (plain TCG)",
@@ -290,6 +322,11 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         );
         let log = directory.join(format!("wallclock-{index}.log"));
         wallclock.push(run(&profile, &image_for(&profile)?, false, &log)?);
+        if let Some(image) = &noisy_image {
+            println!("==> wall-clock run {index} beside a partition printing without a pause");
+            let log = directory.join(format!("wallclock-noisy-{index}.log"));
+            noisy.push(run(&profile, image, false, &log)?);
+        }
     }
     let Some((_, icount)) = icount_runs.first() else {
         return Err(Error::new("no icount run was made"));
@@ -383,9 +420,35 @@ pub fn command(args: &BenchArgs) -> Result<ExitCode> {
         )
     );
 
+    let mut neighbour = Vec::new();
+    if !noisy.is_empty() {
+        println!();
+        println!(
+            "console isolation (wall-clock medians of {} runs each, alone / beside a partition printing without a pause on another CPU):",
+            args.runs
+        );
+        for (key, metric) in NEIGHBOUR_METRICS {
+            if let Some((alone, beside, ratio)) = neighbour_ratio(&wallclock, &noisy, metric) {
+                println!(
+                    "  {metric}: {} ns alone, {} ns beside it: ratio {}",
+                    number(alone),
+                    number(beside),
+                    number(ratio)
+                );
+                neighbour.push((key, Json::Number(ratio)));
+            }
+        }
+    }
+
     let results = results_path();
     let mut json = results_json(&profile.name, icount, &wallclock);
     if let Json::Object(fields) = &mut json {
+        if !neighbour.is_empty() {
+            fields.push((
+                "isolation.console_neighbour.roundtrip_ratio".to_string(),
+                Json::object(neighbour),
+            ));
+        }
         fields.extend(hypervisor::json_fields(&machines));
         if let Some((figures, command)) = &x86_exits {
             fields.extend(x86::json_fields(figures, command));

@@ -4,7 +4,9 @@
 //!   level-sensitive, asserted for as long as UARTIMSC.TXIM is set) acknowledged and ended
 //!   again and again: every end re-pends it (the maintenance interrupt on each EOI);
 //! - `storm=sgi`: eight SGIs made pending on itself at once (more than the four list
-//!   registers: the underflow interrupt refills them), all acknowledged and ended, repeated.
+//!   registers: the underflow interrupt refills them), all acknowledged and ended, repeated;
+//! - `storm=print`: console lines without a pause for `storm.ms=N` milliseconds (default
+//!   3,000): the noisy neighbour of `cargo xtask bench`'s console-isolation ratio.
 //!
 //! Both print their progress; a CPU stuck at EL2 would never print the next line.
 
@@ -42,6 +44,7 @@ fn main() -> ! {
     match mode {
         "level" => level_storm(),
         "sgi" => sgi_storm(),
+        "print" => print_storm(),
         other => exit_fail_with(format_args!("storm: unknown mode {other}")),
     }
     exit_pass()
@@ -84,6 +87,25 @@ fn level_storm() {
     // SAFETY: as above; the transmit interrupt off again.
     unsafe { bulkhead_guest::mmio::write32(imsc, 0) };
     println!("storm: level: {taken} acknowledgements of a line kept asserted, done");
+}
+
+fn print_storm() {
+    let ms = platform::bootargs()
+        .and_then(|args| {
+            args.split_whitespace()
+                .find_map(|word| word.strip_prefix("storm.ms="))
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(3_000u64);
+    let end = bulkhead_guest::timer::counter() + bulkhead_guest::timer::ticks_from_ms(ms);
+    let mut lines = 0u64;
+    while bulkhead_guest::timer::counter() < end {
+        lines += 1;
+        println!(
+            "storm: print {lines:>8}: the quick brown fox jumps over the lazy dog, again and again"
+        );
+    }
+    println!("storm: print: {lines} lines in {ms} ms, done");
 }
 
 fn sgi_storm() {
