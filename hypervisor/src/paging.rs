@@ -25,8 +25,7 @@ pub trait TableMemory {
     /// Allocates `count` (a power of two) zeroed tables in one block aligned to its size and
     /// returns the first one's address: concatenated tables at a walk's first level. `None`
     /// where the storage cannot.
-    fn allocate_contiguous(&mut self, count: usize) -> Option<u64> {
-        let _ = count;
+    fn allocate_contiguous(&mut self, _count: usize) -> Option<u64> {
         None
     }
 }

@@ -868,7 +868,10 @@ impl Partition {
                 // partition maps the memory any more.
                 Effect::Scrub => {
                     if let Some(registry) = self.registry {
-                        crate::shmem::registry::scrub(registry);
+                        crate::shmem::registry::scrub(
+                            registry,
+                            u16::try_from(self.index).unwrap_or(u16::MAX),
+                        );
                     }
                 }
             }

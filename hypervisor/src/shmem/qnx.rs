@@ -379,7 +379,7 @@ impl QnxShmem {
                 .detach(mapping.region, mapping.index)
                 .push_effects(effects);
             self.unmap(&mapping, effects);
-            scrub_after(&registry, effects);
+            scrub_after(&registry, self.client.partition, effects);
         }
         self.update_interrupt(&state, &registry, false, effects);
     }
@@ -396,7 +396,7 @@ impl QnxShmem {
             }
             self.unmap(&mapping, effects);
         }
-        scrub_after(&registry, effects);
+        scrub_after(&registry, self.client.partition, effects);
         state.name = [0; NAME_FIELD_SIZE];
         state.status = Status::Ok;
         state.shmem = 0;
@@ -456,7 +456,7 @@ impl QnxShmem {
             registry
                 .detach(attachment.region, attachment.index)
                 .push_effects(effects);
-            scrub_after(registry, effects);
+            scrub_after(registry, self.client.partition, effects);
             return Err(Status::NoMemory);
         };
         let mapping = Mapping {
@@ -566,8 +566,8 @@ impl SignalTarget for QnxShmem {
 
 /// After a detach (its unmaps already pushed): memory a released region left behind is
 /// zeroed and returned to the pool when the effects are applied, after those unmaps.
-fn scrub_after(registry: &Registry, effects: &mut Effects) {
-    if registry.has_dirty() {
+fn scrub_after(registry: &Registry, partition: u16, effects: &mut Effects) {
+    if registry.has_dirty(partition) {
         effects.push(Effect::Scrub);
     }
 }

@@ -122,19 +122,23 @@ pub struct Registry {
     pool: PhysRangeSet,
     entries: Vec<Entry>,
     /// Memory of released run-time regions still to be zeroed before it goes back to the
-    /// pool: in no region and not in the pool meanwhile. Zeroed by [`scrub`], outside the
-    /// registry's lock, so no guest decides how long that lock is held.
-    dirty: Vec<PhysRange>,
+    /// pool, with the partition whose detach released it: in no region and not in the pool
+    /// meanwhile. Zeroed by [`scrub`] on that partition's behalf, outside the registry's lock,
+    /// so no guest decides how long that lock is held.
+    dirty: Vec<(u16, PhysRange)>,
 }
 
-/// Zeroes the memory of released run-time regions and returns it to the pool, one range at
-/// a time, without holding `registry`'s lock while it writes (the lock is only taken to take
-/// a range and to give it back). Call it after the released region's mappings are gone.
-pub fn scrub(registry: &spin::Mutex<Registry>) {
+/// Zeroes the memory of the run-time regions partition `partition` released and returns it
+/// to the pool, one range at a time, without holding `registry`'s lock while it writes (the
+/// lock is only taken to take a range and to give it back). Called on that partition's
+/// behalf after its mappings of them are gone: another partition's releases are left to it
+/// (they may still be mapped there, and zeroing them is not this partition's time to spend).
+pub fn scrub(registry: &spin::Mutex<Registry>, partition: u16) {
     loop {
         let taken = {
             let mut locked = registry.lock();
-            locked.dirty.pop().map(|memory| (memory, locked.zeroer))
+            let at = locked.dirty.iter().position(|&(by, _)| by == partition);
+            at.map(|at| (locked.dirty.swap_remove(at).1, locked.zeroer))
         };
         let Some((memory, zeroer)) = taken else {
             return;
@@ -275,11 +279,11 @@ impl Registry {
         let Some(slot) = found.clients.get_mut(usize::from(index)) else {
             return Signals::new();
         };
-        if slot.take().is_none() {
+        let Some(client) = slot.take() else {
             return Signals::new();
-        }
+        };
         let signals = found.membership_changed(None);
-        self.release_if_unused(region);
+        self.release_if_unused(region, client.id.partition);
         signals
     }
 
@@ -301,7 +305,7 @@ impl Registry {
             }
             if removed {
                 signals.extend(&region.membership_changed(None));
-                self.release_if_unused(id);
+                self.release_if_unused(id, client_partition);
             }
         }
         signals
@@ -464,9 +468,9 @@ impl Registry {
         Ok(region.attachment(id, index))
     }
 
-    /// Whether released memory waits for [`scrub`].
-    pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+    /// Whether memory partition `partition` released waits for [`scrub`].
+    pub fn has_dirty(&self, partition: u16) -> bool {
+        self.dirty.iter().any(|&(by, _)| by == partition)
     }
 
     /// Takes `size` bytes from the pool (2 MiB-aligned when at least 2 MiB and such room
@@ -511,7 +515,7 @@ impl Registry {
 
     /// Removes run-time region `id` if it has no client left: retires the id and leaves its
     /// memory for [`scrub`] (zeroed outside the lock, then back to the pool).
-    fn release_if_unused(&mut self, id: RegionId) {
+    fn release_if_unused(&mut self, id: RegionId, by: u16) {
         let Some(entry) = usize::try_from(id.slot)
             .ok()
             .and_then(|slot| self.entries.get_mut(slot))
@@ -528,7 +532,7 @@ impl Registry {
         }
         if let Some(region) = entry.region.take() {
             entry.generation = entry.generation.wrapping_add(1);
-            self.dirty.push(region.memory);
+            self.dirty.push((by, region.memory));
         }
     }
 }

@@ -129,29 +129,38 @@ thread_local! {
     static SHARED: RefCell<Option<&'static SharedMemorySystem>> = const { RefCell::new(None) };
 }
 
+#[allow(
+    clippy::panic,
+    reason = "a harness whose shared memory cannot be set up must fail loudly (the session reports the panic), never fuzz a smaller system silently"
+)]
 fn shared_memory_system() -> &'static SharedMemorySystem {
-    let mut registry = Registry::new(
-        PhysRange::from_start_size(POOL.0, POOL.1).unwrap_or(PhysRange {
-            start: HostPhysAddr::new(0),
-            end: HostPhysAddr::new(0),
-        }),
-        &ZEROES,
-    );
+    let pool = PhysRange::from_start_size(POOL.0, POOL.1)
+        .unwrap_or_else(|| panic!("harness: the shared-memory pool {POOL:x?} is not a range"));
+    let mut registry = Registry::new(pool, &ZEROES);
     let mut board = DoorbellBoard::new();
     let (name, size) = IVSHMEM_REGION;
-    if let Ok(id) = registry.create_at_startup(name, size)
-        && let Some(info) = registry.region(id)
-    {
-        let _ = board.add_region(
+    let id = registry
+        .create_at_startup(name, size)
+        .unwrap_or_else(|status| panic!("harness: ivshmem region {name}: {status:?}"));
+    let Some(info) = registry.region(id) else {
+        panic!("harness: ivshmem region {name} vanished")
+    };
+    if board
+        .add_region(
             name,
             SharedMemory {
                 host: info.base,
                 size: info.size,
             },
-        );
+        )
+        .is_err()
+    {
+        panic!("harness: ivshmem region {name} named twice");
     }
     for (name, size) in STARTUP_REGIONS {
-        let _ = registry.create_at_startup(name, size);
+        if let Err(status) = registry.create_at_startup(name, size) {
+            panic!("harness: start-up region {name}: {status:?}");
+        }
     }
     Box::leak(Box::new(SharedMemorySystem {
         registry: Box::leak(Box::new(Mutex::new(registry))),

@@ -31,10 +31,10 @@ fn drain(mut effects: Effects) -> Vec<Effect> {
 
 /// The effects, with [`Effect::Scrub`] carried out as the partition does (after the unmaps
 /// before it) and left in the list.
-fn settle(registry: &Mutex<Registry>, effects: Effects) -> Vec<Effect> {
+fn settle(registry: &Mutex<Registry>, partition: u16, effects: Effects) -> Vec<Effect> {
     let effects = drain(effects);
     if effects.contains(&Effect::Scrub) {
-        crate::shmem::registry::scrub(registry);
+        crate::shmem::registry::scrub(registry, partition);
     }
     effects
 }
@@ -65,14 +65,17 @@ impl Guest {
     fn read(&mut self, offset: u64, width: AccessWidth) -> u64 {
         let mut effects = Effects::default();
         let value = self.factory.read(0, offset, width, &mut effects);
-        assert_eq!(settle(self.registry, effects), []);
+        assert_eq!(
+            settle(self.registry, self.device.client().partition, effects),
+            []
+        );
         value
     }
 
     fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Vec<Effect> {
         let mut effects = Effects::default();
         self.factory.write(0, offset, width, value, &mut effects);
-        settle(self.registry, effects)
+        settle(self.registry, self.device.client().partition, effects)
     }
 
     /// Writes the whole name field, NUL-padded, a word at a time.
@@ -113,7 +116,10 @@ impl Guest {
         let value = self
             .window
             .read(0, control - SHMEM_WINDOWS + register, Word, &mut effects);
-        (value as u32, settle(self.registry, effects))
+        (
+            value as u32,
+            settle(self.registry, self.device.client().partition, effects),
+        )
     }
 
     fn control_write(&mut self, control: u64, register: u64, value: u32) -> Vec<Effect> {
@@ -125,13 +131,13 @@ impl Guest {
             u64::from(value),
             &mut effects,
         );
-        settle(self.registry, effects)
+        settle(self.registry, self.device.client().partition, effects)
     }
 
     fn signalled(&self) -> Vec<Effect> {
         let mut effects = Effects::default();
         self.device.signalled(&mut effects);
-        settle(self.registry, effects)
+        settle(self.registry, self.device.client().partition, effects)
     }
 
     fn level(&self, level: bool) -> Effect {

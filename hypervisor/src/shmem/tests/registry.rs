@@ -180,13 +180,17 @@ fn detach_tells_the_others_and_frees_the_last() {
     // The last client leaves: the id goes stale, the memory waits to be zeroed (not in
     // the pool meanwhile), then is zeroed outside the lock and returned.
     assert!(registry.detach(region, 0).is_empty());
-    assert!(registry.has_dirty());
+    assert!(registry.has_dirty(0));
+    assert!(!registry.has_dirty(1));
     assert!(zeroes.take().is_empty());
     assert_eq!(registry.free_bytes(), MIB - 2 * PAGE_SIZE);
     let registry = spin::Mutex::new(registry);
-    crate::shmem::registry::scrub(&registry);
+    // Only the releasing partition's scrub takes it (it alone knows its mapping is gone).
+    crate::shmem::registry::scrub(&registry, 1);
+    assert!(zeroes.take().is_empty());
+    crate::shmem::registry::scrub(&registry, 0);
     let mut registry = registry.into_inner();
-    assert!(!registry.has_dirty());
+    assert!(!registry.has_dirty(0));
     assert_eq!(zeroes.take(), [range(POOL, 2 * PAGE_SIZE)]);
     assert_eq!(registry.free_bytes(), MIB);
     assert_eq!(registry.region(region), None);
@@ -310,7 +314,7 @@ fn detach_all_removes_a_partition_everywhere() {
     assert_eq!(registry.region(alone), None);
     assert!(zeroes.take().is_empty());
     let registry = spin::Mutex::new(registry);
-    crate::shmem::registry::scrub(&registry);
+    crate::shmem::registry::scrub(&registry, 1);
     let mut registry = registry.into_inner();
     assert_eq!(zeroes.take().len(), 1);
     assert!(registry.region(startup).is_some());
