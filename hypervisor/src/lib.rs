@@ -44,6 +44,7 @@ pub mod console;
 pub mod console_mux;
 pub mod device;
 pub mod exit;
+pub mod fast;
 pub mod fdt_writer;
 pub mod guest_device_tree;
 pub mod guest_layout;

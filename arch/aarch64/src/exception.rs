@@ -84,12 +84,7 @@ bulkhead_guest_exit:
     stp x12, x13, [x0, #96]
     stp x14, x15, [x0, #112]
     stp x16, x17, [x0, #128]
-    stp x18, x19, [x0, #144]
-    stp x20, x21, [x0, #160]
-    stp x22, x23, [x0, #176]
-    stp x24, x25, [x0, #192]
-    stp x26, x27, [x0, #208]
-    stp x28, x29, [x0, #224]
+    str x18, [x0, #144]
     mrs x3, elr_el2
     stp x30, x3, [x0, #240]
     mrs x3, spsr_el2
@@ -99,6 +94,26 @@ bulkhead_guest_exit:
     str x3, [x0, #272]
     ldp x3, x4, [sp], #16
     stp x3, x4, [x0, #0]
+    // The fast lane (`bulkhead_fast_exit`, synchronous exits only) runs with the guest's
+    // x19-x29 still in their registers (a procedure call preserves them) and their frame
+    // slots stale: it reads x0-x18 and x30 only. An exit it answers goes straight back into
+    // the guest; any other gets x19-x29 saved and returns to the run loop. The host's
+    // callee-saved registers stay on the stack meanwhile.
+    cmp x2, #8
+    b.ne 2f
+    bl bulkhead_fast_exit
+    mov x1, x0
+    mrs x0, tpidr_el2
+    ldr x0, [x0]
+    cbnz x1, bulkhead_fast_resume
+    mov x2, #8
+2:
+    stp x19, x20, [x0, #152]
+    stp x21, x22, [x0, #168]
+    stp x23, x24, [x0, #184]
+    stp x25, x26, [x0, #200]
+    stp x27, x28, [x0, #216]
+    str x29, [x0, #232]
     mov x0, x2
     ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
@@ -107,6 +122,25 @@ bulkhead_guest_exit:
     ldp x27, x28, [sp, #80]
     ldp x29, x30, [sp], #96
     ret
+
+// Back into the guest after the fast lane answered: x0-x18, x30, ELR and SPSR from the frame
+// at x0 (x19-x29 were never touched).
+bulkhead_fast_resume:
+    ldp x2, x3, [x0, #248]
+    msr elr_el2, x2
+    msr spsr_el2, x3
+    ldp x2, x3, [x0, #16]
+    ldp x4, x5, [x0, #32]
+    ldp x6, x7, [x0, #48]
+    ldp x8, x9, [x0, #64]
+    ldp x10, x11, [x0, #80]
+    ldp x12, x13, [x0, #96]
+    ldp x14, x15, [x0, #112]
+    ldp x16, x17, [x0, #128]
+    ldr x18, [x0, #144]
+    ldr x30, [x0, #240]
+    ldp x0, x1, [x0, #0]
+    eret
 
 // fn(frame: *mut TrapFrame) -> u64: saves the callee-saved registers, records the frame in
 // the per-CPU state, loads the guest context from it and erets; returns (through

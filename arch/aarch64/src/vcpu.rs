@@ -244,8 +244,11 @@ impl Aarch64Vcpu {
         vcpu: usize,
         platform: &'static dyn Platform,
     ) -> Self {
-        let slots = crate::cpu::per_cpu()
-            .map_or(0, |per_cpu| per_cpu.list_registers.load(Ordering::Relaxed));
+        let per_cpu = crate::cpu::per_cpu();
+        let slots = per_cpu.map_or(0, |per_cpu| per_cpu.list_registers.load(Ordering::Relaxed));
+        if let Some(per_cpu) = per_cpu {
+            per_cpu.set_running(partition, vcpu);
+        }
         Self {
             frame: TrapFrame::zeroed(),
             partition,
@@ -634,6 +637,78 @@ fn reset_frame(frame: &mut TrapFrame, start: StartRequest) {
             options(nostack)
         );
     }
+}
+
+/// The fast lane ([`hypervisor::fast`]): called by the guest-exit vector code, for a
+/// synchronous exit, with the guest's frame saved except x19-x29 (their slots are stale; they
+/// are still in their registers), before the exit goes back to the run loop. Answers a pure PSCI query or an MMIO access to a published reserved register in place
+/// (results in the frame, ELR stepped) and returns 1: the vector code re-enters the guest at
+/// once. Returns 0 for everything else (the run loop takes the exit as before). The list
+/// registers are neither read nor written: nothing here changes virtual interrupt state, and
+/// a kick that arrives meanwhile is taken as an IRQ exit right after the return.
+#[unsafe(no_mangle)]
+extern "C" fn bulkhead_fast_exit(frame: &mut TrapFrame) -> u64 {
+    let Some((partition, vcpu)) = crate::cpu::per_cpu().and_then(crate::cpu::PerCpu::running)
+    else {
+        return 0;
+    };
+    match esr::exception_class(frame.esr) {
+        0x16 => fast_call(frame, partition, vcpu, false),
+        0x17 => fast_call(frame, partition, vcpu, true),
+        0x24 => fast_data_abort(frame, partition, vcpu),
+        _ => 0,
+    }
+}
+
+/// The guest registers whose frame slots are stale while the fast lane runs (the vector code
+/// saves them only for the run loop): the fast lane neither reads nor writes them.
+const FAST_LANE_STALE_FIRST: u8 = 19;
+const FAST_LANE_STALE_LAST: u8 = 29;
+
+/// The fast lane's HVC or SMC (`smc`: ELR points at the instruction): a pure PSCI query.
+#[inline(never)]
+fn fast_call(frame: &mut TrapFrame, partition: &Partition, vcpu: usize, smc: bool) -> u64 {
+    let [x0, x1, x2, x3, x4, ..] = frame.registers;
+    let Some(values) = partition.fast_call(vcpu, x0, [x1, x2, x3, x4]) else {
+        return 0;
+    };
+    let [r0, r1, r2, r3, ..] = &mut frame.registers;
+    [*r0, *r1, *r2, *r3] = values;
+    if smc {
+        frame.elr = frame.elr.wrapping_add(4);
+    }
+    1
+}
+
+/// The fast lane's data abort: a syndrome-described access to a published reserved register.
+#[inline(never)]
+fn fast_data_abort(frame: &mut TrapFrame, partition: &Partition, vcpu: usize) -> u64 {
+    const ISV: u64 = 1 << 24;
+    const STAGE1_WALK: u64 = 1 << 7;
+    const WRITE: u64 = 1 << 6;
+    let syndrome = frame.esr;
+    if syndrome & (ISV | STAGE1_WALK) != ISV {
+        return 0;
+    }
+    let hpfar: u64;
+    // SAFETY: reads the faulting IPA's page; no side effects.
+    unsafe { asm!("mrs {}, hpfar_el2", out(reg) hpfar, options(nomem, nostack)) };
+    let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (frame.far & 0xfff);
+    let bytes = 1u64 << ((syndrome >> 22) & 0b11);
+    let register = ((syndrome >> 16) & 0x1f) as u8;
+    if syndrome & WRITE == 0 && (FAST_LANE_STALE_FIRST..=FAST_LANE_STALE_LAST).contains(&register) {
+        // The vector code restores only x0-x18 and x30 after the fast lane.
+        return 0;
+    }
+    if !partition.fast_mmio(vcpu, ipa, bytes) {
+        return 0;
+    }
+    if syndrome & WRITE == 0 {
+        // A load of zero (zero sign-extends to zero); SRT 31 is the zero register.
+        set_register(frame, register, 0);
+    }
+    frame.elr = frame.elr.wrapping_add(4);
+    1
 }
 
 /// Most physical interrupts taken in one exit. The maintenance interrupt stays asserted

@@ -27,6 +27,7 @@ use crate::device::{
     ClientId, DeviceTable, DispatchError, Effect, Effects, InterruptLines, SignalTarget,
 };
 use crate::exit::{AccessWidth, Action, Exit};
+use crate::fast::FastWindows;
 use crate::guest_layout;
 use crate::pci::doorbell::SharedBoard;
 use crate::pci::{GuestPci, PciBridge};
@@ -189,6 +190,8 @@ pub struct Partition {
     releasers: Vec<Arc<dyn SignalTarget>>,
     /// The virtual PCI host bridge.
     pci: PciBridge,
+    /// Registers the fast lane answers (the bridge publishes them).
+    fast: Arc<FastWindows>,
     /// The shared-memory registry (for [`Effect::Scrub`]), if the system has one.
     registry: Option<&'static Mutex<Registry>>,
     /// Configured devices that could not be set up (the image fails the boot on them).
@@ -368,6 +371,8 @@ impl Partition {
             &mut devices,
         );
         problems.extend(shared_devices.problems.iter().cloned());
+        let fast = Arc::new(FastWindows::new());
+        pci.set_fast_windows(Arc::clone(&fast));
         if layout.apic
             && ports
                 .insert(guest_layout::x86::PCI_CONFIG_PORTS, pci.config_ports())
@@ -391,6 +396,7 @@ impl Partition {
             releasers: shared_devices.releasers,
             problems,
             pci,
+            fast,
             registry: shared.map(|shared| shared.registry),
             inner: Mutex::new(Inner {
                 devices,
@@ -613,6 +619,39 @@ impl Partition {
                 ExitClass::Other => other,
             });
         }
+    }
+
+    /// The fast lane's answer to a hypercall of vCPU `vcpu`: the result registers for a pure
+    /// PSCI query (counted as an exit), or `None` when the slow path must take it (any other
+    /// call, or the vCPU's run state needs a look). See [`crate::fast`].
+    #[inline]
+    pub fn fast_call(&self, vcpu: usize, function: u64, arguments: [u64; 4]) -> Option<[u64; 4]> {
+        if self.needs_attention(vcpu) {
+            return None;
+        }
+        let [argument, ..] = arguments;
+        let values = pure_psci(Request::decode_pure(function, argument)?)?;
+        self.count_exit(vcpu, ExitClass::Other);
+        Some(values)
+    }
+
+    /// The fast lane's answer to an MMIO access of vCPU `vcpu` to `[address, address +
+    /// bytes)`: `true` when the access lies in a published reserved range (a load gets zero,
+    /// a store is ignored; counted as an exit), `false` when the slow path must take it.
+    #[inline]
+    pub fn fast_mmio(&self, vcpu: usize, address: u64, bytes: u64) -> bool {
+        if self.needs_attention(vcpu) || !self.fast.contains(address, bytes) {
+            return false;
+        }
+        self.count_exit(vcpu, ExitClass::Mmio);
+        true
+    }
+
+    /// Whether vCPU `vcpu` must look at its run state (or has no attention bit).
+    #[inline]
+    fn needs_attention(&self, vcpu: usize) -> bool {
+        let bit = Wakeups::of(vcpu).bits();
+        bit == 0 || self.attention.load(Ordering::Acquire) & bit != 0
     }
 
     /// Whether vCPU `vcpu` has nothing new to load into its (empty) list registers: its
@@ -1006,16 +1045,15 @@ impl Partition {
     fn psci(&self, vcpu: usize, request: Request, platform: &dyn Platform) -> Action {
         let values = |x0: i64| Action::ReturnValues([x0 as u64, 0, 0, 0]);
         match request {
-            Request::Version => Action::ReturnValues([psci::REPORTED_VERSION, 0, 0, 0]),
-            Request::Features(function) => values(
-                if psci::implemented(function) || u64::from(function) == EXIT_COUNTS_CALL {
-                    status::SUCCESS
-                } else {
-                    status::NOT_SUPPORTED
-                },
-            ),
-            Request::MigrateInfoType => values(2),
-            Request::NotSupported => values(status::NOT_SUPPORTED),
+            Request::Version
+            | Request::Features(_)
+            | Request::MigrateInfoType
+            | Request::NotSupported => Action::ReturnValues(pure_psci(request).unwrap_or([
+                status::NOT_SUPPORTED as u64,
+                0,
+                0,
+                0,
+            ])),
             // Every power state is treated as standby: the call returns SUCCESS once the
             // vCPU has waited for an interrupt (a wake-up may come at once).
             Request::Suspend => Action::Standby,
@@ -1118,6 +1156,27 @@ impl Partition {
             self.config.name
         ));
     }
+}
+
+/// The answer to a PSCI call that reads and changes nothing (VERSION, FEATURES,
+/// MIGRATE_INFO_TYPE, a function of the PSCI range Bulkhead does not implement), the same on
+/// the fast lane and the slow path; `None` for any other call.
+#[inline]
+fn pure_psci(request: Request) -> Option<[u64; 4]> {
+    let x0 = match request {
+        Request::Version => return Some([psci::REPORTED_VERSION, 0, 0, 0]),
+        Request::Features(function) => {
+            if psci::implemented(function) || u64::from(function) == EXIT_COUNTS_CALL {
+                status::SUCCESS
+            } else {
+                status::NOT_SUPPORTED
+            }
+        }
+        Request::MigrateInfoType => 2,
+        Request::NotSupported => status::NOT_SUPPORTED,
+        _ => return None,
+    };
+    Some([x0 as u64, 0, 0, 0])
 }
 
 fn access_report(

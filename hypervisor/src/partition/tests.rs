@@ -662,3 +662,126 @@ fn cpu_on_drops_stale_ipis_and_keeps_later_ones() {
     assert!(partition.take_start(1).is_some());
     assert_eq!(bus.take_posted(1)[0], 1 << 0x21);
 }
+
+/// Issue 9: the fast lane answers exactly the reserved tail of an ivshmem register BAR that
+/// decodes now (following the BAR when the guest moves it, nothing while memory decoding is
+/// off), answers pure PSCI queries, and sends every exit of a vCPU that needs a look at its
+/// run state (off, stopped) to the slow path, which gives the same answers.
+#[test]
+fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
+    struct NoZeroing;
+    impl crate::shmem::ZeroMemory for NoZeroing {
+        fn zero(&self, _range: crate::addr::PhysRange) {}
+    }
+    let pool = crate::addr::PhysRange::from_start_size(0x8000_0000, 0x10_0000).unwrap();
+    let registry = Box::leak(Box::new(Mutex::new(Registry::new(pool, &NoZeroing))));
+    let mut board = crate::pci::doorbell::DoorbellBoard::new();
+    let memory = crate::pci::ivshmem::SharedMemory {
+        host: HostPhysAddr::new(0x9000_0000),
+        size: 0x10_0000,
+    };
+    board.add_region("iv", memory).unwrap();
+    let shared: &'static SharedMemorySystem = Box::leak(Box::new(SharedMemorySystem {
+        registry,
+        board: Arc::new(Mutex::new(board)),
+    }));
+    let with_ivshmem = Box::leak(Box::new(PartitionConfig {
+        ivshmem: &[crate::config::IvshmemConfig {
+            name: "iv",
+            size: 0x10_0000,
+            vectors: 1,
+        }],
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(
+        0,
+        with_ivshmem,
+        InterruptModel::Gic(GicVersion::V3),
+        Some(shared),
+    );
+    assert_eq!(partition.setup_problems(), &[] as &[String]);
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let slot = (0u8..32)
+        .find(|&slot| partition.pci.bar_address(slot, 0).is_some())
+        .unwrap();
+    let base = partition.pci.bar_address(slot, 0).unwrap().as_u64();
+    let ecam = crate::config::GuestWindows::QEMU_VIRT.pci_ecam.0 + (u64::from(slot) << 15);
+    let config_write = |register: u64, value: u64| {
+        let exit = Exit::MmioWrite {
+            address: GuestPhysAddr::new(ecam + register),
+            width: AccessWidth::Word,
+            value,
+            syndrome: 0,
+        };
+        assert_eq!(partition.handle_exit(0, exit, &kicks), Action::Resume);
+    };
+    let slow_read = |address: u64| {
+        let exit = Exit::MmioRead {
+            address: GuestPhysAddr::new(address),
+            width: AccessWidth::Word,
+            syndrome: 0,
+        };
+        partition.handle_exit(0, exit, &kicks)
+    };
+
+    // Memory decoding off: nothing is published.
+    assert!(!partition.fast_mmio(0, base + 0x10, 4));
+    config_write(0x04, 0x2);
+    assert!(partition.fast_mmio(0, base + 0x10, 4));
+    assert!(partition.fast_mmio(0, base + 0xf8, 8));
+    assert!(!partition.fast_mmio(0, base + 0xfc, 8), "past the BAR");
+    assert!(
+        !partition.fast_mmio(0, base + 0xc, 4),
+        "the doorbell has state"
+    );
+    assert!(!partition.fast_mmio(0, base + 0x8, 4), "IVPosition");
+    assert_eq!(slow_read(base + 0x10), Action::CompleteRead(0));
+    assert_eq!(slow_read(base + 0x8), Action::CompleteRead(0), "peer 0");
+
+    // The guest moves BAR0: the fast lane follows.
+    let moved = base + 0x1_0000;
+    config_write(0x10, moved);
+    assert_eq!(partition.pci.bar_address(slot, 0).unwrap().as_u64(), moved);
+    assert!(!partition.fast_mmio(0, base + 0x10, 4));
+    assert!(partition.fast_mmio(0, moved + 0x10, 4));
+    config_write(0x04, 0);
+    assert!(!partition.fast_mmio(0, moved + 0x10, 4));
+    config_write(0x04, 0x2);
+
+    // Pure PSCI queries only; vCPU 1 is off (its run state needs a look).
+    assert_eq!(
+        partition.fast_call(0, u64::from(psci::VERSION), [0; 4]),
+        Some([0x1_0000, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.fast_call(
+            0,
+            u64::from(psci::FEATURES),
+            [u64::from(psci::CPU_ON[1]), 0, 0, 0]
+        ),
+        Some([0, 0, 0, 0])
+    );
+    assert_eq!(
+        partition.fast_call(0, u64::from(psci::CPU_OFF), [0; 4]),
+        None
+    );
+    assert_eq!(
+        partition.fast_call(1, u64::from(psci::VERSION), [0; 4]),
+        None
+    );
+    assert!(!partition.fast_mmio(1, moved + 0x10, 4));
+    let [total, ..] = partition.exit_counts(0);
+    // Three MMIO accesses and two calls answered here (the run loop counts the others).
+    assert_eq!(total, 5);
+
+    // A stopped partition: every exit goes to the slow path, which answers StopPartition.
+    assert_eq!(
+        partition.handle_exit(0, call(psci::SYSTEM_OFF, [0; 4]), &kicks),
+        Action::StopPartition
+    );
+    assert_eq!(
+        partition.fast_call(0, u64::from(psci::VERSION), [0; 4]),
+        None
+    );
+    assert!(!partition.fast_mmio(0, moved + 0x10, 4));
+}

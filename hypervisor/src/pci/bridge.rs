@@ -29,6 +29,7 @@ use super::{BAR_COUNT, BarKind, BarSpec, BarWidth, Context, GuestPci, PciFunctio
 use crate::addr::{GuestPhysAddr, HostPhysAddr, PAGE_SIZE};
 use crate::device::{Effect, Effects};
 use crate::exit::AccessWidth;
+use crate::fast::{FastWindow, FastWindows};
 
 /// Why a function could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +111,9 @@ pub(crate) struct Bridge {
     decoders: Vec<Decoder>,
     /// Where INTx levels are set directly (see [`crate::device::InterruptLines`]).
     pub(crate) lines: Option<alloc::sync::Arc<dyn crate::device::InterruptLines>>,
+    /// The partition's fast-lane table: the reserved tails of decoding BARs
+    /// ([`PciFunction::reserved_from`]), republished with the decoders.
+    pub(crate) fast: Option<alloc::sync::Arc<FastWindows>>,
 }
 
 impl Bridge {
@@ -122,6 +126,7 @@ impl Bridge {
             intx_sources: [0; 4],
             decoders: Vec::new(),
             lines: None,
+            fast: None,
         }
     }
 
@@ -143,6 +148,33 @@ impl Bridge {
                 });
             }
         }
+        self.refresh_fast_windows();
+    }
+
+    /// Publishes the reserved tails of the decoding, trapped BARs (not those holding MSI-X
+    /// structures) to the partition's fast lane.
+    pub(crate) fn refresh_fast_windows(&self) {
+        let Some(fast) = &self.fast else {
+            return;
+        };
+        let slots = &self.slots;
+        let windows = self.decoders.iter().filter_map(|decoder| {
+            let slot = slots.get(decoder.slot)?.as_ref()?;
+            let bar = u8::try_from(decoder.bar).ok()?;
+            let spec = slot.config.bar(decoder.bar)?.spec;
+            let msix = slot.function.msix();
+            let holds_msix = msix.is_some_and(|m| m.table_bar == bar || m.pba_bar == bar);
+            if spec.kind != BarKind::Mmio || holds_msix {
+                return None;
+            }
+            let from = slot.function.reserved_from(bar)?;
+            let start = decoder.start.checked_add(from)?;
+            (start < decoder.end).then_some(FastWindow {
+                start,
+                end: decoder.end,
+            })
+        });
+        fast.publish(windows);
     }
 
     pub(crate) fn add_function(

@@ -42,6 +42,14 @@ impl PciBridge {
         self.inner.lock().lines = Some(lines);
     }
 
+    /// Publishes the reserved registers of its functions' decoding BARs to `fast` (the
+    /// partition's fast lane) from now on, whenever configuration space changes.
+    pub fn set_fast_windows(&self, fast: Arc<crate::fast::FastWindows>) {
+        let mut bridge = self.inner.lock();
+        bridge.fast = Some(fast);
+        bridge.refresh_fast_windows();
+    }
+
     /// Its layout.
     pub fn layout(&self) -> GuestPci {
         self.inner.lock().layout()

@@ -255,6 +255,11 @@ impl PciFunction for Ivshmem {
         }
     }
 
+    fn reserved_from(&self, bar: u8) -> Option<u64> {
+        // Past the four registers (`read_register`/`write_register`: `_`).
+        (bar == REGISTER_BAR).then_some((DOORBELL + 1) * 4)
+    }
+
     fn reset(&mut self) {
         // QEMU's ivshmem_reset; doorbells rung before the restart are dropped.
         self.intr_mask = 0;

@@ -283,4 +283,12 @@ pub trait PciFunction: Send {
     /// The partition restarts: back to the state after power-on (the bridge resets the
     /// configuration header and MSI-X itself).
     fn reset(&mut self) {}
+    /// Where the reserved tail of [`BarKind::Mmio`] BAR `bar` starts: from this offset to the
+    /// BAR's end every access reads as zero, ignores writes and changes no state, so the
+    /// partition's fast lane answers it without the bridge ([`crate::fast`]). `None`: no such
+    /// tail. A BAR holding the MSI-X table or PBA is never published.
+    fn reserved_from(&self, bar: u8) -> Option<u64> {
+        let _ = bar;
+        None
+    }
 }
