@@ -2,9 +2,10 @@
 //! without the run loop, the partition's device table or any lock (issue 9's trap budget).
 //!
 //! What it answers is only what needs no state that another CPU could be changing under a
-//! lock: the pure PSCI queries ([`crate::partition::Partition::fast_call`]) and MMIO to
-//! register ranges a device published as "reads zero, writes ignored"
-//! ([`crate::partition::Partition::fast_mmio`]). Everything else, and every exit of a vCPU
+//! lock: the pure PSCI queries ([`crate::partition::Partition::fast_call`]), MMIO to register
+//! ranges a device published as "reads zero, writes ignored", and stores to a doorbell
+//! register whose ring is lock-free ([`FastDoorbell`]: ivshmem's; the peer is then signalled
+//! as the slow path would) ([`crate::partition::Partition::fast_mmio`]). Everything else, and every exit of a vCPU
 //! whose run state needs a look (stop, restart, CPU_OFF: its attention bit), takes the slow
 //! path, which gives the same answers.
 //!
@@ -15,18 +16,48 @@
 //! consistent table before a BAR moved is ordered before the move, as on hardware. Written by
 //! hand: a seqlock over a handful of words is smaller than any crate for it.
 
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crate::device::ClientId;
 
 /// Ranges one table holds (a partition has a few PCI functions).
 pub const FAST_WINDOWS: usize = 8;
 
-/// A guest-physical range `[start, end)` whose registers read as zero and ignore writes.
+/// A doorbell register the fast lane rings without its device's lock.
+pub trait FastDoorbell: Send + Sync {
+    /// A 32-bit store of `value` to the register: records the ring and returns the device to
+    /// signal (as [`crate::device::Effect::Signal`] would), if any.
+    fn ring(&self, value: u32) -> Option<ClientId>;
+}
+
+/// What a published range is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastKind {
+    /// Registers that read as zero and ignore writes.
+    Reserved,
+    /// A 32-bit doorbell register (reads zero): doorbell `n` of the table's list.
+    Doorbell(usize),
+}
+
+/// A guest-physical range `[start, end)` the fast lane answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastWindow {
     /// First byte.
     pub start: u64,
     /// One past the last byte.
     pub end: u64,
+    /// What it is.
+    pub kind: FastKind,
+}
+
+/// What the fast lane found at an address.
+pub enum FastTarget<'a> {
+    /// A reserved register.
+    Reserved,
+    /// A doorbell register.
+    Doorbell(&'a dyn FastDoorbell),
 }
 
 /// The ranges a partition's fast lane serves, published by their owner.
@@ -36,23 +67,37 @@ pub struct FastWindows {
     sequence: AtomicU64,
     /// How many of `ranges` are valid.
     count: AtomicU64,
-    /// (start, end) pairs.
-    ranges: [[AtomicU64; 2]; FAST_WINDOWS],
+    /// The smallest start and the largest end of the ranges: most misses (every other
+    /// device) are told by these two words.
+    bounds: [AtomicU64; 2],
+    /// (start, end, kind) triples; kind 0: reserved, n + 1: doorbell n.
+    ranges: [[AtomicU64; 3]; FAST_WINDOWS],
+    /// The doorbells ranges may name, fixed when the table is made.
+    doorbells: Vec<Arc<dyn FastDoorbell>>,
+}
+
+impl core::fmt::Debug for dyn FastDoorbell {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FastDoorbell")
+    }
 }
 
 impl Default for FastWindows {
     fn default() -> Self {
-        Self::new()
+        Self::new(Vec::new())
     }
 }
 
 impl FastWindows {
-    /// An empty table.
-    pub const fn new() -> Self {
+    /// An empty table whose ranges may name `doorbells` (by index).
+    pub fn new(doorbells: Vec<Arc<dyn FastDoorbell>>) -> Self {
         Self {
             sequence: AtomicU64::new(0),
             count: AtomicU64::new(0),
-            ranges: [const { [AtomicU64::new(0), AtomicU64::new(0)] }; FAST_WINDOWS],
+            bounds: [AtomicU64::new(u64::MAX), AtomicU64::new(0)],
+            ranges: [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] };
+                FAST_WINDOWS],
+            doorbells,
         }
     }
 
@@ -65,39 +110,75 @@ impl FastWindows {
         // The odd sequence number is visible before any range changes.
         fence(Ordering::Release);
         let mut count = 0;
-        for (slot, window) in self.ranges.iter().zip(windows) {
-            let [start, end] = slot;
+        let (mut lowest, mut highest) = (u64::MAX, 0);
+        let doorbells = self.doorbells.len();
+        let valid = windows.into_iter().filter(|window| match window.kind {
+            FastKind::Reserved => true,
+            FastKind::Doorbell(index) => index < doorbells,
+        });
+        for (slot, window) in self.ranges.iter().zip(valid) {
+            let [start, end, kind] = slot;
             start.store(window.start, Ordering::Relaxed);
             end.store(window.end, Ordering::Relaxed);
+            let code = match window.kind {
+                FastKind::Reserved => 0,
+                FastKind::Doorbell(index) => index as u64 + 1,
+            };
+            kind.store(code, Ordering::Relaxed);
+            lowest = lowest.min(window.start);
+            highest = highest.max(window.end);
             count += 1;
         }
         self.count.store(count, Ordering::Relaxed);
+        let [low, high] = &self.bounds;
+        low.store(lowest, Ordering::Relaxed);
+        high.store(highest, Ordering::Relaxed);
         self.sequence
             .store(sequence.wrapping_add(2), Ordering::Release);
     }
 
-    /// Whether `[address, address + bytes)` lies in one published range, read consistently;
-    /// `false` also when a publication raced the read.
+    /// What answers `[address, address + bytes)`, if it lies in one published range (a
+    /// doorbell only for a 4-byte access), read consistently; `None` also when a publication
+    /// raced the read.
     #[inline]
-    pub fn contains(&self, address: u64, bytes: u64) -> bool {
+    pub fn find(&self, address: u64, bytes: u64) -> Option<FastTarget<'_>> {
         let before = self.sequence.load(Ordering::Acquire);
         if before & 1 != 0 {
-            return false;
+            return None;
+        }
+        let end = address.checked_add(bytes)?;
+        let [low, high] = &self.bounds;
+        if address < low.load(Ordering::Relaxed) || end > high.load(Ordering::Relaxed) {
+            // Stale bounds only send an access to the slow path.
+            return None;
         }
         let count = self.count.load(Ordering::Relaxed) as usize;
-        let Some(end) = address.checked_add(bytes) else {
-            return false;
-        };
-        let mut found = false;
-        for [start, stop] in self.ranges.iter().take(count) {
+        let mut found = None;
+        for [start, stop, kind] in self.ranges.iter().take(count) {
             if start.load(Ordering::Relaxed) <= address && end <= stop.load(Ordering::Relaxed) {
-                found = true;
+                found = Some(kind.load(Ordering::Relaxed));
                 break;
             }
         }
         // The ranges were read before the sequence number is checked again.
         fence(Ordering::Acquire);
-        found && self.sequence.load(Ordering::Relaxed) == before
+        if self.sequence.load(Ordering::Relaxed) != before {
+            return None;
+        }
+        match found? {
+            0 => Some(FastTarget::Reserved),
+            code if bytes == 4 => {
+                let doorbell = self.doorbells.get(usize::try_from(code - 1).ok()?)?;
+                Some(FastTarget::Doorbell(doorbell.as_ref()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `[address, address + bytes)` lies in one published reserved range.
+    #[cfg(test)]
+    fn contains(&self, address: u64, bytes: u64) -> bool {
+        matches!(self.find(address, bytes), Some(FastTarget::Reserved))
     }
 }
 
@@ -107,16 +188,18 @@ mod tests {
 
     #[test]
     fn published_ranges_are_found_whole() {
-        let table = FastWindows::new();
+        let table = FastWindows::default();
         assert!(!table.contains(0x1000, 4));
         table.publish([
             FastWindow {
                 start: 0x1010,
                 end: 0x1100,
+                kind: FastKind::Reserved,
             },
             FastWindow {
                 start: 0x8000,
                 end: 0x8100,
+                kind: FastKind::Reserved,
             },
         ]);
         assert!(table.contains(0x1010, 4));
@@ -131,10 +214,11 @@ mod tests {
 
     #[test]
     fn a_publication_in_progress_sends_readers_to_the_slow_path() {
-        let table = FastWindows::new();
+        let table = FastWindows::default();
         table.publish([FastWindow {
             start: 0x1000,
             end: 0x2000,
+            kind: FastKind::Reserved,
         }]);
         table.sequence.fetch_add(1, Ordering::Relaxed);
         assert!(!table.contains(0x1000, 4));
@@ -142,12 +226,50 @@ mod tests {
         assert!(table.contains(0x1000, 4));
     }
 
+    struct Counter(core::sync::atomic::AtomicU32);
+
+    impl FastDoorbell for Counter {
+        fn ring(&self, value: u32) -> Option<ClientId> {
+            self.0.fetch_add(value, Ordering::Relaxed);
+            None
+        }
+    }
+
+    #[test]
+    fn doorbells_are_found_for_word_accesses_and_unknown_ones_not_published() {
+        let counter = Arc::new(Counter(core::sync::atomic::AtomicU32::new(0)));
+        let table = FastWindows::new(alloc::vec![counter.clone() as Arc<dyn FastDoorbell>]);
+        table.publish([
+            FastWindow {
+                start: 0x100c,
+                end: 0x1010,
+                kind: FastKind::Doorbell(0),
+            },
+            FastWindow {
+                start: 0x200c,
+                end: 0x2010,
+                kind: FastKind::Doorbell(1),
+            },
+        ]);
+        let Some(FastTarget::Doorbell(doorbell)) = table.find(0x100c, 4) else {
+            panic!("doorbell not found");
+        };
+        assert_eq!(doorbell.ring(5), None);
+        assert_eq!(counter.0.load(Ordering::Relaxed), 5);
+        assert!(
+            table.find(0x100c, 2).is_none(),
+            "a doorbell takes words only"
+        );
+        assert!(table.find(0x200c, 4).is_none(), "doorbell 1 does not exist");
+    }
+
     #[test]
     fn more_windows_than_slots_keep_the_first_ones() {
-        let table = FastWindows::new();
+        let table = FastWindows::default();
         table.publish((0..FAST_WINDOWS as u64 + 3).map(|n| FastWindow {
             start: n * 0x100,
             end: n * 0x100 + 0x10,
+            kind: FastKind::Reserved,
         }));
         assert!(table.contains(0, 4));
         assert!(table.contains((FAST_WINDOWS as u64 - 1) * 0x100, 4));

@@ -19,6 +19,12 @@
 //!
 //! [`vcpu::run_vcpu`] is the one run loop; the fault policy ([`partition::Partition`]'s
 //! `fault`), stop and restart (whole partition, from any vCPU) are decided there.
+//!
+//! Optionally, a backend may offer an exit to the [`fast`] lane before the run loop sees it:
+//! [`partition::Partition::fast_call`] (pure PSCI queries) and
+//! [`partition::Partition::fast_mmio`] (published reserved and doorbell registers) answer
+//! it without any lock, or say no and the exit takes the run loop as usual. aarch64 does so
+//! from its exit vector; x86 does not yet.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(

@@ -2,7 +2,7 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use hypervisor::partition::Partition;
+use crate::vcpu::FastVcpu;
 
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTPCT_EL0, CurrentEL, MPIDR_EL1, Readable, TPIDR_EL2, Writeable,
@@ -20,10 +20,8 @@ pub struct PerCpu {
     pub mpidr: u64,
     /// How many GIC list registers this CPU has.
     pub list_registers: AtomicUsize,
-    /// The partition whose vCPU this CPU runs (null before it runs one), for the fast lane.
-    running: AtomicPtr<Partition>,
-    /// That vCPU's index in its partition.
-    running_vcpu: AtomicUsize,
+    /// The vCPU this CPU runs (null before it runs one), for the fast lane.
+    running: AtomicPtr<FastVcpu>,
 }
 
 impl core::fmt::Debug for PerCpu {
@@ -44,26 +42,23 @@ impl PerCpu {
             mpidr,
             list_registers: AtomicUsize::new(0),
             running: AtomicPtr::new(core::ptr::null_mut()),
-            running_vcpu: AtomicUsize::new(0),
         }
     }
 
-    /// Records that this CPU runs vCPU `vcpu` of `partition` from now on (for good: static
-    /// partitioning never changes it).
-    pub fn set_running(&self, partition: &'static Partition, vcpu: usize) {
-        self.running_vcpu.store(vcpu, Ordering::Relaxed);
+    /// Records that this CPU runs `vcpu` from now on (for good: static partitioning never
+    /// changes it).
+    pub fn set_running(&self, vcpu: &'static FastVcpu) {
         self.running
-            .store(core::ptr::from_ref(partition).cast_mut(), Ordering::Release);
+            .store(core::ptr::from_ref(vcpu).cast_mut(), Ordering::Release);
     }
 
-    /// The partition and vCPU [`PerCpu::set_running`] recorded, if any.
+    /// The vCPU [`PerCpu::set_running`] recorded, if any.
     #[inline]
-    pub fn running(&self) -> Option<(&'static Partition, usize)> {
+    pub fn running(&self) -> Option<&'static FastVcpu> {
         let pointer = self.running.load(Ordering::Acquire);
         // SAFETY: null, or the pointer `set_running` stored, which came from a
-        // `&'static Partition` (shared, never mutated through the pointer).
-        let partition = unsafe { pointer.as_ref() }?;
-        Some((partition, self.running_vcpu.load(Ordering::Relaxed)))
+        // `&'static FastVcpu` (shared, never mutated through the pointer).
+        unsafe { pointer.as_ref() }
     }
 }
 

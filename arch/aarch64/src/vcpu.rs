@@ -208,6 +208,13 @@ struct SyndromeAccess {
     size: u8,
 }
 
+/// What the fast lane ([`bulkhead_fast_exit`]) needs of the vCPU a CPU runs.
+pub struct FastVcpu {
+    partition: &'static Partition,
+    vcpu: usize,
+    platform: &'static dyn Platform,
+}
+
 /// One vCPU of a partition, run by this CPU for good.
 pub struct Aarch64Vcpu {
     frame: TrapFrame,
@@ -247,7 +254,12 @@ impl Aarch64Vcpu {
         let per_cpu = crate::cpu::per_cpu();
         let slots = per_cpu.map_or(0, |per_cpu| per_cpu.list_registers.load(Ordering::Relaxed));
         if let Some(per_cpu) = per_cpu {
-            per_cpu.set_running(partition, vcpu);
+            // Made once per CPU and kept for good (static partitioning).
+            per_cpu.set_running(alloc::boxed::Box::leak(alloc::boxed::Box::new(FastVcpu {
+                partition,
+                vcpu,
+                platform,
+            })));
         }
         Self {
             frame: TrapFrame::zeroed(),
@@ -648,14 +660,13 @@ fn reset_frame(frame: &mut TrapFrame, start: StartRequest) {
 /// a kick that arrives meanwhile is taken as an IRQ exit right after the return.
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_fast_exit(frame: &mut TrapFrame) -> u64 {
-    let Some((partition, vcpu)) = crate::cpu::per_cpu().and_then(crate::cpu::PerCpu::running)
-    else {
+    let Some(running) = crate::cpu::per_cpu().and_then(crate::cpu::PerCpu::running) else {
         return 0;
     };
     match esr::exception_class(frame.esr) {
-        0x16 => fast_call(frame, partition, vcpu, false),
-        0x17 => fast_call(frame, partition, vcpu, true),
-        0x24 => fast_data_abort(frame, partition, vcpu),
+        0x16 => fast_call(frame, running.partition, running.vcpu, false),
+        0x17 => fast_call(frame, running.partition, running.vcpu, true),
+        0x24 => fast_data_abort(frame, running),
         _ => 0,
     }
 }
@@ -682,7 +693,7 @@ fn fast_call(frame: &mut TrapFrame, partition: &Partition, vcpu: usize, smc: boo
 
 /// The fast lane's data abort: a syndrome-described access to a published reserved register.
 #[inline(never)]
-fn fast_data_abort(frame: &mut TrapFrame, partition: &Partition, vcpu: usize) -> u64 {
+fn fast_data_abort(frame: &mut TrapFrame, running: &FastVcpu) -> u64 {
     const ISV: u64 = 1 << 24;
     const STAGE1_WALK: u64 = 1 << 7;
     const WRITE: u64 = 1 << 6;
@@ -696,11 +707,15 @@ fn fast_data_abort(frame: &mut TrapFrame, partition: &Partition, vcpu: usize) ->
     let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (frame.far & 0xfff);
     let bytes = 1u64 << ((syndrome >> 22) & 0b11);
     let register = ((syndrome >> 16) & 0x1f) as u8;
-    if syndrome & WRITE == 0 && (FAST_LANE_STALE_FIRST..=FAST_LANE_STALE_LAST).contains(&register) {
-        // The vector code restores only x0-x18 and x30 after the fast lane.
+    if (FAST_LANE_STALE_FIRST..=FAST_LANE_STALE_LAST).contains(&register) {
+        // Not saved (nor restored) for the fast lane.
         return 0;
     }
-    if !partition.fast_mmio(vcpu, ipa, bytes) {
+    let write = (syndrome & WRITE != 0).then(|| register_value(frame, register));
+    if !running
+        .partition
+        .fast_mmio(running.vcpu, ipa, bytes, write, running.platform)
+    {
         return 0;
     }
     if syndrome & WRITE == 0 {

@@ -16,7 +16,7 @@ use spin::Mutex;
 
 use crate::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::config::{FaultPolicy, PartitionConfig};
-use crate::console::CONSOLE;
+use crate::console::{CONSOLE, LineQuota};
 use crate::console_mux::ConsoleLine;
 use crate::device::apic::ApicBus;
 use crate::device::gic::{GicVersion, ListEntries, ListEntry, VirtualGic, Wakeups};
@@ -27,7 +27,7 @@ use crate::device::{
     ClientId, DeviceTable, DispatchError, Effect, Effects, InterruptLines, SignalTarget,
 };
 use crate::exit::{AccessWidth, Action, Exit};
-use crate::fast::FastWindows;
+use crate::fast::{FastTarget, FastWindows};
 use crate::guest_layout;
 use crate::pci::doorbell::SharedBoard;
 use crate::pci::{GuestPci, PciBridge};
@@ -192,6 +192,8 @@ pub struct Partition {
     pci: PciBridge,
     /// Registers the fast lane answers (the bridge publishes them).
     fast: Arc<FastWindows>,
+    /// Its console lines waiting for the UART.
+    console_lines: LineQuota,
     /// The shared-memory registry (for [`Effect::Scrub`]), if the system has one.
     registry: Option<&'static Mutex<Registry>>,
     /// Configured devices that could not be set up (the image fails the boot on them).
@@ -371,8 +373,7 @@ impl Partition {
             &mut devices,
         );
         problems.extend(shared_devices.problems.iter().cloned());
-        let fast = Arc::new(FastWindows::new());
-        pci.set_fast_windows(Arc::clone(&fast));
+        let fast = pci.enable_fast_lane();
         if layout.apic
             && ports
                 .insert(guest_layout::x86::PCI_CONFIG_PORTS, pci.config_ports())
@@ -397,6 +398,7 @@ impl Partition {
             problems,
             pci,
             fast,
+            console_lines: LineQuota::default(),
             registry: shared.map(|shared| shared.registry),
             inner: Mutex::new(Inner {
                 devices,
@@ -636,12 +638,32 @@ impl Partition {
     }
 
     /// The fast lane's answer to an MMIO access of vCPU `vcpu` to `[address, address +
-    /// bytes)`: `true` when the access lies in a published reserved range (a load gets zero,
-    /// a store is ignored; counted as an exit), `false` when the slow path must take it.
+    /// bytes)` (`write`: the stored value): `true` when the access lies in a published range
+    /// (a reserved register: a load gets zero, a store is ignored; a doorbell register: a
+    /// load gets zero, a store rings and the device it names is signalled now), counted as an
+    /// exit; `false` when the slow path must take it.
     #[inline]
-    pub fn fast_mmio(&self, vcpu: usize, address: u64, bytes: u64) -> bool {
-        if self.needs_attention(vcpu) || !self.fast.contains(address, bytes) {
+    pub fn fast_mmio(
+        &self,
+        vcpu: usize,
+        address: u64,
+        bytes: u64,
+        write: Option<u64>,
+        platform: &dyn Platform,
+    ) -> bool {
+        if self.needs_attention(vcpu) {
             return false;
+        }
+        match self.fast.find(address, bytes) {
+            None => return false,
+            Some(FastTarget::Reserved) => {}
+            Some(FastTarget::Doorbell(doorbell)) => {
+                if let Some(value) = write
+                    && let Some(client) = doorbell.ring(value as u32)
+                {
+                    self.signal_client(vcpu, client, platform);
+                }
+            }
         }
         self.count_exit(vcpu, ExitClass::Mmio);
         true
@@ -865,7 +887,7 @@ impl Partition {
                 Effect::ConsoleByte(byte) => {
                     let line = self.inner.lock().console.push(byte);
                     if let Some(line) = line {
-                        CONSOLE.print(format_args!("{line}\n"));
+                        CONSOLE.print_line(&self.console_lines, line);
                     }
                 }
                 Effect::SetLevel { intid, level } => {
@@ -899,10 +921,7 @@ impl Partition {
                 // A device of this partition signalled itself (a PCI function's INTx after a
                 // control-page access): no trip through the platform, and no kick of the CPU
                 // that is handling the access anyway.
-                Effect::Signal(client) if usize::from(client.partition) == self.index => {
-                    self.signal_device_from(client.device, vcpu, platform);
-                }
-                Effect::Signal(client) => platform.signal(client),
+                Effect::Signal(client) => self.signal_client(vcpu, client, platform),
                 // After the unmaps before it (applied under the device lock, or above): no
                 // partition maps the memory any more.
                 Effect::Scrub => {
@@ -942,6 +961,16 @@ impl Partition {
             let mut effects = Effects::default();
             target.signalled(&mut effects);
             self.apply(vcpu, &mut effects, platform);
+        }
+    }
+
+    /// Runs `client`'s device's [`SignalTarget::signalled`] (a doorbell vCPU `vcpu` rang):
+    /// here for a device of this partition, through the platform for another's.
+    fn signal_client(&self, vcpu: usize, client: ClientId, platform: &dyn Platform) {
+        if usize::from(client.partition) == self.index {
+            self.signal_device_from(client.device, vcpu, platform);
+        } else {
+            platform.signal(client);
         }
     }
 
@@ -1139,7 +1168,7 @@ impl Partition {
             let pending = inner.console.flush();
             drop(inner);
             if let Some(line) = pending {
-                CONSOLE.print(format_args!("{line}\n"));
+                CONSOLE.print_line(&self.console_lines, line);
             }
             self.report(format_args!("{reason}"));
             inner = self.inner.lock();

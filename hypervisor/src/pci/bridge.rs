@@ -29,7 +29,7 @@ use super::{BAR_COUNT, BarKind, BarSpec, BarWidth, Context, GuestPci, PciFunctio
 use crate::addr::{GuestPhysAddr, HostPhysAddr, PAGE_SIZE};
 use crate::device::{Effect, Effects};
 use crate::exit::AccessWidth;
-use crate::fast::{FastWindow, FastWindows};
+use crate::fast::{FastKind, FastWindow, FastWindows};
 
 /// Why a function could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +114,9 @@ pub(crate) struct Bridge {
     /// The partition's fast-lane table: the reserved tails of decoding BARs
     /// ([`PciFunction::reserved_from`]), republished with the decoders.
     pub(crate) fast: Option<alloc::sync::Arc<FastWindows>>,
+    /// Per slot, its doorbell register on the fast lane: (BAR, offset, index in the table's
+    /// doorbells).
+    fast_doorbells: [Option<(u8, u64, usize)>; SLOTS as usize],
 }
 
 impl Bridge {
@@ -127,6 +130,7 @@ impl Bridge {
             decoders: Vec::new(),
             lines: None,
             fast: None,
+            fast_doorbells: [None; SLOTS as usize],
         }
     }
 
@@ -158,7 +162,17 @@ impl Bridge {
             return;
         };
         let slots = &self.slots;
-        let windows = self.decoders.iter().filter_map(|decoder| {
+        let doorbells = self.decoders.iter().filter_map(|decoder| {
+            let &(bar, offset, index) = self.fast_doorbells.get(decoder.slot)?.as_ref()?;
+            let start = decoder.start.checked_add(offset)?;
+            let end = start.checked_add(4)?;
+            (usize::from(bar) == decoder.bar && end <= decoder.end).then_some(FastWindow {
+                start,
+                end,
+                kind: FastKind::Doorbell(index),
+            })
+        });
+        let reserved = self.decoders.iter().filter_map(|decoder| {
             let slot = slots.get(decoder.slot)?.as_ref()?;
             let bar = u8::try_from(decoder.bar).ok()?;
             let spec = slot.config.bar(decoder.bar)?.spec;
@@ -172,9 +186,32 @@ impl Bridge {
             (start < decoder.end).then_some(FastWindow {
                 start,
                 end: decoder.end,
+                kind: FastKind::Reserved,
             })
         });
-        fast.publish(windows);
+        fast.publish(doorbells.chain(reserved));
+    }
+
+    /// The partition's fast-lane table, made once its functions are in place: it may ring
+    /// their doorbell registers ([`PciFunction::fast_doorbell`]) and is republished whenever
+    /// the decoders change.
+    pub(crate) fn enable_fast_lane(&mut self) -> alloc::sync::Arc<FastWindows> {
+        let mut doorbells = Vec::new();
+        for (number, slot) in self.slots.iter().enumerate() {
+            let Some((bar, offset, doorbell)) =
+                slot.as_ref().and_then(|slot| slot.function.fast_doorbell())
+            else {
+                continue;
+            };
+            if let Some(entry) = self.fast_doorbells.get_mut(number) {
+                *entry = Some((bar, offset, doorbells.len()));
+                doorbells.push(doorbell);
+            }
+        }
+        let fast = alloc::sync::Arc::new(FastWindows::new(doorbells));
+        self.fast = Some(alloc::sync::Arc::clone(&fast));
+        self.refresh_fast_windows();
+        fast
     }
 
     pub(crate) fn add_function(

@@ -25,6 +25,7 @@ use spin::Mutex;
 use super::ivshmem::{MAX_VECTORS, PeerLink, SharedMemory};
 use crate::addr::PAGE_SIZE;
 use crate::device::{ClientId, Effect, Effects};
+use crate::fast::FastDoorbell;
 
 /// Peers one region holds (QEMU's ivshmem-server default, QNX's limit).
 pub const MAX_PEERS: usize = 16;
@@ -82,6 +83,18 @@ impl Bells {
     }
 
     /// Peer `id`, if attached: its client and vector count.
+    /// Sets `vector` pending for peer `peer`; the client to signal, or `None` (and nothing
+    /// done) for an absent peer or a vector it does not have.
+    fn ring(&self, peer: u16, vector: u16) -> Option<ClientId> {
+        let (client, vectors) = self.peer(peer)?;
+        if vector >= vectors || vector >= MAX_VECTORS {
+            return None;
+        }
+        let pending = self.pending.get(usize::from(peer))?;
+        pending.fetch_or(1u64 << vector, Ordering::AcqRel);
+        Some(client)
+    }
+
     fn peer(&self, id: u16) -> Option<(ClientId, u16)> {
         let word = self.peers.get(usize::from(id))?.load(Ordering::Acquire);
         (word & PRESENT != 0).then(|| {
@@ -201,6 +214,16 @@ pub fn attach(
     })
 }
 
+/// A device's doorbell register on the fast lane: the same lock-free ring as
+/// [`BoardLink`]'s (QEMU's layout: peer ID in bits 31:16, vector in 15:0).
+struct FastRing(Arc<Bells>);
+
+impl FastDoorbell for FastRing {
+    fn ring(&self, value: u32) -> Option<ClientId> {
+        self.0.ring((value >> 16) as u16, value as u16)
+    }
+}
+
 /// One attached device's [`PeerLink`]; dropping it detaches.
 pub struct BoardLink {
     board: SharedBoard,
@@ -232,17 +255,17 @@ impl PeerLink for BoardLink {
     }
 
     fn ring(&self, peer: u16, vector: u16, effects: &mut Effects) -> bool {
-        let Some((client, vectors)) = self.bells.peer(peer) else {
-            return false;
-        };
-        if vector >= vectors || vector >= MAX_VECTORS {
-            return false;
+        match self.bells.ring(peer, vector) {
+            Some(client) => {
+                effects.push(Effect::Signal(client));
+                true
+            }
+            None => false,
         }
-        if let Some(pending) = self.bells.pending.get(usize::from(peer)) {
-            pending.fetch_or(1u64 << vector, Ordering::AcqRel);
-        }
-        effects.push(Effect::Signal(client));
-        true
+    }
+
+    fn fast_doorbell(&self) -> Option<Arc<dyn FastDoorbell>> {
+        Some(Arc::new(FastRing(Arc::clone(&self.bells))))
     }
 
     fn take_rung(&self) -> u64 {

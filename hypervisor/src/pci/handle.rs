@@ -42,12 +42,11 @@ impl PciBridge {
         self.inner.lock().lines = Some(lines);
     }
 
-    /// Publishes the reserved registers of its functions' decoding BARs to `fast` (the
-    /// partition's fast lane) from now on, whenever configuration space changes.
-    pub fn set_fast_windows(&self, fast: Arc<crate::fast::FastWindows>) {
-        let mut bridge = self.inner.lock();
-        bridge.fast = Some(fast);
-        bridge.refresh_fast_windows();
+    /// The partition's fast-lane table ([`crate::fast`]), made once the functions are in
+    /// place: the bridge publishes the reserved registers and doorbell registers of its
+    /// functions' decoding BARs to it from now on, whenever configuration space changes.
+    pub fn enable_fast_lane(&self) -> Arc<crate::fast::FastWindows> {
+        self.inner.lock().enable_fast_lane()
     }
 
     /// Its layout.

@@ -21,12 +21,14 @@
 //! IntrStatus clears all of it.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 
 use super::split::{self, merge};
 use super::{BAR_COUNT, BarKind, BarSpec, BarWidth, Context, Identity, MsixSpec, PciFunction};
 use crate::addr::{HostPhysAddr, PAGE_SIZE};
 use crate::device::Effects;
 use crate::exit::AccessWidth;
+use crate::fast::FastDoorbell;
 
 /// Red Hat / Qumranet vendor ID.
 pub const VENDOR: u16 = 0x1af4;
@@ -67,6 +69,11 @@ pub trait PeerLink: Send {
     fn ring(&self, peer: u16, vector: u16, effects: &mut Effects) -> bool;
     /// Takes the vectors rung on this device since the last call, bit `v` = vector `v`.
     fn take_rung(&self) -> u64;
+    /// The same ring as [`PeerLink::ring`] of a doorbell-register value, for the fast lane
+    /// (`None`: rings take the slow path).
+    fn fast_doorbell(&self) -> Option<Arc<dyn FastDoorbell>> {
+        None
+    }
 }
 
 /// Which of QEMU's two devices.
@@ -252,6 +259,17 @@ impl PciFunction for Ivshmem {
         match self.variant {
             Variant::Plain => false,
             Variant::Doorbell { .. } => self.intr_status & self.intr_mask != 0,
+        }
+    }
+
+    fn fast_doorbell(&self) -> Option<(u8, u64, Arc<dyn FastDoorbell>)> {
+        // Doorbell writes have no effect on the function itself (`write_register`).
+        match self.variant {
+            Variant::Plain => None,
+            Variant::Doorbell { .. } => self
+                .link
+                .fast_doorbell()
+                .map(|doorbell| (REGISTER_BAR, DOORBELL * 4, doorbell)),
         }
     }
 

@@ -291,4 +291,10 @@ pub trait PciFunction: Send {
         let _ = bar;
         None
     }
+    /// A 32-bit doorbell register the fast lane may ring without the bridge's lock: (BAR,
+    /// offset, ring). Only for a register whose store changes nothing of the function but
+    /// what the ring records (and reads as zero).
+    fn fast_doorbell(&self) -> Option<(u8, u64, alloc::sync::Arc<dyn crate::fast::FastDoorbell>)> {
+        None
+    }
 }
