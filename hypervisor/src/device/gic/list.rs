@@ -44,6 +44,8 @@ impl LrState {
 
 /// One list register's worth of virtual interrupt, arch-neutral.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Aligned to 8 (24 bytes): copied with two loads and stores, not a byte-wise memcpy.
+#[repr(align(8))]
 pub struct ListEntry {
     /// The virtual INTID (vINTID).
     pub intid: u32,
