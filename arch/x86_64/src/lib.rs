@@ -27,6 +27,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod decode;
+pub mod fast_lane;
 pub mod host_timer;
 pub mod msr_bitmap;
 pub mod paging;

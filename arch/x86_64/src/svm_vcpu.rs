@@ -847,6 +847,12 @@ impl VcpuBackend for SvmVcpu {
             self.registers.rax = self.vmcb.read(vmcb::RAX);
             self.vmcb.write_u8(vmcb::TLB_CONTROL, 0);
             if let Some(exit) = self.decode() {
+                if let Some(action) =
+                    crate::fast_lane::answer(self.partition, self.vcpu, self.guest.platform, &exit)
+                {
+                    self.complete(action);
+                    continue;
+                }
                 if self.vmcb.read(vmcb::EXIT_CODE) == exit::INVALID {
                     println!(
                         "bulkhead: partition {}: VMRUN refused the guest state",

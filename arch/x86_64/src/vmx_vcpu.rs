@@ -481,6 +481,15 @@ impl VcpuBackend for VmxVcpu {
             match self.vmcs.run(&mut self.registers) {
                 Ok(()) => {
                     if let Some(exit) = self.decode() {
+                        if let Some(action) = crate::fast_lane::answer(
+                            self.partition,
+                            self.vcpu,
+                            self.guest.platform,
+                            &exit,
+                        ) {
+                            self.complete(action);
+                            continue;
+                        }
                         return exit;
                     }
                 }

@@ -71,7 +71,7 @@ const EXCHANGES: [(&str, &str, &str, &str, &str); 2] = [
         "pong",
     ),
     (
-        "ivshmem-doorbell, MSI-X one way, INTx the other",
+        "ivshmem-doorbell, MSI-X both ways",
         "ivshmem",
         "qemu/systems/x86-bench-ivshmem/board.board",
         "ivping",

@@ -45,9 +45,9 @@ pub fn partition_name() -> Option<&'static str> {
     boot_info::present().then(boot_info::name)
 }
 
-/// No boot options on x86_64 (a partition's guest gets no command line).
-pub fn boot_option(_option: &str) -> bool {
-    false
+/// Whether the partition's command line (the VM file's `cmdline`) has word `option`.
+pub fn boot_option(option: &str) -> bool {
+    command_line().is_some_and(|line| line.split_whitespace().any(|word| word == option))
 }
 
 /// The partition's command line from the boot information (the VM file's `cmdline`, then
