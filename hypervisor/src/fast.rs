@@ -25,11 +25,83 @@ use crate::device::ClientId;
 /// Ranges one table holds (a partition has a few PCI functions).
 pub const FAST_WINDOWS: usize = 8;
 
+/// Where a doorbell's interrupt goes once its receiver has programmed its MSI-X entry (MSI-X
+/// on, function and vector unmasked): computed by the receiver's PCI bridge whenever that
+/// state changes, so that a ring reaches the receiver's interrupt controller without its
+/// bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsiRoute {
+    /// An edge on SPI `intid` of the receiver's virtual GIC (the message data names it).
+    Spi(u32),
+    /// A message on the receiver's APIC bus.
+    Message {
+        /// Message address (0xFEEx_xxxx).
+        address: u64,
+        /// Message data.
+        data: u32,
+    },
+}
+
+const ROUTE_VALID: u64 = 1 << 63;
+const ROUTE_MESSAGE: u64 = 1 << 62;
+const ROUTE_PARTITION_SHIFT: u32 = 40;
+
+impl MsiRoute {
+    /// The route as one word for partition `partition` (tagged with it, so that a reader can
+    /// tell a route published for another occupant of the same peer ID); `None` when it does
+    /// not fit (a message address outside 0xFEE0_0000..0xFEF0_0000, data above 16 bits):
+    /// such a route is not published and rings take the slow path.
+    pub fn encode(self, partition: u16) -> Option<u64> {
+        let tag = ROUTE_VALID | u64::from(partition) << ROUTE_PARTITION_SHIFT;
+        match self {
+            MsiRoute::Spi(intid) => Some(tag | u64::from(intid)),
+            MsiRoute::Message { address, data } => {
+                let local = address >> 20 == 0xfee && address & 0b11 == 0;
+                (local && data <= 0xffff).then_some(
+                    tag | ROUTE_MESSAGE | ((address & 0xf_fffc) >> 2) << 16 | u64::from(data),
+                )
+            }
+        }
+    }
+
+    /// The route in `word` if it was published for partition `partition`.
+    pub fn decode(word: u64, partition: u16) -> Option<MsiRoute> {
+        let tag = ROUTE_VALID | u64::from(partition) << ROUTE_PARTITION_SHIFT;
+        let tag_mask = ROUTE_VALID | 0xffff << ROUTE_PARTITION_SHIFT;
+        if word & tag_mask != tag {
+            return None;
+        }
+        Some(if word & ROUTE_MESSAGE == 0 {
+            MsiRoute::Spi(word as u32)
+        } else {
+            MsiRoute::Message {
+                address: 0xfee0_0000 | ((word >> 16) & 0x3_ffff) << 2,
+                data: word as u32 & 0xffff,
+            }
+        })
+    }
+}
+
+/// What a ring on the fast lane asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ring {
+    /// Run the device's [`crate::device::SignalTarget::signalled`] (as
+    /// [`crate::device::Effect::Signal`] does): the slow way, through its bridge.
+    Signal(ClientId),
+    /// Deliver `route` in partition `partition` at once.
+    Deliver {
+        /// The receiving partition.
+        partition: u16,
+        /// Its interrupt.
+        route: MsiRoute,
+    },
+}
+
 /// A doorbell register the fast lane rings without its device's lock.
 pub trait FastDoorbell: Send + Sync {
-    /// A 32-bit store of `value` to the register: records the ring and returns the device to
-    /// signal (as [`crate::device::Effect::Signal`] would), if any.
-    fn ring(&self, value: u32) -> Option<ClientId>;
+    /// A 32-bit store of `value` to the register: records the ring and says what reaches the
+    /// receiver, if anything (an absent peer or vector: nothing).
+    fn ring(&self, value: u32) -> Option<Ring>;
 }
 
 /// What a published range is.
@@ -229,7 +301,7 @@ mod tests {
     struct Counter(core::sync::atomic::AtomicU32);
 
     impl FastDoorbell for Counter {
-        fn ring(&self, value: u32) -> Option<ClientId> {
+        fn ring(&self, value: u32) -> Option<Ring> {
             self.0.fetch_add(value, Ordering::Relaxed);
             None
         }
@@ -261,6 +333,31 @@ mod tests {
             "a doorbell takes words only"
         );
         assert!(table.find(0x200c, 4).is_none(), "doorbell 1 does not exist");
+    }
+
+    #[test]
+    fn routes_round_trip_through_their_word_for_their_partition_only() {
+        let spi = MsiRoute::Spi(96);
+        let message = MsiRoute::Message {
+            address: 0xfee0_3000,
+            data: 0x41,
+        };
+        for route in [spi, message] {
+            let word = route.encode(3).unwrap();
+            assert_eq!(MsiRoute::decode(word, 3), Some(route));
+            assert_eq!(MsiRoute::decode(word, 4), None, "another occupant");
+        }
+        assert_eq!(MsiRoute::decode(0, 0), None);
+        let far = MsiRoute::Message {
+            address: 0x1_fee0_0000,
+            data: 0x41,
+        };
+        assert_eq!(far.encode(0), None);
+        let wide = MsiRoute::Message {
+            address: 0xfee0_0000,
+            data: 0x1_0000,
+        };
+        assert_eq!(wide.encode(0), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use hypervisor::board::{Board, Gic};
 use hypervisor::config::{PartitionConfig, SystemConfig};
 use hypervisor::device::ClientId;
 use hypervisor::device::gic::GicVersion;
+use hypervisor::fast::MsiRoute;
 use hypervisor::guest_device_tree::{self, GuestGic, GuestPlatform};
 use hypervisor::guest_layout as layout;
 use hypervisor::memory::{MemoryMap, Usage};
@@ -469,6 +470,15 @@ impl Platform for Wake {
             .and_then(|r| r.system.partitions.get(usize::from(client.partition)))
         {
             partition.signal_device(client.device, self);
+        }
+    }
+
+    fn deliver(&self, partition: usize, route: MsiRoute) {
+        if let Some(target) = RUNTIME
+            .get()
+            .and_then(|r| r.system.partitions.get(partition))
+        {
+            target.deliver(usize::MAX, route, self);
         }
     }
 }

@@ -20,6 +20,7 @@ use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, HumanSize, PhysRange};
 use hypervisor::config::{PartitionConfig, SystemConfig};
 use hypervisor::device::ClientId;
 use hypervisor::exit::Exit;
+use hypervisor::fast::MsiRoute;
 use hypervisor::memory::{MemoryMap, Usage};
 use hypervisor::partition::{InterruptModel, Partition, Platform, StartRequest, System};
 use hypervisor::println;
@@ -268,6 +269,15 @@ impl Platform for Host {
             .and_then(|r| r.system.partitions.get(usize::from(client.partition)))
         {
             partition.signal_device(client.device, self);
+        }
+    }
+
+    fn deliver(&self, partition: usize, route: MsiRoute) {
+        if let Some(target) = RUNTIME
+            .get()
+            .and_then(|r| r.system.partitions.get(partition))
+        {
+            target.deliver(usize::MAX, route, self);
         }
     }
 }

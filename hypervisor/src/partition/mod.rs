@@ -27,7 +27,7 @@ use crate::device::{
     ClientId, DeviceTable, DispatchError, Effect, Effects, InterruptLines, SignalTarget,
 };
 use crate::exit::{AccessWidth, Action, Exit};
-use crate::fast::{FastTarget, FastWindows};
+use crate::fast::{FastTarget, FastWindows, MsiRoute, Ring};
 use crate::guest_layout;
 use crate::pci::doorbell::SharedBoard;
 use crate::pci::{GuestPci, PciBridge};
@@ -63,6 +63,9 @@ pub trait Platform {
     fn signal(&self, client: ClientId) {
         let _ = client;
     }
+    /// Delivers `route` in partition `partition` ([`Partition::deliver`] there, with no
+    /// vCPU of it as the cause): a doorbell rung on the fast lane.
+    fn deliver(&self, partition: usize, route: MsiRoute);
 }
 
 /// Power state of a vCPU, as PSCI AFFINITY_INFO reports it.
@@ -658,10 +661,16 @@ impl Partition {
             None => return false,
             Some(FastTarget::Reserved) => {}
             Some(FastTarget::Doorbell(doorbell)) => {
-                if let Some(value) = write
-                    && let Some(client) = doorbell.ring(value as u32)
-                {
-                    self.signal_client(vcpu, client, platform);
+                match write.and_then(|value| doorbell.ring(value as u32)) {
+                    Some(Ring::Signal(client)) => self.signal_client(vcpu, client, platform),
+                    Some(Ring::Deliver { partition, route }) => {
+                        if usize::from(partition) == self.index {
+                            self.deliver(vcpu, route, platform);
+                        } else {
+                            platform.deliver(usize::from(partition), route);
+                        }
+                    }
+                    None => {}
                 }
             }
         }
@@ -962,6 +971,21 @@ impl Partition {
             target.signalled(&mut effects);
             self.apply(vcpu, &mut effects, platform);
         }
+    }
+
+    /// Delivers a doorbell's MSI-X `route` here at once (the fast lane's ring, from vCPU
+    /// `vcpu`, `usize::MAX`: none of this partition's): as the MSI-X table's message would
+    /// through [`Effect::Raise`] or [`Effect::Message`]. A route of the other controller's
+    /// kind is never published for this partition (its bridge computes them) and is ignored.
+    pub fn deliver(&self, vcpu: usize, route: MsiRoute, platform: &dyn Platform) {
+        let wakeups = match (route, &self.controller) {
+            (MsiRoute::Spi(intid), Controller::Gic(gic)) => gic.raise(intid, 0),
+            (MsiRoute::Message { address, data }, Controller::Apic(bus)) => {
+                Wakeups::from_bits(bus.message(address, data))
+            }
+            _ => return,
+        };
+        self.wake(vcpu, wakeups, platform);
     }
 
     /// Runs `client`'s device's [`SignalTarget::signalled`] (a doorbell vCPU `vcpu` rang):

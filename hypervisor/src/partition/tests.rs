@@ -11,6 +11,9 @@ impl Platform for Kicks {
     fn kick(&self, cpu: usize) {
         self.0.borrow_mut().push(cpu);
     }
+
+    /// One partition per test: nothing rings another.
+    fn deliver(&self, _partition: usize, _route: MsiRoute) {}
 }
 
 fn config(policy: FaultPolicy) -> &'static PartitionConfig {
@@ -539,6 +542,7 @@ fn an_attach_racing_a_detach_never_leaves_freed_memory_mapped() {
     }
     impl Platform for SlowMaps {
         fn kick(&self, _cpu: usize) {}
+        fn deliver(&self, _partition: usize, _route: MsiRoute) {}
         fn map_memory(
             &self,
             _partition: usize,

@@ -307,6 +307,7 @@ impl Bridge {
                 slot.config.reset(slot.firmware);
                 slot.function.reset();
             }
+            self.publish_routes(number);
         }
         self.refresh_decoders();
         self.update_intx(effects);
@@ -493,6 +494,22 @@ impl Bridge {
         }
         self.refresh_decoders();
         self.update_intx(effects);
+        self.publish_routes(number);
+    }
+
+    /// Hands slot `number`'s function its MSI-X routes as they are now
+    /// ([`PciFunction::msix_routes_changed`]), after anything that may have changed them.
+    fn publish_routes(&mut self, number: usize) {
+        let layout = &self.layout;
+        let Some(Some(slot)) = self.slots.get_mut(number) else {
+            return;
+        };
+        let Some(msix) = &slot.config.msix else {
+            return;
+        };
+        let mut routes = [None; msix::MAX_VECTORS as usize];
+        msix.routes(layout, &mut routes);
+        slot.function.msix_routes_changed(&routes);
     }
 
     /// The decoding BAR holding `[address, address + width)`: (slot, BAR, offset).
@@ -532,6 +549,7 @@ impl Bridge {
             match write {
                 Some(value) => {
                     if msix.write(bar, offset, width, value, layout, effects) {
+                        self.publish_routes(number);
                         return 0;
                     }
                 }

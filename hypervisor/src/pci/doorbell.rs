@@ -25,7 +25,7 @@ use spin::Mutex;
 use super::ivshmem::{MAX_VECTORS, PeerLink, SharedMemory};
 use crate::addr::PAGE_SIZE;
 use crate::device::{ClientId, Effect, Effects};
-use crate::fast::FastDoorbell;
+use crate::fast::{FastDoorbell, MsiRoute, Ring};
 
 /// Peers one region holds (QEMU's ivshmem-server default, QNX's limit).
 pub const MAX_PEERS: usize = 16;
@@ -65,11 +65,24 @@ struct Peer {
 }
 
 /// A region's peers as rings see them, without the board's lock: per peer ID, the peer
-/// (0: none; else bit 63 | vectors << 32 | partition << 16 | device) and its pending mask.
-#[derive(Debug, Default)]
+/// (0: none; else bit 63 | vectors << 32 | partition << 16 | device), its pending mask, and
+/// per vector the route its MSI-X entry gives now ([`MsiRoute::encode`]; 0: none, rings set
+/// the pending bit and signal the device).
+#[derive(Debug)]
 struct Bells {
     peers: [AtomicU64; MAX_PEERS],
     pending: [AtomicU64; MAX_PEERS],
+    routes: [[AtomicU64; MAX_VECTORS as usize]; MAX_PEERS],
+}
+
+impl Default for Bells {
+    fn default() -> Self {
+        Self {
+            peers: [const { AtomicU64::new(0) }; MAX_PEERS],
+            pending: [const { AtomicU64::new(0) }; MAX_PEERS],
+            routes: [const { [const { AtomicU64::new(0) }; MAX_VECTORS as usize] }; MAX_PEERS],
+        }
+    }
 }
 
 const PRESENT: u64 = 1 << 63;
@@ -93,6 +106,45 @@ impl Bells {
         let pending = self.pending.get(usize::from(peer))?;
         pending.fetch_or(1u64 << vector, Ordering::AcqRel);
         Some(client)
+    }
+
+    /// The fast lane's ring: `vector`'s route straight to the peer's interrupt controller
+    /// where one is published for the peer there now, else [`Bells::ring`]. A route read just
+    /// before the peer masked the vector (or left) delivers as a ring made before that would.
+    fn ring_fast(&self, peer: u16, vector: u16) -> Option<Ring> {
+        let (client, vectors) = self.peer(peer)?;
+        if vector >= vectors || vector >= MAX_VECTORS {
+            return None;
+        }
+        let word = self
+            .routes
+            .get(usize::from(peer))?
+            .get(usize::from(vector))?
+            .load(Ordering::Acquire);
+        if let Some(route) = MsiRoute::decode(word, client.partition) {
+            return Some(Ring::Deliver {
+                partition: client.partition,
+                route,
+            });
+        }
+        self.ring(peer, vector).map(Ring::Signal)
+    }
+
+    /// Publishes peer `peer`'s routes (of partition `partition`), vector by vector; vectors
+    /// past `routes` get none.
+    fn publish_routes(&self, peer: u16, partition: u16, routes: &[Option<MsiRoute>]) {
+        let Some(slots) = self.routes.get(usize::from(peer)) else {
+            return;
+        };
+        for (index, slot) in slots.iter().enumerate() {
+            let word = routes
+                .get(index)
+                .copied()
+                .flatten()
+                .and_then(|route| route.encode(partition))
+                .unwrap_or(0);
+            slot.store(word, Ordering::Release);
+        }
     }
 
     fn peer(&self, id: u16) -> Option<(ClientId, u16)> {
@@ -205,9 +257,15 @@ pub fn attach(
         pending.store(0, Ordering::Release);
         published.store(Bells::encode(&peer), Ordering::Release);
     }
+    if let Some(routes) = entry.bells.routes.get(id) {
+        for route in routes {
+            route.store(0, Ordering::Release);
+        }
+    }
     Ok(BoardLink {
         board: board.clone(),
         region,
+        partition: client.partition,
         position: id as u16,
         memory: entry.memory,
         bells: Arc::clone(&entry.bells),
@@ -219,8 +277,8 @@ pub fn attach(
 struct FastRing(Arc<Bells>);
 
 impl FastDoorbell for FastRing {
-    fn ring(&self, value: u32) -> Option<ClientId> {
-        self.0.ring((value >> 16) as u16, value as u16)
+    fn ring(&self, value: u32) -> Option<Ring> {
+        self.0.ring_fast((value >> 16) as u16, value as u16)
     }
 }
 
@@ -228,6 +286,8 @@ impl FastDoorbell for FastRing {
 pub struct BoardLink {
     board: SharedBoard,
     region: usize,
+    /// The partition of the device holding it.
+    partition: u16,
     position: u16,
     memory: SharedMemory,
     bells: Arc<Bells>,
@@ -268,6 +328,11 @@ impl PeerLink for BoardLink {
         Some(Arc::new(FastRing(Arc::clone(&self.bells))))
     }
 
+    fn publish_routes(&self, routes: &[Option<MsiRoute>]) {
+        self.bells
+            .publish_routes(self.position, self.partition, routes);
+    }
+
     fn take_rung(&self) -> u64 {
         self.bells
             .pending
@@ -289,6 +354,11 @@ impl Drop for BoardLink {
             }
             if let Some(pending) = region.bells.pending.get(id) {
                 pending.store(0, Ordering::Release);
+            }
+            if let Some(routes) = region.bells.routes.get(id) {
+                for route in routes {
+                    route.store(0, Ordering::Release);
+                }
             }
         }
     }

@@ -28,7 +28,7 @@ use super::{BAR_COUNT, BarKind, BarSpec, BarWidth, Context, Identity, MsixSpec, 
 use crate::addr::{HostPhysAddr, PAGE_SIZE};
 use crate::device::Effects;
 use crate::exit::AccessWidth;
-use crate::fast::FastDoorbell;
+use crate::fast::{FastDoorbell, MsiRoute};
 
 /// Red Hat / Qumranet vendor ID.
 pub const VENDOR: u16 = 0x1af4;
@@ -73,6 +73,11 @@ pub trait PeerLink: Send {
     /// (`None`: rings take the slow path).
     fn fast_doorbell(&self) -> Option<Arc<dyn FastDoorbell>> {
         None
+    }
+    /// This device's MSI-X routes changed (see [`crate::fast::MsiRoute`]): per vector, where
+    /// a ring may deliver at once, or `None`.
+    fn publish_routes(&self, routes: &[Option<MsiRoute>]) {
+        let _ = routes;
     }
 }
 
@@ -271,6 +276,10 @@ impl PciFunction for Ivshmem {
                 .fast_doorbell()
                 .map(|doorbell| (REGISTER_BAR, DOORBELL * 4, doorbell)),
         }
+    }
+
+    fn msix_routes_changed(&mut self, routes: &[Option<MsiRoute>]) {
+        self.link.publish_routes(routes);
     }
 
     fn reserved_from(&self, bar: u8) -> Option<u64> {

@@ -412,3 +412,67 @@ fn reset_restores_power_on_state() {
     route(a.take(), &mut [(&mut a, SLOT_A), (&mut b, SLOT_B)]);
     assert_eq!(b.read(INTR_STATUS, Word), 0);
 }
+
+/// Issue 9: once B has programmed an MSI-X vector (MSI-X on, function and vector unmasked),
+/// A's fast-lane ring names B's interrupt directly (no signal through B's bridge); while
+/// anything masks it, or after B's reset, the ring takes the slow way (pending bit, signal)
+/// and B's MSI-X table decides, as before.
+#[test]
+fn fast_rings_follow_the_receivers_msix_routes() {
+    use crate::fast::{FastTarget, MsiRoute, Ring};
+    let (_board, mut a, mut b) = pair();
+    let fast = a.bridge.enable_fast_lane();
+    let ring = |value: u32| match fast.find(DOORBELL, 4) {
+        Some(FastTarget::Doorbell(doorbell)) => doorbell.ring(value),
+        _ => panic!("A's doorbell register is not on the fast lane"),
+    };
+    let slow = Some(Ring::Signal(client(1)));
+    assert_eq!(ring(1 << 16), slow, "B's MSI-X is off");
+    // Drain that ring the slow way (B takes it on INTx: IntrStatus).
+    route(
+        alloc::vec![Effect::Signal(client(1))],
+        &mut [(&mut a, SLOT_A), (&mut b, SLOT_B)],
+    );
+    b.take();
+    b.read(INTR_STATUS, Word);
+
+    b.config_write(2, 0x42, Half, 0x8000);
+    for vector in 0..2u64 {
+        b.write(MSIX_TABLE + vector * 16, Word, 0x0802_0040);
+        b.write(MSIX_TABLE + vector * 16 + 8, Word, 96 + vector);
+        b.write(MSIX_TABLE + vector * 16 + 12, Word, 0);
+    }
+    assert!(b.take().is_empty());
+    let direct = |intid| {
+        Some(Ring::Deliver {
+            partition: 1,
+            route: MsiRoute::Spi(intid),
+        })
+    };
+    assert_eq!(ring((1 << 16) | 1), direct(97));
+    assert_eq!(ring(1 << 16), direct(96));
+    assert_eq!(ring((1 << 16) | 2), None, "B has two vectors");
+    assert_eq!(ring(5 << 16), None, "no peer 5");
+
+    // Vector 0 masked: the slow way, and B's PBA keeps it until unmasked.
+    b.write(MSIX_TABLE + 12, Word, 1);
+    assert_eq!(ring(1 << 16), slow);
+    assert_eq!(ring((1 << 16) | 1), direct(97));
+    route(
+        alloc::vec![Effect::Signal(client(1))],
+        &mut [(&mut a, SLOT_A), (&mut b, SLOT_B)],
+    );
+    assert!(b.take().is_empty());
+    assert_eq!(b.read(MSIX_TABLE + 0x800, Word), 1);
+    b.write(MSIX_TABLE + 12, Word, 0);
+    assert_eq!(b.take(), [Effect::Raise { intid: 96 }]);
+    assert_eq!(ring(1 << 16), direct(96));
+
+    // The function mask, then B's reset: the slow way again.
+    b.config_write(2, 0x42, Half, 0xc000);
+    assert_eq!(ring((1 << 16) | 1), slow);
+    b.config_write(2, 0x42, Half, 0x8000);
+    assert_eq!(ring((1 << 16) | 1), direct(97));
+    b.bridge.reset(&mut b.effects);
+    assert_eq!(ring((1 << 16) | 1), slow);
+}

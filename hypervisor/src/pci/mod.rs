@@ -297,4 +297,10 @@ pub trait PciFunction: Send {
     fn fast_doorbell(&self) -> Option<(u8, u64, alloc::sync::Arc<dyn crate::fast::FastDoorbell>)> {
         None
     }
+    /// Its MSI-X state changed (enable, function mask, a table entry, a reset): per vector,
+    /// the interrupt a message would raise now, or `None` (MSI-X off, masked, or data naming
+    /// no interrupt), for a function whose rings are delivered without the bridge.
+    fn msix_routes_changed(&mut self, routes: &[Option<crate::fast::MsiRoute>]) {
+        let _ = routes;
+    }
 }

@@ -12,6 +12,7 @@ use super::split::{self, merge};
 use super::{GuestPci, MsixSpec};
 use crate::device::{Effect, Effects};
 use crate::exit::AccessWidth;
+use crate::fast::MsiRoute;
 
 /// Capability ID of MSI-X.
 pub(crate) const CAPABILITY_ID: u8 = 0x11;
@@ -203,14 +204,36 @@ impl Msix {
     }
 
     fn send(&self, vector: usize, layout: &GuestPci, effects: &mut Effects) {
-        let Some(&[low, high, data, _]) = self.table.get(vector) else {
-            return;
-        };
+        match self.message(vector, layout) {
+            Some(MsiRoute::Message { address, data }) => {
+                effects.push(Effect::Message { address, data });
+            }
+            Some(MsiRoute::Spi(intid)) => effects.push(Effect::Raise { intid }),
+            None => {}
+        }
+    }
+
+    /// What vector `vector`'s table entry sends: a message on an APIC bus, or an edge on the
+    /// SPI its data names (`None`: data naming no MSI interrupt, which is dropped).
+    fn message(&self, vector: usize, layout: &GuestPci) -> Option<MsiRoute> {
+        let &[low, high, data, _] = self.table.get(vector)?;
         if layout.apic {
             let address = (u64::from(high) << 32) | u64::from(low);
-            effects.push(Effect::Message { address, data });
-        } else if let Some(intid) = layout.msi_intid(data) {
-            effects.push(Effect::Raise { intid });
+            Some(MsiRoute::Message { address, data })
+        } else {
+            layout.msi_intid(data).map(MsiRoute::Spi)
+        }
+    }
+
+    /// Per vector (into `routes`), what a signal would send at once now: `None` while MSI-X
+    /// is off or the function or vector masked (a signal would be left pending).
+    pub(crate) fn routes(&self, layout: &GuestPci, routes: &mut [Option<MsiRoute>]) {
+        for (vector, route) in routes.iter_mut().enumerate() {
+            *route = if !self.enabled || self.masked(vector) {
+                None
+            } else {
+                self.message(vector, layout)
+            };
         }
     }
 

@@ -9,6 +9,7 @@ use hypervisor::addr::{GuestPhysAddr, HostPhysAddr, PhysRange};
 use hypervisor::config::{FaultPolicy, GuestWindows, IvshmemConfig, PartitionConfig, ShmemConfig};
 use hypervisor::device::ClientId;
 use hypervisor::device::gic::GicVersion;
+use hypervisor::fast::MsiRoute;
 use hypervisor::partition::{InterruptModel, Platform, SharedMemorySystem, System};
 use hypervisor::pci::doorbell::DoorbellBoard;
 use hypervisor::pci::ivshmem::SharedMemory;
@@ -337,5 +338,11 @@ impl Platform for Machine {
             partition.signal_device(client.device, self);
         }
         self.depth.set(depth);
+    }
+
+    fn deliver(&self, partition: usize, route: MsiRoute) {
+        if let Some(target) = self.system.partitions.get(partition) {
+            target.deliver(usize::MAX, route, self);
+        }
     }
 }
