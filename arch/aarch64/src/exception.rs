@@ -94,19 +94,26 @@ bulkhead_guest_exit:
     str x3, [x0, #272]
     ldp x3, x4, [sp], #16
     stp x3, x4, [x0, #0]
-    // The fast lane (`bulkhead_fast_exit`, synchronous exits only) runs with the guest's
+    // The fast lane (`bulkhead_fast_exit`, synchronous and IRQ exits) runs with the guest's
     // x19-x29 still in their registers (a procedure call preserves them) and their frame
-    // slots stale: it reads x0-x18 and x30 only. An exit it answers goes straight back into
-    // the guest; any other gets x19-x29 saved and returns to the run loop. The host's
-    // callee-saved registers stay on the stack meanwhile.
+    // slots stale: it reads x0-x18 and x30 only. An exit it answers (it returns 1) goes
+    // straight back into the guest; any other gets x19-x29 saved and returns to the run
+    // loop. The host's callee-saved registers stay on the stack meanwhile.
     cmp x2, #8
+    b.eq 3f
+    cmp x2, #9
     b.ne 2f
+    bl bulkhead_fast_interrupt
+    mov x2, #9
+    b 4f
+3:
     bl bulkhead_fast_exit
+    mov x2, #8
+4:
     mov x1, x0
     mrs x0, tpidr_el2
     ldr x0, [x0]
     cbnz x1, bulkhead_fast_resume
-    mov x2, #8
 2:
     stp x19, x20, [x0, #152]
     stp x21, x22, [x0, #168]

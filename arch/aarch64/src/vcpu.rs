@@ -5,12 +5,13 @@
 //! what sits at an address or what a partition is belongs to the core.
 
 use core::arch::asm;
+use core::cell::{Cell, RefCell};
 use core::sync::atomic::Ordering;
 
 use hypervisor::addr::GuestPhysAddr;
 use hypervisor::device::gic::{ListEntries, ListEntry};
 use hypervisor::exit::{AccessWidth, Action, Exit};
-use hypervisor::partition::{Partition, Platform, StartRequest};
+use hypervisor::partition::{ExitClass, Partition, Platform, StartRequest};
 use hypervisor::vcpu::VcpuBackend;
 
 use crate::decode::{self, DataAccess, WriteBack, ZERO_REGISTER};
@@ -208,19 +209,21 @@ struct SyndromeAccess {
     size: u8,
 }
 
-/// What the fast lane ([`bulkhead_fast_exit`]) needs of the vCPU a CPU runs.
+/// What the fast lane ([`bulkhead_fast_exit`]) needs of the vCPU a CPU runs: made once per
+/// CPU, kept for good, and used by that CPU only (the run loop through [`Aarch64Vcpu`], the
+/// fast lane while the guest's exit is being taken: never both at once).
 pub struct FastVcpu {
     partition: &'static Partition,
     vcpu: usize,
     platform: &'static dyn Platform,
+    /// The list registers' bookkeeping (both the run loop and the fast lane fold and flush).
+    lrs: RefCell<ListRegisters>,
+    /// The fast lane took the virtual timer's PPI and left the exit to the run loop.
+    timer_fired: Cell<bool>,
 }
 
-/// One vCPU of a partition, run by this CPU for good.
-pub struct Aarch64Vcpu {
-    frame: TrapFrame,
-    partition: &'static Partition,
-    vcpu: usize,
-    platform: &'static dyn Platform,
+/// This CPU's list registers as the vCPU's last flush left them.
+struct ListRegisters {
     /// List registers this CPU implements.
     slots: usize,
     /// How many the last flush filled.
@@ -229,6 +232,80 @@ pub struct Aarch64Vcpu {
     underflow: bool,
     /// The list-register images exchanged with the core (kept, so no exit zeroes one).
     entries: ListEntries,
+}
+
+impl ListRegisters {
+    /// What the list registers hold now goes back into the partition's virtual GIC.
+    fn fold(&mut self, partition: &Partition, vcpu: usize, platform: &dyn Platform) {
+        if self.used == 0 {
+            return;
+        }
+        self.entries.clear();
+        for index in 0..self.used {
+            if self
+                .entries
+                .push(crate::gic::read_list_register(index))
+                .is_err()
+            {
+                break;
+            }
+        }
+        partition.fold_interrupts(vcpu, self.entries.as_slice(), platform);
+    }
+
+    /// The list registers get what the partition's virtual GIC has for this vCPU now.
+    fn flush(&mut self, partition: &Partition, vcpu: usize, platform: &dyn Platform) {
+        let previously_used = self.used;
+        if previously_used == 0 && partition.interrupts_quiet(vcpu) {
+            // Nothing to load and nothing loaded (the underflow interrupt is off then too).
+            return;
+        }
+        partition.flush_interrupts(vcpu, self.slots, &mut self.entries, platform);
+        // Linked interrupts the guest deactivated through its distributor or redistributor:
+        // their physical ones too, now that no list register holds them. (Such a write
+        // always ends the GIC's quiet state, so this is never skipped above.)
+        partition.take_hardware_deactivations(vcpu, crate::gic::deactivate);
+        if self.entries.is_unchanged() {
+            // The list registers already hold what they should.
+            return;
+        }
+        for (index, entry) in self.entries.iter().enumerate() {
+            crate::gic::write_list_register(index, entry);
+        }
+        // Clear what the previous flush left in registers this one does not use.
+        for index in self.entries.len()..previously_used {
+            crate::gic::write_list_register(index, &ListEntry::EMPTY);
+        }
+        self.used = self.entries.len();
+        let underflow = self.entries.more_pending();
+        if underflow != self.underflow {
+            self.underflow = underflow;
+            crate::gic::set_underflow_interrupt(underflow);
+        }
+    }
+}
+
+impl FastVcpu {
+    fn fold(&self) {
+        self.lrs
+            .borrow_mut()
+            .fold(self.partition, self.vcpu, self.platform);
+    }
+
+    fn flush(&self) {
+        self.lrs
+            .borrow_mut()
+            .flush(self.partition, self.vcpu, self.platform);
+    }
+}
+
+/// One vCPU of a partition, run by this CPU for good.
+pub struct Aarch64Vcpu {
+    frame: TrapFrame,
+    partition: &'static Partition,
+    vcpu: usize,
+    /// Shared with the fast lane: the list registers (and the platform).
+    fast: &'static FastVcpu,
     /// The syndrome-described access being emulated, if any.
     simple: Option<SyndromeAccess>,
     access: Option<Access>,
@@ -253,77 +330,29 @@ impl Aarch64Vcpu {
     ) -> Self {
         let per_cpu = crate::cpu::per_cpu();
         let slots = per_cpu.map_or(0, |per_cpu| per_cpu.list_registers.load(Ordering::Relaxed));
+        // Made once per CPU and kept for good (static partitioning).
+        let fast: &'static FastVcpu = alloc::boxed::Box::leak(alloc::boxed::Box::new(FastVcpu {
+            partition,
+            vcpu,
+            platform,
+            lrs: RefCell::new(ListRegisters {
+                slots,
+                used: 0,
+                underflow: false,
+                entries: ListEntries::new(),
+            }),
+            timer_fired: Cell::new(false),
+        }));
         if let Some(per_cpu) = per_cpu {
-            // Made once per CPU and kept for good (static partitioning).
-            per_cpu.set_running(alloc::boxed::Box::leak(alloc::boxed::Box::new(FastVcpu {
-                partition,
-                vcpu,
-                platform,
-            })));
+            per_cpu.set_running(fast);
         }
         Self {
             frame: TrapFrame::zeroed(),
             partition,
             vcpu,
-            platform,
-            slots,
-            used: 0,
-            underflow: false,
-            entries: ListEntries::new(),
+            fast,
             simple: None,
             access: None,
-        }
-    }
-
-    /// What the list registers hold now goes back into the partition's virtual GIC.
-    fn fold(&mut self) {
-        if self.used == 0 {
-            return;
-        }
-        self.entries.clear();
-        for index in 0..self.used {
-            if self
-                .entries
-                .push(crate::gic::read_list_register(index))
-                .is_err()
-            {
-                break;
-            }
-        }
-        self.partition
-            .fold_interrupts(self.vcpu, self.entries.as_slice(), self.platform);
-    }
-
-    /// The list registers get what the partition's virtual GIC has for this vCPU now.
-    fn flush(&mut self) {
-        let previously_used = self.used;
-        if previously_used == 0 && self.partition.interrupts_quiet(self.vcpu) {
-            // Nothing to load and nothing loaded (the underflow interrupt is off then too).
-            return;
-        }
-        self.partition
-            .flush_interrupts(self.vcpu, self.slots, &mut self.entries, self.platform);
-        // Linked interrupts the guest deactivated through its distributor or redistributor:
-        // their physical ones too, now that no list register holds them. (Such a write
-        // always ends the GIC's quiet state, so this is never skipped above.)
-        self.partition
-            .take_hardware_deactivations(self.vcpu, crate::gic::deactivate);
-        if self.entries.is_unchanged() {
-            // The list registers already hold what they should.
-            return;
-        }
-        for (index, entry) in self.entries.iter().enumerate() {
-            crate::gic::write_list_register(index, entry);
-        }
-        // Clear what the previous flush left in registers this one does not use.
-        for index in self.entries.len()..previously_used {
-            crate::gic::write_list_register(index, &ListEntry::EMPTY);
-        }
-        self.used = self.entries.len();
-        let underflow = self.entries.more_pending();
-        if underflow != self.underflow {
-            self.underflow = underflow;
-            crate::gic::set_underflow_interrupt(underflow);
         }
     }
 
@@ -332,7 +361,7 @@ impl Aarch64Vcpu {
     fn decode(&mut self, kind: u64) -> Option<Exit> {
         match kind % 4 {
             0 => self.synchronous(),
-            1 => Some(if physical_interrupts() {
+            1 => Some(if physical_interrupts() | self.fast.timer_fired.take() {
                 Exit::VirtualTimer
             } else {
                 Exit::Interrupt
@@ -581,12 +610,12 @@ impl VcpuBackend for Aarch64Vcpu {
             return self.element_exit(&access);
         }
         loop {
-            self.flush();
+            self.fast.flush();
             // SAFETY: the frame holds this vCPU's EL1 context (set by `start`, then saved by
             // every exit), `prepare` set up the EL2 controls and stage 2, and the per-CPU
             // state is installed.
             let kind = unsafe { crate::exception::run_guest(&mut self.frame) };
-            self.fold();
+            self.fast.fold();
             if let Some(exit) = self.decode(kind) {
                 return exit;
             }
@@ -669,6 +698,37 @@ extern "C" fn bulkhead_fast_exit(frame: &mut TrapFrame) -> u64 {
         0x24 => fast_data_abort(frame, running),
         _ => 0,
     }
+}
+
+/// The fast lane's IRQ exit (a kick, the maintenance interrupt), called by the guest-exit
+/// vector code as [`bulkhead_fast_exit`] is for synchronous ones: what the run loop does for
+/// an [`Exit::Interrupt`] (take the physical interrupts, fold the list registers, count the
+/// exit, flush) without the loop; returns 1 when done. The virtual timer's PPI, a vCPU whose
+/// run state needs a look, and a fold or flush already under way (none is: the run loop is
+/// in the guest) go to the run loop (0).
+#[unsafe(no_mangle)]
+extern "C" fn bulkhead_fast_interrupt() -> u64 {
+    let Some(running) = crate::cpu::per_cpu().and_then(crate::cpu::PerCpu::running) else {
+        return 0;
+    };
+    let (partition, vcpu) = (running.partition, running.vcpu);
+    if physical_interrupts() {
+        // Taken here: the run loop's decode learns it from the flag.
+        running.timer_fired.set(true);
+        return 0;
+    }
+    // Looked at after the kicks were taken (as the run loop does): a stop or restart asked
+    // for before its kick is seen here.
+    if !partition.fast_lane_open(vcpu) {
+        return 0;
+    }
+    let Ok(mut lrs) = running.lrs.try_borrow_mut() else {
+        return 0;
+    };
+    lrs.fold(partition, vcpu, running.platform);
+    partition.count_exit(vcpu, ExitClass::Interrupt);
+    lrs.flush(partition, vcpu, running.platform);
+    1
 }
 
 /// The guest registers whose frame slots are stale while the fast lane runs (the vector code

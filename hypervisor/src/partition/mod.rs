@@ -678,6 +678,14 @@ impl Partition {
         true
     }
 
+    /// Whether the fast lane may answer vCPU `vcpu`'s exits: its run state needs no look (no
+    /// stop, restart or CPU_OFF pending). An arch fast lane that answers an exit without
+    /// [`Partition::fast_call`] or [`Partition::fast_mmio`] asks this first.
+    #[inline]
+    pub fn fast_lane_open(&self, vcpu: usize) -> bool {
+        !self.needs_attention(vcpu)
+    }
+
     /// Whether vCPU `vcpu` must look at its run state (or has no attention bit).
     #[inline]
     fn needs_attention(&self, vcpu: usize) -> bool {
