@@ -130,8 +130,8 @@ bulkhead_guest_exit:
     ldp x29, x30, [sp], #96
     ret
 
-// Back into the guest after the fast lane answered: x0-x18, x30, ELR and SPSR from the frame
-// at x0 (x19-x29 were never touched).
+// Back into the guest: x0-x18, x30, ELR and SPSR from the frame at x0 (after the fast lane
+// answered, x19-x29 were never touched; `bulkhead_guest_enter` loads them first).
 bulkhead_fast_resume:
     ldp x2, x3, [x0, #248]
     msr elr_el2, x2
@@ -162,26 +162,13 @@ bulkhead_guest_enter:
     stp x27, x28, [sp, #80]
     mrs x1, tpidr_el2
     str x0, [x1]
-    ldp x2, x3, [x0, #248]
-    msr elr_el2, x2
-    msr spsr_el2, x3
-    ldp x2, x3, [x0, #16]
-    ldp x4, x5, [x0, #32]
-    ldp x6, x7, [x0, #48]
-    ldp x8, x9, [x0, #64]
-    ldp x10, x11, [x0, #80]
-    ldp x12, x13, [x0, #96]
-    ldp x14, x15, [x0, #112]
-    ldp x16, x17, [x0, #128]
-    ldp x18, x19, [x0, #144]
-    ldp x20, x21, [x0, #160]
-    ldp x22, x23, [x0, #176]
-    ldp x24, x25, [x0, #192]
-    ldp x26, x27, [x0, #208]
-    ldp x28, x29, [x0, #224]
-    ldr x30, [x0, #240]
-    ldp x0, x1, [x0, #0]
-    eret
+    ldp x19, x20, [x0, #152]
+    ldp x21, x22, [x0, #168]
+    ldp x23, x24, [x0, #184]
+    ldp x25, x26, [x0, #200]
+    ldp x27, x28, [x0, #216]
+    ldr x29, [x0, #232]
+    b bulkhead_fast_resume
 
 bulkhead_el2_vector_common:
     stp x2, x3, [sp, #16]

@@ -36,6 +36,20 @@ fn config(policy: FaultPolicy) -> &'static PartitionConfig {
     }))
 }
 
+/// Shared memory for tests: a 1 MiB pool at 0x8000_0000 that is never zeroed, and `board`.
+fn shared_system(board: crate::pci::doorbell::DoorbellBoard) -> &'static SharedMemorySystem {
+    struct NoZeroing;
+    impl crate::shmem::ZeroMemory for NoZeroing {
+        fn zero(&self, _range: crate::addr::PhysRange) {}
+    }
+    let pool = crate::addr::PhysRange::from_start_size(0x8000_0000, 0x10_0000).unwrap();
+    let registry = Box::leak(Box::new(Mutex::new(Registry::new(pool, &NoZeroing))));
+    Box::leak(Box::new(SharedMemorySystem {
+        registry,
+        board: Arc::new(Mutex::new(board)),
+    }))
+}
+
 fn call(function: u32, arguments: [u64; 4]) -> Exit {
     Exit::Hypercall {
         function: u64::from(function),
@@ -456,16 +470,7 @@ fn a_device_that_cannot_be_placed_is_reported_not_dropped() {
 /// `loc`, it sets up cleanly and the factory page answers at 0x10000000.
 #[test]
 fn the_seed_mmio_shmem_answers_at_its_loc_once_the_windows_move() {
-    struct NoZeroing;
-    impl crate::shmem::ZeroMemory for NoZeroing {
-        fn zero(&self, _range: crate::addr::PhysRange) {}
-    }
-    let pool = crate::addr::PhysRange::from_start_size(0x8000_0000, 0x10_0000).unwrap();
-    let registry = Box::leak(Box::new(Mutex::new(Registry::new(pool, &NoZeroing))));
-    let shared: &'static SharedMemorySystem = Box::leak(Box::new(SharedMemorySystem {
-        registry,
-        board: Arc::new(Mutex::new(crate::pci::doorbell::DoorbellBoard::new())),
-    }));
+    let shared = shared_system(crate::pci::doorbell::DoorbellBoard::new());
     let shmem: &'static [crate::config::ShmemConfig] = &[crate::config::ShmemConfig {
         rules: &[],
         substs: &[],
@@ -673,22 +678,13 @@ fn cpu_on_drops_stale_ipis_and_keeps_later_ones() {
 /// run state (off, stopped) to the slow path, which gives the same answers.
 #[test]
 fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
-    struct NoZeroing;
-    impl crate::shmem::ZeroMemory for NoZeroing {
-        fn zero(&self, _range: crate::addr::PhysRange) {}
-    }
-    let pool = crate::addr::PhysRange::from_start_size(0x8000_0000, 0x10_0000).unwrap();
-    let registry = Box::leak(Box::new(Mutex::new(Registry::new(pool, &NoZeroing))));
     let mut board = crate::pci::doorbell::DoorbellBoard::new();
     let memory = crate::pci::ivshmem::SharedMemory {
         host: HostPhysAddr::new(0x9000_0000),
         size: 0x10_0000,
     };
     board.add_region("iv", memory).unwrap();
-    let shared: &'static SharedMemorySystem = Box::leak(Box::new(SharedMemorySystem {
-        registry,
-        board: Arc::new(Mutex::new(board)),
-    }));
+    let shared = shared_system(board);
     let with_ivshmem = Box::leak(Box::new(PartitionConfig {
         ivshmem: &[crate::config::IvshmemConfig {
             name: "iv",
