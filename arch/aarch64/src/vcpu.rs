@@ -756,7 +756,6 @@ fn fast_call(frame: &mut TrapFrame, partition: &Partition, vcpu: usize, smc: boo
 fn fast_data_abort(frame: &mut TrapFrame, running: &FastVcpu) -> u64 {
     const ISV: u64 = 1 << 24;
     const STAGE1_WALK: u64 = 1 << 7;
-    const WRITE: u64 = 1 << 6;
     let syndrome = frame.esr;
     if syndrome & (ISV | STAGE1_WALK) != ISV {
         return 0;
@@ -767,10 +766,20 @@ fn fast_data_abort(frame: &mut TrapFrame, running: &FastVcpu) -> u64 {
     let ipa = ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (frame.far & 0xfff);
     let bytes = 1u64 << ((syndrome >> 22) & 0b11);
     let register = ((syndrome >> 16) & 0x1f) as u8;
-    if (FAST_LANE_STALE_FIRST..=FAST_LANE_STALE_LAST).contains(&register) {
-        // Not saved (nor restored) for the fast lane.
+    if (FAST_LANE_STALE_FIRST..=FAST_LANE_STALE_LAST).contains(&register)
+        || !running.partition.fast_mmio_may_answer(ipa, bytes)
+    {
+        // x19-x29 are not saved (nor restored) for the fast lane; most misses end here.
         return 0;
     }
+    fast_mmio(frame, running, ipa, bytes, register)
+}
+
+/// The rest of [`fast_data_abort`], for an access that may be the fast lane's.
+#[inline(never)]
+fn fast_mmio(frame: &mut TrapFrame, running: &FastVcpu, ipa: u64, bytes: u64, register: u8) -> u64 {
+    const WRITE: u64 = 1 << 6;
+    let syndrome = frame.esr;
     let write = (syndrome & WRITE != 0).then(|| register_value(frame, register));
     if !running
         .partition

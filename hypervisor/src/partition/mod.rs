@@ -678,6 +678,14 @@ impl Partition {
         true
     }
 
+    /// Whether an MMIO access to `[address, address + bytes)` may be the fast lane's (a cheap
+    /// test of the published ranges' bounds, for arch code to tell most misses early; a `true`
+    /// is decided by [`Partition::fast_mmio`]).
+    #[inline]
+    pub fn fast_mmio_may_answer(&self, address: u64, bytes: u64) -> bool {
+        self.fast.may_contain(address, bytes)
+    }
+
     /// Whether the fast lane may answer vCPU `vcpu`'s exits: its run state needs no look (no
     /// stop, restart or CPU_OFF pending). An arch fast lane that answers an exit without
     /// [`Partition::fast_call`] or [`Partition::fast_mmio`] asks this first.
