@@ -13,7 +13,7 @@
 //!   the guest), `start` (reset to an entry point), `wait`, `halt`;
 //! - shared by all CPUs, [`partition::Platform`]: `kick` a CPU (post-then-kick of a virtual
 //!   interrupt), `map_memory` / `unmap_memory` in a partition's second stage, `signal` a
-//!   device of another partition;
+//!   device of another partition, `deliver` a doorbell's interrupt in another partition;
 //! - from the bootable image, [`vcpu::PartitionHost`]: `reload` a partition's memory for a
 //!   restart, `partition_stopped`.
 //!
@@ -23,8 +23,10 @@
 //! Optionally, a backend may offer an exit to the [`fast`] lane before the run loop sees it:
 //! [`partition::Partition::fast_call`] (pure PSCI queries) and
 //! [`partition::Partition::fast_mmio`] (published reserved and doorbell registers) answer
-//! it without any lock, or say no and the exit takes the run loop as usual. aarch64 does so
-//! from its exit vector; x86 does not yet.
+//! it without any lock, or say no and the exit takes the run loop as usual; a backend that
+//! answers an interrupt exit itself (fold, count, flush) first asks
+//! [`partition::Partition::fast_lane_open`]. aarch64 does all of this from its exit vector;
+//! x86 asks `fast_mmio` for MMIO exits inside its backends' run loops.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(
