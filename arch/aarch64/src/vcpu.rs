@@ -682,11 +682,13 @@ fn reset_frame(frame: &mut TrapFrame, start: StartRequest) {
 
 /// The fast lane ([`hypervisor::fast`]): called by the guest-exit vector code, for a
 /// synchronous exit, with the guest's frame saved except x19-x29 (their slots are stale; they
-/// are still in their registers), before the exit goes back to the run loop. Answers a pure PSCI query or an MMIO access to a published reserved register in place
+/// are still in their registers), before the exit goes back to the run loop. Answers a pure
+/// PSCI query, or an MMIO access to a published reserved or doorbell register, in place
 /// (results in the frame, ELR stepped) and returns 1: the vector code re-enters the guest at
 /// once. Returns 0 for everything else (the run loop takes the exit as before). The list
-/// registers are neither read nor written: nothing here changes virtual interrupt state, and
-/// a kick that arrives meanwhile is taken as an IRQ exit right after the return.
+/// registers are neither read nor written: an interrupt made pending for this vCPU meanwhile
+/// (by another CPU, or by a ring of this one) comes with a kick, taken as an IRQ exit right
+/// after the return.
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_fast_exit(frame: &mut TrapFrame) -> u64 {
     let Some(running) = crate::cpu::per_cpu().and_then(crate::cpu::PerCpu::running) else {
@@ -781,9 +783,11 @@ fn fast_mmio(frame: &mut TrapFrame, running: &FastVcpu, ipa: u64, bytes: u64, re
     const WRITE: u64 = 1 << 6;
     let syndrome = frame.esr;
     let write = (syndrome & WRITE != 0).then(|| register_value(frame, register));
+    // The answer re-enters the guest without a flush: an interrupt a ring makes pending for
+    // this vCPU itself needs the kick (taken as an IRQ exit right after).
     if !running
         .partition
-        .fast_mmio(running.vcpu, ipa, bytes, write, running.platform)
+        .fast_mmio(running.vcpu, ipa, bytes, write, running.platform, true)
     {
         return 0;
     }

@@ -25,8 +25,16 @@ pub fn answer(
         } => (address, width, Some(value)),
         _ => return None,
     };
+    // The backends' loops sync the virtual APIC before every entry: no self-kick needed.
     partition
-        .fast_mmio(vcpu, address.as_u64(), width.bytes(), write, platform)
+        .fast_mmio(
+            vcpu,
+            address.as_u64(),
+            width.bytes(),
+            write,
+            platform,
+            false,
+        )
         .then_some(match write {
             Some(_) => Action::Resume,
             None => Action::CompleteRead(0),

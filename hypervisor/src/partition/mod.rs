@@ -644,7 +644,10 @@ impl Partition {
     /// bytes)` (`write`: the stored value): `true` when the access lies in a published range
     /// (a reserved register: a load gets zero, a store is ignored; a doorbell register: a
     /// load gets zero, a store rings and the device it names is signalled now), counted as an
-    /// exit; `false` when the slow path must take it.
+    /// exit; `false` when the slow path must take it. `kick_self`: whether a ring that makes
+    /// an interrupt deliverable to `vcpu` itself kicks its own CPU, as it must where the
+    /// answer re-enters the guest without loading new interrupts (aarch64's exit vector);
+    /// x86's run loops sync the virtual APIC before every entry and pass `false`.
     #[inline]
     pub fn fast_mmio(
         &self,
@@ -653,6 +656,7 @@ impl Partition {
         bytes: u64,
         write: Option<u64>,
         platform: &dyn Platform,
+        kick_self: bool,
     ) -> bool {
         if self.needs_attention(vcpu) {
             return false;
@@ -661,11 +665,13 @@ impl Partition {
             None => return false,
             Some(FastTarget::Reserved) => {}
             Some(FastTarget::Doorbell(doorbell)) => {
+                // `usize::MAX`: no vCPU of this partition is spared its kick.
+                let cause = if kick_self { usize::MAX } else { vcpu };
                 match write.and_then(|value| doorbell.ring(value as u32)) {
-                    Some(Ring::Signal(client)) => self.signal_client(vcpu, client, platform),
+                    Some(Ring::Signal(client)) => self.signal_client(cause, client, platform),
                     Some(Ring::Deliver { partition, route }) => {
                         if usize::from(partition) == self.index {
-                            self.deliver(vcpu, route, platform);
+                            self.deliver(cause, route, platform);
                         } else {
                             platform.deliver(usize::from(partition), route);
                         }

@@ -725,26 +725,26 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
     };
 
     // Memory decoding off: nothing is published.
-    assert!(!partition.fast_mmio(0, base + 0x10, 4, None, &kicks));
+    assert!(!partition.fast_mmio(0, base + 0x10, 4, None, &kicks, true));
     config_write(0x04, 0x2);
-    assert!(partition.fast_mmio(0, base + 0x10, 4, None, &kicks));
-    assert!(partition.fast_mmio(0, base + 0xf8, 8, None, &kicks));
+    assert!(partition.fast_mmio(0, base + 0x10, 4, None, &kicks, true));
+    assert!(partition.fast_mmio(0, base + 0xf8, 8, None, &kicks, true));
     assert!(
-        !partition.fast_mmio(0, base + 0xfc, 8, None, &kicks),
+        !partition.fast_mmio(0, base + 0xfc, 8, None, &kicks, true),
         "past the BAR"
     );
     assert!(
-        !partition.fast_mmio(0, base + 0x8, 4, None, &kicks),
+        !partition.fast_mmio(0, base + 0x8, 4, None, &kicks, true),
         "IVPosition"
     );
     assert!(
-        !partition.fast_mmio(0, base + 0xc, 2, Some(0), &kicks),
+        !partition.fast_mmio(0, base + 0xc, 2, Some(0), &kicks, true),
         "a doorbell takes words"
     );
     // The doorbell: ringing vector 0 of peer 0 (this device itself) reaches the function as
     // a slow-path ring would: without MSI-X, bit 0 of IntrStatus.
     assert_eq!(slow_read(base + 0x4), Action::CompleteRead(0));
-    assert!(partition.fast_mmio(0, base + 0xc, 4, Some(0), &kicks));
+    assert!(partition.fast_mmio(0, base + 0xc, 4, Some(0), &kicks, true));
     assert_eq!(slow_read(base + 0x4), Action::CompleteRead(1));
     assert_eq!(
         slow_read(base + 0x4),
@@ -752,7 +752,7 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
         "read clears"
     );
     assert!(
-        partition.fast_mmio(0, base + 0xc, 4, Some(5), &kicks),
+        partition.fast_mmio(0, base + 0xc, 4, Some(5), &kicks, true),
         "no vector 5"
     );
     assert_eq!(slow_read(base + 0x4), Action::CompleteRead(0));
@@ -763,10 +763,10 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
     let moved = base + 0x1_0000;
     config_write(0x10, moved);
     assert_eq!(partition.pci.bar_address(slot, 0).unwrap().as_u64(), moved);
-    assert!(!partition.fast_mmio(0, base + 0x10, 4, None, &kicks));
-    assert!(partition.fast_mmio(0, moved + 0x10, 4, None, &kicks));
+    assert!(!partition.fast_mmio(0, base + 0x10, 4, None, &kicks, true));
+    assert!(partition.fast_mmio(0, moved + 0x10, 4, None, &kicks, true));
     config_write(0x04, 0);
-    assert!(!partition.fast_mmio(0, moved + 0x10, 4, None, &kicks));
+    assert!(!partition.fast_mmio(0, moved + 0x10, 4, None, &kicks, true));
     config_write(0x04, 0x2);
 
     // Pure PSCI queries only; vCPU 1 is off (its run state needs a look).
@@ -790,7 +790,7 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
         partition.fast_call(1, u64::from(psci::VERSION), [0; 4]),
         None
     );
-    assert!(!partition.fast_mmio(1, moved + 0x10, 4, None, &kicks));
+    assert!(!partition.fast_mmio(1, moved + 0x10, 4, None, &kicks, true));
     let [total, ..] = partition.exit_counts(0);
     // Five MMIO accesses and two calls answered here (the run loop counts the others).
     assert_eq!(total, 7);
@@ -804,5 +804,5 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
         partition.fast_call(0, u64::from(psci::VERSION), [0; 4]),
         None
     );
-    assert!(!partition.fast_mmio(0, moved + 0x10, 4, None, &kicks));
+    assert!(!partition.fast_mmio(0, moved + 0x10, 4, None, &kicks, true));
 }
