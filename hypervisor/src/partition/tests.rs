@@ -806,3 +806,84 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
     );
     assert!(!partition.fast_mmio(0, moved + 0x10, 4, None, &kicks, true));
 }
+
+/// Issue 9: a fast-lane ring of the device's own peer ID, with its MSI-X vector programmed,
+/// raises the SPI in this partition at once; with `kick_self` the ringing vCPU's own CPU is
+/// kicked (the aarch64 fast lane re-enters the guest without loading interrupts), without it
+/// (x86, whose loops load them before every entry) it is not.
+#[test]
+fn a_fast_ring_of_the_device_itself_raises_its_msi_and_kicks_as_asked() {
+    let mut board = crate::pci::doorbell::DoorbellBoard::new();
+    let memory = crate::pci::ivshmem::SharedMemory {
+        host: HostPhysAddr::new(0x9000_0000),
+        size: 0x10_0000,
+    };
+    board.add_region("iv", memory).unwrap();
+    let shared = shared_system(board);
+    let with_ivshmem = Box::leak(Box::new(PartitionConfig {
+        ivshmem: &[crate::config::IvshmemConfig {
+            name: "iv",
+            size: 0x10_0000,
+            vectors: 1,
+        }],
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(
+        0,
+        with_ivshmem,
+        InterruptModel::Gic(GicVersion::V3),
+        Some(shared),
+    );
+    let kicks = Kicks(RefCell::new(Vec::new()));
+    let slot = (0u8..32)
+        .find(|&slot| partition.pci.bar_address(slot, 0).is_some())
+        .unwrap();
+    let registers = partition.pci.bar_address(slot, 0).unwrap().as_u64();
+    let table = partition.pci.bar_address(slot, 1).unwrap().as_u64();
+    let ecam = crate::config::GuestWindows::QEMU_VIRT.pci_ecam.0 + (u64::from(slot) << 15);
+    let write = |address: u64, width: AccessWidth, value: u64| {
+        let exit = Exit::MmioWrite {
+            address: GuestPhysAddr::new(address),
+            width,
+            value,
+            syndrome: 0,
+        };
+        assert_eq!(partition.handle_exit(0, exit, &kicks), Action::Resume);
+    };
+    let spi_pending = || {
+        let exit = Exit::MmioRead {
+            address: GuestPhysAddr::new(0x0800_0000 + 0x200 + 4 * (96 / 32)),
+            width: AccessWidth::Word,
+            syndrome: 0,
+        };
+        partition.handle_exit(0, exit, &kicks) == Action::CompleteRead(1)
+    };
+    // The guest's set-up: decoding on, MSI-X on with vector 0 -> SPI 96 unmasked; the
+    // distributor forwarding group 1 with SPI 96 enabled (routed to vCPU 0 by reset).
+    write(ecam + 0x04, AccessWidth::Word, 0x2);
+    write(ecam + 0x42, AccessWidth::Half, 0x8000);
+    write(table, AccessWidth::Word, 0x0802_0040);
+    write(table + 8, AccessWidth::Word, 96);
+    write(table + 12, AccessWidth::Word, 0);
+    write(0x0800_0000, AccessWidth::Word, 0x12);
+    write(0x0800_0000 + 0x100 + 4 * (96 / 32), AccessWidth::Word, 1);
+    kicks.0.borrow_mut().clear();
+
+    assert!(!spi_pending());
+    assert!(partition.fast_mmio(0, registers + 0xc, 4, Some(0), &kicks, false));
+    assert!(
+        spi_pending(),
+        "the ring raised SPI 96 without the device's signal"
+    );
+    assert_eq!(
+        *kicks.0.borrow(),
+        [] as [usize; 0],
+        "x86-style: no kick of oneself"
+    );
+    // Taken by the guest (pending cleared), rung again the aarch64 way: vCPU 0's CPU (2).
+    write(0x0800_0000 + 0x280 + 4 * (96 / 32), AccessWidth::Word, 1);
+    assert!(!spi_pending());
+    assert!(partition.fast_mmio(0, registers + 0xc, 4, Some(0), &kicks, true));
+    assert!(spi_pending());
+    assert_eq!(*kicks.0.borrow(), [2]);
+}
