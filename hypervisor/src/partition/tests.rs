@@ -50,6 +50,35 @@ fn shared_system(board: crate::pci::doorbell::DoorbellBoard) -> &'static SharedM
     }))
 }
 
+/// A GICv3 partition with one `ivshmem-doorbell` device (1 vector) on region "iv" of its own
+/// board, and the device's PCI slot.
+fn ivshmem_partition() -> (Partition, u8) {
+    let mut board = crate::pci::doorbell::DoorbellBoard::new();
+    let memory = crate::pci::ivshmem::SharedMemory {
+        host: HostPhysAddr::new(0x9000_0000),
+        size: 0x10_0000,
+    };
+    board.add_region("iv", memory).unwrap();
+    let with_ivshmem = Box::leak(Box::new(PartitionConfig {
+        ivshmem: &[crate::config::IvshmemConfig {
+            name: "iv",
+            size: 0x10_0000,
+            vectors: 1,
+        }],
+        ..*config(FaultPolicy::Stop)
+    }));
+    let partition = Partition::new(
+        0,
+        with_ivshmem,
+        InterruptModel::Gic(GicVersion::V3),
+        Some(shared_system(board)),
+    );
+    let slot = (0u8..32)
+        .find(|&slot| partition.pci.bar_address(slot, 0).is_some())
+        .unwrap();
+    (partition, slot)
+}
+
 fn call(function: u32, arguments: [u64; 4]) -> Exit {
     Exit::Hypercall {
         function: u64::from(function),
@@ -678,32 +707,9 @@ fn cpu_on_drops_stale_ipis_and_keeps_later_ones() {
 /// run state (off, stopped) to the slow path, which gives the same answers.
 #[test]
 fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
-    let mut board = crate::pci::doorbell::DoorbellBoard::new();
-    let memory = crate::pci::ivshmem::SharedMemory {
-        host: HostPhysAddr::new(0x9000_0000),
-        size: 0x10_0000,
-    };
-    board.add_region("iv", memory).unwrap();
-    let shared = shared_system(board);
-    let with_ivshmem = Box::leak(Box::new(PartitionConfig {
-        ivshmem: &[crate::config::IvshmemConfig {
-            name: "iv",
-            size: 0x10_0000,
-            vectors: 1,
-        }],
-        ..*config(FaultPolicy::Stop)
-    }));
-    let partition = Partition::new(
-        0,
-        with_ivshmem,
-        InterruptModel::Gic(GicVersion::V3),
-        Some(shared),
-    );
+    let (partition, slot) = ivshmem_partition();
     assert_eq!(partition.setup_problems(), &[] as &[String]);
     let kicks = Kicks(RefCell::new(Vec::new()));
-    let slot = (0u8..32)
-        .find(|&slot| partition.pci.bar_address(slot, 0).is_some())
-        .unwrap();
     let base = partition.pci.bar_address(slot, 0).unwrap().as_u64();
     let ecam = crate::config::GuestWindows::QEMU_VIRT.pci_ecam.0 + (u64::from(slot) << 15);
     let config_write = |register: u64, value: u64| {
@@ -813,31 +819,8 @@ fn the_fast_lane_serves_decoding_reserved_registers_and_pure_calls_only() {
 /// (x86, whose loops load them before every entry) it is not.
 #[test]
 fn a_fast_ring_of_the_device_itself_raises_its_msi_and_kicks_as_asked() {
-    let mut board = crate::pci::doorbell::DoorbellBoard::new();
-    let memory = crate::pci::ivshmem::SharedMemory {
-        host: HostPhysAddr::new(0x9000_0000),
-        size: 0x10_0000,
-    };
-    board.add_region("iv", memory).unwrap();
-    let shared = shared_system(board);
-    let with_ivshmem = Box::leak(Box::new(PartitionConfig {
-        ivshmem: &[crate::config::IvshmemConfig {
-            name: "iv",
-            size: 0x10_0000,
-            vectors: 1,
-        }],
-        ..*config(FaultPolicy::Stop)
-    }));
-    let partition = Partition::new(
-        0,
-        with_ivshmem,
-        InterruptModel::Gic(GicVersion::V3),
-        Some(shared),
-    );
+    let (partition, slot) = ivshmem_partition();
     let kicks = Kicks(RefCell::new(Vec::new()));
-    let slot = (0u8..32)
-        .find(|&slot| partition.pci.bar_address(slot, 0).is_some())
-        .unwrap();
     let registers = partition.pci.bar_address(slot, 0).unwrap().as_u64();
     let table = partition.pci.bar_address(slot, 1).unwrap().as_u64();
     let ecam = crate::config::GuestWindows::QEMU_VIRT.pci_ecam.0 + (u64::from(slot) << 15);
